@@ -1,0 +1,1 @@
+//! anemone: the runtime.

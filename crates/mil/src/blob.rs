@@ -1,0 +1,1 @@
+//! MILBlob v2 weight files (REFERENCE.md §5).

@@ -1,0 +1,1 @@
+//! Typed construction of MIL programs.

@@ -1,0 +1,1 @@
+//! ANE compatibility lints.

@@ -1,0 +1,1 @@
+//! MIL text: lexer, parser, printer.
