@@ -411,10 +411,18 @@ impl PartialEq for TensorData {
     fn eq(&self, other: &TensorData) -> bool {
         use TensorData::*;
         match (self, other) {
-            (F16(a), F16(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
-            (BF16(a), BF16(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
-            (F32(a), F32(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
-            (F64(a), F64(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            (F16(a), F16(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+            }
+            (BF16(a), BF16(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+            }
+            (F32(a), F32(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+            }
+            (F64(a), F64(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+            }
             (Int(a), Int(b)) => a == b,
             (UInt(a), UInt(b)) => a == b,
             (Bool(a), Bool(b)) => a == b,
@@ -693,10 +701,12 @@ impl Program {
         let mut out = Vec::new();
         for f in &self.functions {
             for op in &f.block.operations {
-                let lits = op.attributes.iter().map(|a| &a.value).chain(op.inputs.iter().filter_map(|i| match &i.value {
-                    Argument::Literal(l) => Some(l),
-                    _ => None,
-                }));
+                let lits = op.attributes.iter().map(|a| &a.value).chain(
+                    op.inputs.iter().filter_map(|i| match &i.value {
+                        Argument::Literal(l) => Some(l),
+                        _ => None,
+                    }),
+                );
                 for lit in lits {
                     if let LiteralData::Blob(b) = &lit.data {
                         out.push((b, &lit.ty, lit.span));
