@@ -1,1 +1,47 @@
-fn main() {}
+//! The `anemone` command: check, format, pack weights for, run and benchmark MIL programs.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod check;
+mod fmt;
+mod source;
+mod weights;
+
+/// Program Apple's Neural Engine from MIL: check and format programs, pack weights, and run
+/// them on the ANE or on a faithful CPU simulator.
+#[derive(Parser)]
+#[command(name = "anemone", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse and validate a MIL program: errors, then Neural Engine lints.
+    ///
+    /// Exits 0 when there are no errors (warnings allowed), 1 when there are, 2 when the
+    /// program cannot be read or the command line is wrong.
+    Check(check::CheckArgs),
+    /// Print a MIL program in canonical form (the form the ANE compiler takes).
+    Fmt(fmt::FmtArgs),
+    /// Write and inspect MILBlob v2 weight files (weights/*.bin).
+    Weights {
+        #[command(subcommand)]
+        cmd: weights::WeightsCommand,
+    },
+}
+
+/// Exit status for usage and I/O problems, as clap uses for bad arguments.
+pub const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check(args) => check::run(&args),
+        Command::Fmt(args) => fmt::run(&args),
+        Command::Weights { cmd } => weights::run(cmd),
+    }
+}

@@ -1,1 +1,536 @@
-//! Typed construction of MIL programs.
+//! Typed construction of MIL programs without string formatting. The builder infers every
+//! result type through the op registry as it goes (so a shape error surfaces at the call
+//! that caused it), names constants itself, and packs BLOBFILE constants into weight files
+//! it writes alongside the program.
+//!
+//! ```
+//! use anemone_mil::builder::{Builder, ConvOptions};
+//! use anemone_mil::{DType, TensorType};
+//!
+//! let mut b = Builder::new();
+//! let mut f = b.function("main");
+//! let x = f.input("x", TensorType::new(DType::Fp32, [1, 8, 1, 32]));
+//! let x16 = f.cast(&x, DType::Fp16).unwrap();
+//! let eye: Vec<f32> = (0..64).map(|i| if i % 9 == 0 { 1.0 } else { 0.0 }).collect();
+//! let w = f.weight("W", TensorType::new(DType::Fp16, [8, 8, 1, 1]), &eye).unwrap();
+//! let y16 = f.conv(&x16, &w, &ConvOptions::default()).unwrap();
+//! let y = f.cast(&y16, DType::Fp32).unwrap();
+//! f.output(&y);
+//! f.finish();
+//! let built = b.build().unwrap();
+//! assert!(anemone_mil::validate::validate(&built.program).is_empty());
+//! ```
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+use crate::blob::BlobWriter;
+use crate::diag::Diagnostic;
+use crate::ir::{
+    Argument, Block, DType, Function, Ident, Literal, LiteralData, Named, Operation, Program,
+    Span, TensorData, TensorType, Type, TypedName,
+};
+use crate::ops::{self, InputArg, InputValue, OpContext, OpKind};
+
+/// The weight file BLOBFILE constants go to unless told otherwise.
+pub const DEFAULT_WEIGHT_PATH: &str = "@model_path/weights/weight.bin";
+
+/// Why a builder call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The registry rejected the op (wrong shapes, missing inputs...).
+    #[error("{op} `{name}`: {message}")]
+    Op { op: &'static str, name: String, message: String },
+    /// Weight data that does not fit its declared type.
+    #[error("weight `{name}`: {message}")]
+    Weight { name: String, message: String },
+    /// The finished program does not validate.
+    #[error("the built program is not valid: {}", .0.first().map(|d| d.message.as_str()).unwrap_or(""))]
+    Invalid(Vec<Diagnostic>),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+}
+
+/// A value in the function being built: its name and type.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Var {
+    name: String,
+    ty: Type,
+}
+
+impl Var {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn ty(&self) -> &Type {
+        &self.ty
+    }
+
+    /// The shape (empty for scalars).
+    pub fn shape(&self) -> &[usize] {
+        self.ty.shape().unwrap_or(&[])
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.ty.dtype().unwrap_or(DType::Fp16)
+    }
+}
+
+/// An operation input for [`FunctionBuilder::op`].
+#[derive(Clone, Debug)]
+pub enum Arg {
+    Var(Var),
+    /// Becomes a `const` op named after the op and the input.
+    Lit(Literal),
+    /// A variadic input such as concat's `values`.
+    Tuple(Vec<Var>),
+}
+
+impl From<&Var> for Arg {
+    fn from(v: &Var) -> Arg {
+        Arg::Var(v.clone())
+    }
+}
+
+impl From<Literal> for Arg {
+    fn from(l: Literal) -> Arg {
+        Arg::Lit(l)
+    }
+}
+
+/// Options of [`FunctionBuilder::conv`]; the defaults are a 1x1-style valid convolution.
+#[derive(Clone, Debug)]
+pub struct ConvOptions {
+    pub strides: Vec<i32>,
+    pub dilations: Vec<i32>,
+    /// `valid`, `same`, `same_lower` or `custom`.
+    pub pad_type: String,
+    /// `[before, after]` per spatial dim; used with `custom`.
+    pub pad: Vec<i32>,
+    pub groups: i32,
+    pub bias: Option<Var>,
+}
+
+impl Default for ConvOptions {
+    fn default() -> ConvOptions {
+        ConvOptions {
+            strides: vec![1, 1],
+            dilations: vec![1, 1],
+            pad_type: "valid".into(),
+            pad: vec![0, 0, 0, 0],
+            groups: 1,
+            bias: None,
+        }
+    }
+}
+
+/// Builds a program: functions, then [`Builder::build`].
+pub struct Builder {
+    version: String,
+    attributes: Vec<Named<Literal>>,
+    functions: Vec<Function>,
+    blobs: BTreeMap<String, BlobWriter>,
+}
+
+impl Default for Builder {
+    fn default() -> Builder {
+        Builder::new()
+    }
+}
+
+impl Builder {
+    /// A `program(1.3)` with the buildInfo header every working program carries
+    /// (REFERENCE.md §4).
+    pub fn new() -> Builder {
+        let kv = |k: &str, v: &str| (Literal::string(k), Literal::string(v));
+        let build_info = Literal::new(
+            Type::Dict(Box::new(Type::Scalar(DType::String)), Box::new(Type::Scalar(DType::String))),
+            LiteralData::Dict(vec![
+                kv("coremlc-component-MIL", "3510.2.1"),
+                kv("coremlc-version", "3505.4.1"),
+                kv("coremltools-component-milinternal", ""),
+                kv("coremltools-version", "9.0"),
+            ]),
+        );
+        Builder {
+            version: "1.3".into(),
+            attributes: vec![Named::new("buildInfo", build_info)],
+            functions: Vec::new(),
+            blobs: BTreeMap::new(),
+        }
+    }
+
+    /// Starts a function with opset `ios18`. Call [`FunctionBuilder::finish`] to add it.
+    pub fn function(&mut self, name: &str) -> FunctionBuilder<'_> {
+        self.function_with_opset(name, "ios18")
+    }
+
+    pub fn function_with_opset(&mut self, name: &str, opset: &str) -> FunctionBuilder<'_> {
+        FunctionBuilder {
+            function: Function {
+                name: Ident::new(name),
+                opset: Ident::new(opset),
+                inputs: Vec::new(),
+                block: Block::default(),
+                span: Span::NONE,
+            },
+            builder: self,
+            values: HashMap::new(),
+            names: HashSet::new(),
+        }
+    }
+
+    /// Validates the program and returns it with its weight files.
+    pub fn build(self) -> Result<BuiltProgram, BuildError> {
+        let program = Program {
+            version: self.version,
+            attributes: self.attributes,
+            functions: self.functions,
+        };
+        let errors: Vec<_> =
+            crate::validate::validate(&program).into_iter().filter(Diagnostic::is_error).collect();
+        if !errors.is_empty() {
+            return Err(BuildError::Invalid(errors));
+        }
+        let weight_files =
+            self.blobs.into_iter().map(|(path, writer)| (path, writer.finish())).collect();
+        Ok(BuiltProgram { program, weight_files })
+    }
+}
+
+/// A built program and the weight files its BLOBFILE constants point into.
+#[derive(Clone, Debug)]
+pub struct BuiltProgram {
+    pub program: Program,
+    /// File bytes by BLOBFILE path (`@model_path/weights/weight.bin`).
+    pub weight_files: BTreeMap<String, Vec<u8>>,
+}
+
+impl BuiltProgram {
+    /// The program as MIL text.
+    pub fn text(&self) -> String {
+        crate::text::print(&self.program)
+    }
+
+    /// Writes `model.mil` and the weight files into `dir` (created if needed), each file
+    /// atomically.
+    pub fn write_model_dir(&self, dir: &Path) -> Result<(), BuildError> {
+        let io = |context: String| move |source| BuildError::Io { context, source };
+        std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
+        let model_dir = crate::package::ModelDir::open(dir)
+            .map_err(|e| BuildError::Io { context: e.to_string(), source: std::io::Error::other("model directory") })?;
+        for (blob_path, bytes) in &self.weight_files {
+            let path = model_dir.resolve_for_write(blob_path).map_err(|e| BuildError::Weight {
+                name: blob_path.clone(),
+                message: e.to_string(),
+            })?;
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(io(format!("cannot create {}", parent.display())))?;
+            }
+            crate::blob::write_file_atomic(&path, bytes)
+                .map_err(io(format!("cannot write {}", path.display())))?;
+        }
+        let mil = dir.join("model.mil");
+        crate::blob::write_file_atomic(&mil, self.text().as_bytes())
+            .map_err(io(format!("cannot write {}", mil.display())))
+    }
+}
+
+/// Builds one function; every call infers its result types immediately.
+pub struct FunctionBuilder<'b> {
+    builder: &'b mut Builder,
+    function: Function,
+    /// Types and constant values of the names defined so far.
+    values: HashMap<String, (Type, Option<Literal>)>,
+    names: HashSet<String>,
+}
+
+impl FunctionBuilder<'_> {
+    /// Declares a function input.
+    pub fn input(&mut self, name: &str, ty: TensorType) -> Var {
+        let name = self.fresh(name);
+        let ty = Type::from(ty);
+        self.function.inputs.push(TypedName::new(ty.clone(), name.clone()));
+        self.values.insert(name.clone(), (ty.clone(), None));
+        Var { name, ty }
+    }
+
+    /// A `const` op holding `value`, named after `hint`.
+    pub fn constant(&mut self, hint: &str, value: Literal) -> Var {
+        let name = self.fresh(hint);
+        let ty = value.ty.clone();
+        self.function.block.operations.push(Operation {
+            op: Ident::new("const"),
+            inputs: Vec::new(),
+            attributes: vec![
+                Named::new("name", Literal::string(name.clone())),
+                Named::new("val", value.clone()),
+            ],
+            outputs: vec![TypedName::new(ty.clone(), name.clone())],
+            span: Span::NONE,
+        });
+        self.values.insert(name.clone(), (ty.clone(), Some(value)));
+        Var { name, ty }
+    }
+
+    /// A weight constant stored in the default weight file as a BLOBFILE, converted from
+    /// f32 to `ty.dtype` (fp16 rounds to nearest even).
+    pub fn weight(&mut self, hint: &str, ty: TensorType, values: &[f32]) -> Result<Var, BuildError> {
+        self.weight_in(DEFAULT_WEIGHT_PATH, hint, ty, values)
+    }
+
+    /// A weight constant stored in the weight file at `blob_path`.
+    pub fn weight_in(
+        &mut self,
+        blob_path: &str,
+        hint: &str,
+        ty: TensorType,
+        values: &[f32],
+    ) -> Result<Var, BuildError> {
+        let err = |message: String| BuildError::Weight { name: hint.to_string(), message };
+        if ty.checked_element_count() != Some(values.len()) {
+            return Err(err(format!("{ty} needs {} values, got {}", ty.element_count(), values.len())));
+        }
+        let writer = self.builder.blobs.entry(blob_path.to_string()).or_default();
+        let offset = writer.add_f32_as(ty.dtype, values).map_err(|e| err(e.to_string()))?;
+        Ok(self.constant(hint, Literal::blob(ty, blob_path, offset)))
+    }
+
+    /// Adds `kind` with `inputs`, naming its (first) result after `hint`; returns every
+    /// result.
+    pub fn op(
+        &mut self,
+        kind: OpKind,
+        hint: &str,
+        inputs: &[(&str, Arg)],
+    ) -> Result<Vec<Var>, BuildError> {
+        let mut bound: Vec<Named<Argument>> = Vec::with_capacity(inputs.len());
+        for (input_name, arg) in inputs {
+            let value = match arg {
+                Arg::Var(v) => Argument::var(v.name.clone()),
+                Arg::Tuple(vs) => {
+                    Argument::Tuple(vs.iter().map(|v| Argument::var(v.name.clone())).collect(), Span::NONE)
+                }
+                Arg::Lit(lit) => {
+                    let c = self.constant(&format!("{hint}_{input_name}"), lit.clone());
+                    Argument::var(c.name)
+                }
+            };
+            bound.push(Named::new(*input_name, value));
+        }
+        let name = self.fresh(hint);
+        let attributes = vec![Named::new("name", Literal::string(name.clone()))];
+        let types = {
+            let ctx = OpContext {
+                kind,
+                inputs: bound
+                    .iter()
+                    .map(|n| (n.name.name.as_str(), self.bind(&n.value)))
+                    .collect(),
+                attributes: &attributes,
+                span: Span::NONE,
+            };
+            ops::infer(&ctx).map_err(|e| BuildError::Op {
+                op: kind.name(),
+                name: name.clone(),
+                message: e.message,
+            })?
+        };
+        let mut outputs = Vec::with_capacity(types.len());
+        for (i, ty) in types.into_iter().enumerate() {
+            let out_name = if i == 0 { name.clone() } else { self.fresh(&format!("{name}_{i}")) };
+            self.values.insert(out_name.clone(), (ty.clone(), None));
+            outputs.push(Var { name: out_name, ty });
+        }
+        self.function.block.operations.push(Operation {
+            op: Ident::new(kind.name()),
+            inputs: bound,
+            attributes,
+            outputs: outputs.iter().map(|v| TypedName::new(v.ty.clone(), v.name.clone())).collect(),
+            span: Span::NONE,
+        });
+        Ok(outputs)
+    }
+
+    /// Like [`FunctionBuilder::op`] for ops with one result.
+    pub fn op1(&mut self, kind: OpKind, hint: &str, inputs: &[(&str, Arg)]) -> Result<Var, BuildError> {
+        Ok(self.op(kind, hint, inputs)?.remove(0))
+    }
+
+    fn bind(&self, arg: &Argument) -> InputArg<'_> {
+        let value = |name: &str| {
+            let (ty, constant) = &self.values[name];
+            InputValue { ty: ty.clone(), constant: constant.as_ref(), span: Span::NONE }
+        };
+        match arg {
+            Argument::Var(v) => InputArg::One(value(&v.name)),
+            Argument::Tuple(items, _) => InputArg::Tuple(
+                items
+                    .iter()
+                    .filter_map(|a| match a {
+                        Argument::Var(v) => Some(value(&v.name)),
+                        _ => None,
+                    })
+                    .collect(),
+                Span::NONE,
+            ),
+            Argument::Literal(l) => {
+                InputArg::One(InputValue { ty: l.ty.clone(), constant: Some(l), span: Span::NONE })
+            }
+        }
+    }
+
+    /// Marks `v` as a function output (in call order).
+    pub fn output(&mut self, v: &Var) {
+        self.function.block.outputs.push(Ident::new(v.name.clone()));
+    }
+
+    /// Adds the function to the program.
+    pub fn finish(self) {
+        self.builder.functions.push(self.function);
+    }
+
+    /// A name based on `hint` that is not taken yet in this function.
+    fn fresh(&mut self, hint: &str) -> String {
+        let base: String = hint
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+            .collect();
+        let base = if base.is_empty() || base.starts_with(|c: char| c.is_ascii_digit()) {
+            format!("v_{base}")
+        } else {
+            base
+        };
+        let mut name = base.clone();
+        let mut n = 1;
+        while self.names.contains(&name) {
+            name = format!("{base}_{n}");
+            n += 1;
+        }
+        self.names.insert(name.clone());
+        name
+    }
+
+    // Typed helpers, one per op the programs here use. Each is a thin call to `op`.
+
+    pub fn cast(&mut self, x: &Var, dtype: DType) -> Result<Var, BuildError> {
+        let hint = format!("{}_{}", x.name, dtype.name());
+        self.op1(OpKind::Cast, &hint, &[("x", x.into()), ("dtype", Literal::string(dtype.name()).into())])
+    }
+
+    pub fn conv(&mut self, x: &Var, weight: &Var, o: &ConvOptions) -> Result<Var, BuildError> {
+        let mut inputs: Vec<(&str, Arg)> = vec![
+            ("x", x.into()),
+            ("weight", weight.into()),
+            ("strides", Literal::int32_list(&o.strides).into()),
+            ("dilations", Literal::int32_list(&o.dilations).into()),
+            ("pad_type", Literal::string(o.pad_type.clone()).into()),
+            ("pad", Literal::int32_list(&o.pad).into()),
+            ("groups", Literal::int32(o.groups).into()),
+        ];
+        if let Some(b) = &o.bias {
+            inputs.push(("bias", b.into()));
+        }
+        self.op1(OpKind::Conv, "conv", &inputs)
+    }
+
+    pub fn matmul(&mut self, x: &Var, y: &Var, transpose_x: bool, transpose_y: bool) -> Result<Var, BuildError> {
+        self.op1(
+            OpKind::Matmul,
+            "matmul",
+            &[
+                ("x", x.into()),
+                ("y", y.into()),
+                ("transpose_x", Literal::bool(transpose_x).into()),
+                ("transpose_y", Literal::bool(transpose_y).into()),
+            ],
+        )
+    }
+
+    /// An elementwise binary op (add, sub, mul, real_div, pow, maximum, minimum).
+    pub fn binary(&mut self, kind: OpKind, x: &Var, y: &Var) -> Result<Var, BuildError> {
+        self.op1(kind, kind.name(), &[("x", x.into()), ("y", y.into())])
+    }
+
+    pub fn add(&mut self, x: &Var, y: &Var) -> Result<Var, BuildError> {
+        self.binary(OpKind::Add, x, y)
+    }
+
+    pub fn mul(&mut self, x: &Var, y: &Var) -> Result<Var, BuildError> {
+        self.binary(OpKind::Mul, x, y)
+    }
+
+    /// An elementwise unary op (exp, relu, sigmoid, ...).
+    pub fn unary(&mut self, kind: OpKind, x: &Var) -> Result<Var, BuildError> {
+        self.op1(kind, kind.name(), &[("x", x.into())])
+    }
+
+    pub fn reshape(&mut self, x: &Var, shape: &[i32]) -> Result<Var, BuildError> {
+        self.op1(OpKind::Reshape, "reshape", &[("x", x.into()), ("shape", Literal::int32_list(shape).into())])
+    }
+
+    pub fn transpose(&mut self, x: &Var, perm: &[i32]) -> Result<Var, BuildError> {
+        self.op1(OpKind::Transpose, "transpose", &[("x", x.into()), ("perm", Literal::int32_list(perm).into())])
+    }
+
+    pub fn slice_by_size(&mut self, x: &Var, begin: &[i32], size: &[i32]) -> Result<Var, BuildError> {
+        self.op1(
+            OpKind::SliceBySize,
+            "slice",
+            &[
+                ("x", x.into()),
+                ("begin", Literal::int32_list(begin).into()),
+                ("size", Literal::int32_list(size).into()),
+            ],
+        )
+    }
+
+    pub fn concat(&mut self, values: &[Var], axis: i32, interleave: bool) -> Result<Var, BuildError> {
+        self.op1(
+            OpKind::Concat,
+            "concat",
+            &[
+                ("values", Arg::Tuple(values.to_vec())),
+                ("axis", Literal::int32(axis).into()),
+                ("interleave", Literal::bool(interleave).into()),
+            ],
+        )
+    }
+
+    pub fn softmax(&mut self, x: &Var, axis: i32) -> Result<Var, BuildError> {
+        self.op1(OpKind::Softmax, "softmax", &[("x", x.into()), ("axis", Literal::int32(axis).into())])
+    }
+
+    /// reduce_sum, reduce_mean or reduce_max.
+    pub fn reduce(&mut self, kind: OpKind, x: &Var, axes: &[i32], keep_dims: bool) -> Result<Var, BuildError> {
+        self.op1(
+            kind,
+            kind.name(),
+            &[
+                ("x", x.into()),
+                ("axes", Literal::int32_list(axes).into()),
+                ("keep_dims", Literal::bool(keep_dims).into()),
+            ],
+        )
+    }
+
+    /// A scalar fp16 constant (for scales and epsilons).
+    pub fn scalar_fp16(&mut self, hint: &str, v: f32) -> Var {
+        self.constant(hint, Literal::fp16(v))
+    }
+
+    /// An inline fp16 tensor constant.
+    pub fn tensor_fp16(&mut self, hint: &str, shape: &[usize], values: &[f32]) -> Result<Var, BuildError> {
+        let ty = TensorType::new(DType::Fp16, shape);
+        if ty.checked_element_count() != Some(values.len()) {
+            return Err(BuildError::Weight {
+                name: hint.to_string(),
+                message: format!("{ty} needs {} values, got {}", ty.element_count(), values.len()),
+            });
+        }
+        let data = TensorData::F16(values.iter().map(|&v| half::f16::from_f32(v)).collect());
+        Ok(self.constant(hint, Literal::tensor(Type::from(ty), data)))
+    }
+}

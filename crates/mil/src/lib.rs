@@ -17,3 +17,19 @@ pub mod validate;
 
 pub use diag::{Diagnostic, Severity};
 pub use ir::*;
+
+use blob::ReadMode;
+use package::ModelDir;
+
+/// Everything `anemone check` reports about a parsed program: validation errors, Neural
+/// Engine lints, and (given the model directory) BLOBFILE references checked against the
+/// weight files they point to. Errors come first.
+pub fn check(program: &Program, model_dir: Option<&ModelDir>, mode: ReadMode) -> Vec<Diagnostic> {
+    let mut out = validate::validate(program);
+    if let Some(dir) = model_dir {
+        out.extend(package::check_blob_refs(program, dir, mode));
+    }
+    out.extend(lint::lint(program));
+    out.sort_by_key(|d| std::cmp::Reverse(d.severity));
+    out
+}

@@ -1,1 +1,236 @@
-//! ANE compatibility lints.
+//! Lints for the Apple Neural Engine's known limits. Each is a warning, not an error: the
+//! program is valid MIL, but the ANE is reported or measured to fail on it. Every lint
+//! names the REFERENCE.md fact (and its public source) it rests on.
+
+use crate::diag::Diagnostic;
+use crate::ir::{Argument, Function, Literal, Program, Type};
+use crate::ops::{self, OpKind};
+
+/// The ANE's native activation layout is `[1, C, 1, S]`: spatial sizes should be multiples
+/// of 16 (REFERENCE.md §2: rustane, libane, ANE-LM, Orion #15/#16, reported).
+pub const SPATIAL_MULTIPLE: usize = 16;
+/// Largest size of any one dimension (REFERENCE.md §2, reported).
+pub const MAX_DIM: usize = 65536;
+/// Largest channel count (REFERENCE.md §2, reported).
+pub const MAX_CHANNELS: usize = 16384;
+/// Most BLOBFILE constants one program may hold (REFERENCE.md §2, reported).
+pub const MAX_BLOBFILES: usize = 16;
+/// The most negative finite fp16 value; masks below it become -inf on the ANE, and the
+/// reference advises -40000 for masked scores (REFERENCE.md §2: maderix README).
+pub const FP16_MIN: f64 = -65504.0;
+
+/// Runs every lint on every function.
+pub fn lint(program: &Program) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for f in &program.functions {
+        lint_io_sizes(f, &mut out);
+        lint_shapes(f, &mut out);
+        lint_ops(f, &mut out);
+    }
+    lint_blobfile_count(program, &mut out);
+    out
+}
+
+/// Byte sizes of the function's inputs and outputs, as the surfaces would hold them.
+fn io_bytes(f: &Function) -> (Vec<(&str, u64)>, Vec<(&str, u64)>) {
+    let size = |ty: &Type| ty.as_tensor().and_then(|t| t.byte_size()).unwrap_or(0);
+    let inputs = f.inputs.iter().map(|i| (i.name.name.as_str(), size(&i.ty))).collect();
+    let outputs = f
+        .block
+        .outputs
+        .iter()
+        .filter_map(|o| f.value_type(&o.name).map(|t| (o.name.as_str(), size(t))))
+        .collect();
+    (inputs, outputs)
+}
+
+/// Evaluate fails with 0x1d when input (or output) surfaces differ in allocation size
+/// (REFERENCE.md §2: Orion issues #2 #4 #12, libane, measured).
+fn lint_io_sizes(f: &Function, out: &mut Vec<Diagnostic>) {
+    let (inputs, outputs) = io_bytes(f);
+    for (what, list) in [("input", &inputs), ("output", &outputs)] {
+        let Some(max) = list.iter().map(|(_, b)| *b).max() else { continue };
+        if list.iter().all(|(_, b)| *b == max) {
+            continue;
+        }
+        let padding: u64 = list.iter().map(|(_, b)| max - b).sum();
+        let sizes =
+            list.iter().map(|(n, b)| format!("`{n}` {b} B")).collect::<Vec<_>>().join(", ");
+        out.push(
+            Diagnostic::warning(
+                "ane::unequal-io-sizes",
+                format!(
+                    "function `{}` has {what}s of unequal byte sizes ({sizes}); the ANE fails \
+                     evaluate with error 0x1d unless every {what} surface has the same size",
+                    f.name
+                ),
+            )
+            .at(f.name.span)
+            .with_help(format!(
+                "the anemone runtime pads every {what} surface to {max} B, which costs \
+                 {padding} B of padding; to avoid it, pack the {what}s into one tensor \
+                 (REFERENCE.md §2, Orion #2 #4 #12)"
+            )),
+        );
+    }
+}
+
+fn lint_shapes(f: &Function, out: &mut Vec<Diagnostic>) {
+    for io in &f.inputs {
+        lint_spatial(&io.ty, &io.name.name, io.ty_span, out);
+    }
+    for name in &f.block.outputs {
+        if let Some(def) = f
+            .block
+            .operations
+            .iter()
+            .flat_map(|op| op.outputs.iter())
+            .chain(f.inputs.iter())
+            .find(|o| o.name.name == name.name)
+        {
+            lint_spatial(&def.ty, &def.name.name, name.span, out);
+        }
+    }
+    let values = f.inputs.iter().chain(f.block.operations.iter().flat_map(|op| op.outputs.iter()));
+    for v in values {
+        let Some(shape) = v.ty.shape() else { continue };
+        if let Some(&d) = shape.iter().find(|&&d| d > MAX_DIM) {
+            out.push(
+                Diagnostic::warning(
+                    "ane::dim-too-large",
+                    format!("`{}` has a dimension of {d}, above the ANE's {MAX_DIM}", v.name),
+                )
+                .at(v.ty_span)
+                .with_help("split the tensor; no dimension may exceed 65536 (REFERENCE.md §2)"),
+            );
+        }
+        if shape.len() >= 3 && shape[1] > MAX_CHANNELS {
+            out.push(
+                Diagnostic::warning(
+                    "ane::too-many-channels",
+                    format!(
+                        "`{}` has {} channels, above the ANE's {MAX_CHANNELS}",
+                        v.name, shape[1]
+                    ),
+                )
+                .at(v.ty_span)
+                .with_help(
+                    "split the channels over several tensors or programs (REFERENCE.md §2: \
+                     channels <= 16384, reported by rustane, libane, ANE-LM)",
+                ),
+            );
+        }
+    }
+}
+
+/// The spatial (last) axis of an I/O surface should be a multiple of 16.
+fn lint_spatial(ty: &Type, name: &str, span: crate::ir::Span, out: &mut Vec<Diagnostic>) {
+    let Some(&last) = ty.shape().and_then(|s| s.last()) else { return };
+    if last % SPATIAL_MULTIPLE != 0 {
+        out.push(
+            Diagnostic::warning(
+                "ane::spatial-multiple-of-16",
+                format!("`{name}` has spatial size {last}, not a multiple of {SPATIAL_MULTIPLE}"),
+            )
+            .at(span)
+            .with_help(
+                "pad the last axis to a multiple of 16; other sizes are reported to corrupt \
+                 results silently (REFERENCE.md §2: rustane, libane, ANE-LM, Orion #15/#16)",
+            ),
+        );
+    }
+}
+
+fn lint_ops(f: &Function, out: &mut Vec<Diagnostic>) {
+    for op in &f.block.operations {
+        let Some(kind) = OpKind::from_name(&op.op.name) else { continue };
+        if let Some(note) = ops::compiler_rejected(kind) {
+            out.push(
+                Diagnostic::warning(
+                    "ane::op-reported-rejected",
+                    format!("`{}` is reported to be rejected by the ANE compiler", kind.name()),
+                )
+                .at(op.op.span)
+                .with_help(note.to_string()),
+            );
+        }
+        if kind == OpKind::ScaledDotProductAttention {
+            if let Some(mask) = op.inputs.iter().find(|i| i.name.name == "attn_mask") {
+                out.push(
+                    Diagnostic::warning(
+                        "ane::sdpa-attn-mask-ignored",
+                        "the ANE ignores `attn_mask` of scaled_dot_product_attention",
+                    )
+                    .at(mask.name.span)
+                    .with_help(
+                        "decompose causal attention: matmul Q·Kᵀ, add the mask, softmax, \
+                         matmul with V (REFERENCE.md §2: maderix README, measured)",
+                    ),
+                );
+            }
+        }
+        if matches!(kind, OpKind::Add | OpKind::ScaledDotProductAttention) {
+            for input in &op.inputs {
+                if let Some(lit) = constant_of(f, &input.value) {
+                    if let Some(min) = min_float(lit).filter(|&m| m < FP16_MIN) {
+                        out.push(
+                            Diagnostic::warning(
+                                "ane::mask-below-fp16-min",
+                                format!(
+                                    "mask value {min} is below -65504, the most negative fp16"
+                                ),
+                            )
+                            .at(input.name.span)
+                            .with_help(
+                                "use -40000 for masked scores: lower values become -inf in \
+                                 fp16 and softmax gives NaN (REFERENCE.md §2: maderix README)",
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The constant literal an argument stands for: inline, or the `val` of a `const` op.
+fn constant_of<'a>(f: &'a Function, arg: &'a Argument) -> Option<&'a Literal> {
+    match arg {
+        Argument::Literal(l) => Some(l),
+        Argument::Var(v) => {
+            let op = f.producer(&v.name)?;
+            (op.op.name == "const").then(|| op.attribute("val")).flatten()
+        }
+        Argument::Tuple(..) => None,
+    }
+}
+
+fn min_float(lit: &Literal) -> Option<f64> {
+    let data = lit.tensor_data()?;
+    if !lit.ty.dtype()?.is_float() {
+        return None;
+    }
+    data.to_f64_vec()?.into_iter().filter(|v| !v.is_nan()).reduce(f64::min)
+}
+
+/// At most 16 BLOBFILE constants per program (REFERENCE.md §2, reported by rustane, libane).
+fn lint_blobfile_count(program: &Program, out: &mut Vec<Diagnostic>) {
+    let refs = program.blob_refs();
+    if refs.len() > MAX_BLOBFILES {
+        out.push(
+            Diagnostic::warning(
+                "ane::too-many-blobfiles",
+                format!(
+                    "the program has {} BLOBFILE constants; the ANE is reported to take at most \
+                     {MAX_BLOBFILES}",
+                    refs.len()
+                ),
+            )
+            .at(refs[MAX_BLOBFILES].2)
+            .with_help(
+                "merge weights into fewer, larger constants, or pass them as inputs \
+                 (dynamic weights) (REFERENCE.md §2)",
+            ),
+        );
+    }
+}

@@ -1,0 +1,243 @@
+//! Devices and the backend trait. A [`Device`] is one backend (the CPU simulator or the
+//! ANE) with its compile budget and compile cache; `Device::compile` turns a validated
+//! program and its weights into a [`Model`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anemone_mil::{Program, TensorType};
+
+use crate::budget::{BudgetLimits, Charge, CompileBudget};
+use crate::error::{Error, Result};
+use crate::model::{Model, ModelOptions};
+use crate::surface::Surface;
+use crate::weights::Weights;
+
+/// Which backend a device runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DeviceKind {
+    /// The CPU simulator: runs anywhere, follows the ANE's rules and fp16 numerics.
+    Simulator,
+    /// Apple's Neural Engine through the private AppleNeuralEngine framework.
+    Ane,
+}
+
+impl DeviceKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceKind::Simulator => "sim",
+            DeviceKind::Ane => "ane",
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How the backend binds input and output surfaces to the program's names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BindingOrder {
+    /// In declaration order.
+    Declaration,
+    /// Sorted by MIL name: the ANE binds this way, whatever the declaration order
+    /// (REFERENCE.md §2: Orion issues #3 #13 #14, reported).
+    Alphabetical,
+}
+
+/// What a backend needs to compile one function.
+pub struct CompileJob<'a> {
+    pub program: &'a Program,
+    pub function: &'a str,
+    /// The program as MIL text (what the ANE compiler reads).
+    pub text: &'a str,
+    pub weights: &'a Weights,
+    /// Inputs and outputs, in the backend's binding order.
+    pub inputs: &'a [(String, TensorType)],
+    pub outputs: &'a [(String, TensorType)],
+}
+
+/// A backend: compiles programs into artifacts that can be instantiated as executables.
+pub trait Backend: Send + Sync {
+    fn kind(&self) -> DeviceKind;
+    fn binding_order(&self) -> BindingOrder;
+    /// Compiles one function. Each call is a real compile that counts against the budget.
+    fn compile(&self, job: &CompileJob) -> Result<Arc<dyn Compiled>>;
+}
+
+/// The product of a compile, shareable between models (the compile cache holds these).
+pub trait Compiled: Send + Sync {
+    /// A new, unloaded executable of this compiled program.
+    fn instantiate(self: Arc<Self>) -> Result<Box<dyn Executable>>;
+}
+
+/// One loaded (or loadable) instance of a compiled program: the ANE's lifecycle.
+pub trait Executable: Send {
+    fn load(&mut self) -> Result<()>;
+    fn unload(&mut self) -> Result<()>;
+    fn is_loaded(&self) -> bool;
+    /// Allocates a surface in memory this backend can hand to the device.
+    fn alloc_surface(&self, name: &str, ty: TensorType, alloc_size: usize) -> Result<Surface>;
+    /// Runs the program. Surfaces come in the backend's binding order.
+    fn evaluate(&mut self, inputs: &[&Surface], outputs: &mut [&mut Surface]) -> Result<()>;
+    /// Overwrites a weight file where the compiled program was built from (the seed's
+    /// experiment). Whether a later unload + load picks it up is the device's business.
+    fn overwrite_weight_file(&mut self, blob_path: &str, bytes: &[u8]) -> Result<()>;
+    /// Bytes of working memory the executable holds at its peak (activations, scratch).
+    fn peak_memory_bytes(&self) -> usize {
+        0
+    }
+}
+
+/// A key for the compile cache: a hash of the program text, the function and the weights.
+pub type CacheKey = [u8; 32];
+
+/// A backend with its compile budget and compile cache.
+#[derive(Clone)]
+pub struct Device {
+    inner: Arc<DeviceInner>,
+}
+
+struct DeviceInner {
+    backend: Box<dyn Backend>,
+    budget: Arc<CompileBudget>,
+    cache: Mutex<HashMap<CacheKey, Arc<dyn Compiled>>>,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("kind", &self.kind())
+            .field("compiles", &self.inner.budget.used())
+            .finish()
+    }
+}
+
+/// The outcome of one `Device::compile_cached`.
+pub(crate) struct CompileOutcome {
+    pub compiled: Arc<dyn Compiled>,
+    pub cache_hit: bool,
+    pub seconds: f64,
+}
+
+impl Device {
+    /// The CPU simulator, with the default compile budget (its own: simulator devices do
+    /// not share a budget, so independent tests do not interfere).
+    pub fn simulator() -> Device {
+        Device::simulator_with_budget(BudgetLimits::default())
+    }
+
+    /// The CPU simulator with a budget of your choosing.
+    pub fn simulator_with_budget(limits: BudgetLimits) -> Device {
+        Device::from_backend(
+            Box::new(crate::sim::SimBackend::new()),
+            Arc::new(CompileBudget::new(limits, " per simulator device")),
+        )
+    }
+
+    /// The Apple Neural Engine. Fails with "unavailable: ..." where there is none.
+    pub fn ane() -> Result<Device> {
+        crate::apple::open_device()
+    }
+
+    /// The ANE when present, else the simulator.
+    pub fn auto() -> Result<Device> {
+        match Device::ane() {
+            Ok(d) => Ok(d),
+            Err(Error::Unavailable(_)) => Ok(Device::simulator()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The device `ANEMONE_DEVICE` asks for (`sim`, `ane` or `auto`; unset means `auto`).
+    pub fn from_env() -> Result<Device> {
+        match std::env::var("ANEMONE_DEVICE") {
+            Ok(v) => Device::by_name(&v),
+            Err(_) => Device::auto(),
+        }
+    }
+
+    /// `sim`, `ane` or `auto`.
+    pub fn by_name(name: &str) -> Result<Device> {
+        match name.trim() {
+            "sim" | "simulator" | "cpu" => Ok(Device::simulator()),
+            "ane" => Device::ane(),
+            "auto" | "" => Device::auto(),
+            other => Err(Error::UnknownName(format!(
+                "unknown device `{other}`: use `sim`, `ane` or `auto`"
+            ))),
+        }
+    }
+
+    pub(crate) fn from_backend(backend: Box<dyn Backend>, budget: Arc<CompileBudget>) -> Device {
+        Device {
+            inner: Arc::new(DeviceInner { backend, budget, cache: Mutex::new(HashMap::new()) }),
+        }
+    }
+
+    pub fn kind(&self) -> DeviceKind {
+        self.inner.backend.kind()
+    }
+
+    pub fn binding_order(&self) -> BindingOrder {
+        self.inner.backend.binding_order()
+    }
+
+    /// The compile budget this device counts against.
+    pub fn budget(&self) -> &CompileBudget {
+        &self.inner.budget
+    }
+
+    /// Compiles the program's main function with its weights (snapshotted now: later
+    /// changes to the weight files do not reach this model).
+    pub fn compile(&self, program: &Program, weights: &Weights) -> Result<Model> {
+        Model::compile(self, program, weights, &ModelOptions::default())
+    }
+
+    /// Compiles with options (function to run, ...).
+    pub fn compile_with(
+        &self,
+        program: &Program,
+        weights: &Weights,
+        options: &ModelOptions,
+    ) -> Result<Model> {
+        Model::compile(self, program, weights, options)
+    }
+
+    /// Compiles through the cache: an identical program and weights reuse the earlier
+    /// result and spend no budget.
+    pub(crate) fn compile_cached(&self, key: CacheKey, job: &CompileJob) -> Result<CompileOutcome> {
+        let start = Instant::now();
+        if let Some(hit) = self.cache().get(&key).cloned() {
+            return Ok(CompileOutcome {
+                compiled: hit,
+                cache_hit: true,
+                seconds: start.elapsed().as_secs_f64(),
+            });
+        }
+        if let Charge::Warn { used, remaining } = self.inner.budget.charge()? {
+            eprintln!(
+                "warning: {used} compiles so far on the {} device; {remaining} left before \
+                 compiles are refused (the ANE crashes past ~119 per process)",
+                self.kind()
+            );
+        }
+        let compiled = self.inner.backend.compile(job)?;
+        self.cache().insert(key, compiled.clone());
+        Ok(CompileOutcome { compiled, cache_hit: false, seconds: start.elapsed().as_secs_f64() })
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, Arc<dyn Compiled>>> {
+        // A panic while holding the lock cannot leave the map half-updated (single
+        // insert/get), so a poisoned lock is safe to keep using.
+        self.inner.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Number of compiled programs in the cache.
+    pub fn cached_programs(&self) -> usize {
+        self.cache().len()
+    }
+}

@@ -1,0 +1,60 @@
+//! The runtime's errors. Each says which model, op, tensor or file it concerns and, where
+//! there is one, what to do.
+
+use thiserror::Error;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The program does not validate; the diagnostics say why.
+    #[error("the program is not valid: {}", summarize(.0))]
+    Invalid(Vec<anemone_mil::Diagnostic>),
+    /// A name that is not an input or output of the function.
+    #[error("{0}")]
+    UnknownName(String),
+    /// A tensor of the wrong shape, dtype or size.
+    #[error("{0}")]
+    Shape(String),
+    /// Something the backend cannot do (yet), said plainly.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// The backend is not available on this machine.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The compile budget is spent (the ANE crashes past ~119 compiles per process).
+    #[error(
+        "compile budget spent: {used} compiles of {limit} allowed{scope}; the ANE fails \
+         silently and then crashes past ~119 compiles per process (REFERENCE.md §2). \
+         Reuse compiled models (identical program and weights hit the cache), pass \
+         changing weights as inputs (dynamic weights), or restart the process from a \
+         checkpoint"
+    )]
+    BudgetExhausted { used: usize, limit: usize, scope: &'static str },
+    /// Evaluate was called with input or output surfaces of unequal allocation sizes.
+    #[error(
+        "evaluate error 0x1d: {what} surfaces have unequal allocation sizes ({sizes}); the \
+         ANE requires all inputs to share one size and all outputs to share one size"
+    )]
+    UnequalSurfaces { what: &'static str, sizes: String },
+    /// A lifecycle call in the wrong state (evaluate before load, ...).
+    #[error("{0}")]
+    State(String),
+    /// Weight files: missing, corrupt, or not matching the program.
+    #[error("weights: {0}")]
+    Weights(String),
+    /// An error reported by the device (with the framework's own description).
+    #[error("{op} failed: {message}")]
+    Device { op: &'static str, message: String },
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+}
+
+fn summarize(diags: &[anemone_mil::Diagnostic]) -> String {
+    let errors: Vec<_> = diags.iter().filter(|d| d.is_error()).collect();
+    match errors.as_slice() {
+        [] => "no errors".to_string(),
+        [one] => one.message.clone(),
+        [first, rest @ ..] => format!("{} (and {} more)", first.message, rest.len()),
+    }
+}

@@ -1,0 +1,341 @@
+//! A compiled model and the ANE's lifecycle: compile (validate, plan, snapshot weights),
+//! load, evaluate, unload. Inputs and outputs are addressed by MIL name; the model binds
+//! them in whatever order the backend needs and pads surfaces so they share one size.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anemone_mil::{Program, TensorType, Type, text, validate};
+
+use crate::device::{BindingOrder, CacheKey, CompileJob, Compiled, Device, Executable};
+use crate::error::{Error, Result};
+use crate::surface::Surface;
+use crate::weights::Weights;
+
+/// Options for `Device::compile_with`.
+#[derive(Clone, Debug, Default)]
+pub struct ModelOptions {
+    /// The function to run (default: `main`, else the first).
+    pub function: Option<String>,
+}
+
+/// Timings and sizes of a model, for `anemone run --stats` and benchmarks.
+#[derive(Clone, Debug, Default)]
+pub struct ModelStats {
+    /// Seconds spent compiling (near zero on a cache hit).
+    pub compile_seconds: f64,
+    /// Whether the compile was served by the device's cache.
+    pub cache_hit: bool,
+    /// Seconds of the last load.
+    pub load_seconds: f64,
+    /// Seconds of the last unload.
+    pub unload_seconds: f64,
+    /// Seconds of the last evaluate.
+    pub evaluate_seconds: f64,
+    /// Bytes of the input surfaces (padding included) and of the output surfaces.
+    pub input_bytes: usize,
+    pub output_bytes: usize,
+    /// Bytes of padding added so that surfaces share one size.
+    pub padding_bytes: usize,
+}
+
+/// A program compiled for a device, with its input and output surfaces.
+pub struct Model {
+    device: Device,
+    program: Arc<Program>,
+    function: String,
+    weights: Weights,
+    key: CacheKey,
+    compiled: Arc<dyn Compiled>,
+    exec: Box<dyn Executable>,
+    /// Surfaces in declaration order.
+    inputs: Vec<Surface>,
+    outputs: Vec<Surface>,
+    /// Indices into `inputs`/`outputs` in the backend's binding order.
+    input_binding: Vec<usize>,
+    output_binding: Vec<usize>,
+    stats: ModelStats,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("device", &self.device.kind())
+            .field("function", &self.function)
+            .field("inputs", &self.inputs)
+            .field("outputs", &self.outputs)
+            .finish()
+    }
+}
+
+/// Everything that goes into a compile, prepared before the backend sees it.
+pub(crate) struct Prepared {
+    pub function: String,
+    pub text: String,
+    pub key: CacheKey,
+    /// (name, type) in declaration order.
+    pub inputs: Vec<(String, TensorType)>,
+    pub outputs: Vec<(String, TensorType)>,
+    pub input_binding: Vec<usize>,
+    pub output_binding: Vec<usize>,
+}
+
+impl Prepared {
+    pub fn new(
+        device: &Device,
+        program: &Program,
+        weights: &Weights,
+        options: &ModelOptions,
+    ) -> Result<Prepared> {
+        let diags = validate::validate(program);
+        if diags.iter().any(|d| d.is_error()) {
+            return Err(Error::Invalid(diags));
+        }
+        let func = match &options.function {
+            Some(name) => program.function(name).ok_or_else(|| {
+                let names: Vec<_> = program.functions.iter().map(|f| f.name.name.as_str()).collect();
+                Error::UnknownName(format!(
+                    "the program has no function `{name}` (it has: {})",
+                    names.join(", ")
+                ))
+            })?,
+            None => program
+                .main_function()
+                .ok_or_else(|| Error::UnknownName("the program has no function".into()))?,
+        };
+        let as_tensor = |name: &str, ty: &Type| {
+            ty.as_tensor().ok_or_else(|| {
+                Error::Unsupported(format!("`{name}` is {ty}; inputs and outputs must be tensors"))
+            })
+        };
+        let inputs = func
+            .inputs
+            .iter()
+            .map(|i| Ok((i.name.name.clone(), as_tensor(&i.name.name, &i.ty)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let outputs = func
+            .block
+            .outputs
+            .iter()
+            .map(|o| {
+                let ty = func.value_type(&o.name).ok_or_else(|| {
+                    Error::UnknownName(format!("output `{}` is not defined", o.name))
+                })?;
+                Ok((o.name.clone(), as_tensor(&o.name, ty)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        weights.check_program(program)?;
+        let text = text::print(program);
+        let key = cache_key(&text, &func.name.name, weights);
+        let order = device.binding_order();
+        Ok(Prepared {
+            function: func.name.name.clone(),
+            input_binding: binding(&inputs, order),
+            output_binding: binding(&outputs, order),
+            text,
+            key,
+            inputs,
+            outputs,
+        })
+    }
+}
+
+/// Indices of `io` in binding order.
+fn binding(io: &[(String, TensorType)], order: BindingOrder) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..io.len()).collect();
+    if order == BindingOrder::Alphabetical {
+        idx.sort_by(|&a, &b| io[a].0.cmp(&io[b].0));
+    }
+    idx
+}
+
+/// A hash of everything a compile depends on.
+fn cache_key(text: &str, function: &str, weights: &Weights) -> CacheKey {
+    let mut h = blake3::Hasher::new();
+    h.update(&(text.len() as u64).to_le_bytes());
+    h.update(text.as_bytes());
+    h.update(&(function.len() as u64).to_le_bytes());
+    h.update(function.as_bytes());
+    weights.hash_into(&mut h);
+    *h.finalize().as_bytes()
+}
+
+impl Model {
+    pub(crate) fn compile(
+        device: &Device,
+        program: &Program,
+        weights: &Weights,
+        options: &ModelOptions,
+    ) -> Result<Model> {
+        let prep = Prepared::new(device, program, weights, options)?;
+        // Weights are snapshotted here: the model keeps its own copy of the bytes.
+        let weights = weights.snapshot(program);
+        let in_bound: Vec<_> = prep.input_binding.iter().map(|&i| prep.inputs[i].clone()).collect();
+        let out_bound: Vec<_> =
+            prep.output_binding.iter().map(|&i| prep.outputs[i].clone()).collect();
+        let job = CompileJob {
+            program,
+            function: &prep.function,
+            text: &prep.text,
+            weights: &weights,
+            inputs: &in_bound,
+            outputs: &out_bound,
+        };
+        let outcome = device.compile_cached(prep.key, &job)?;
+        let exec = outcome.compiled.clone().instantiate()?;
+        let mut model = Model {
+            device: device.clone(),
+            program: Arc::new(program.clone()),
+            function: prep.function,
+            weights,
+            key: prep.key,
+            compiled: outcome.compiled,
+            exec,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            input_binding: prep.input_binding,
+            output_binding: prep.output_binding,
+            stats: ModelStats {
+                compile_seconds: outcome.seconds,
+                cache_hit: outcome.cache_hit,
+                ..ModelStats::default()
+            },
+        };
+        model.inputs = model.alloc_surfaces(&prep.inputs)?;
+        model.outputs = model.alloc_surfaces(&prep.outputs)?;
+        model.stats.input_bytes = model.inputs.iter().map(Surface::alloc_size).sum();
+        model.stats.output_bytes = model.outputs.iter().map(Surface::alloc_size).sum();
+        model.stats.padding_bytes = model
+            .inputs
+            .iter()
+            .chain(&model.outputs)
+            .map(|s| s.alloc_size() - s.tensor_bytes())
+            .sum();
+        model.load()?;
+        Ok(model)
+    }
+
+    /// Surfaces for `io`, all of one allocation size (the largest tensor's), as the ANE
+    /// requires (REFERENCE.md §2, error 0x1d).
+    fn alloc_surfaces(&self, io: &[(String, TensorType)]) -> Result<Vec<Surface>> {
+        let size = io
+            .iter()
+            .map(|(_, t)| t.byte_size().and_then(|b| usize::try_from(b).ok()).unwrap_or(0))
+            .max()
+            .unwrap_or(0);
+        io.iter().map(|(name, ty)| self.exec.alloc_surface(name, ty.clone(), size)).collect()
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+
+    pub fn function(&self) -> &str {
+        &self.function
+    }
+
+    /// The weights the model was compiled with.
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+
+    pub fn stats(&self) -> &ModelStats {
+        &self.stats
+    }
+
+    /// Peak working memory of the executable (activations and scratch), in bytes.
+    pub fn peak_memory_bytes(&self) -> usize {
+        self.exec.peak_memory_bytes()
+    }
+
+    /// Input names in declaration order.
+    pub fn input_names(&self) -> Vec<&str> {
+        self.inputs.iter().map(Surface::name).collect()
+    }
+
+    /// Output names in declaration order.
+    pub fn output_names(&self) -> Vec<&str> {
+        self.outputs.iter().map(Surface::name).collect()
+    }
+
+    pub fn inputs(&self) -> &[Surface] {
+        &self.inputs
+    }
+
+    pub fn outputs(&self) -> &[Surface] {
+        &self.outputs
+    }
+
+    /// The input surface called `name`.
+    pub fn input(&mut self, name: &str) -> Result<&mut Surface> {
+        let names = self.input_names().join(", ");
+        self.inputs.iter_mut().find(|s| s.name() == name).ok_or_else(|| {
+            Error::UnknownName(format!("`{name}` is not an input of this model (inputs: {names})"))
+        })
+    }
+
+    /// The output surface called `name`.
+    pub fn output(&self, name: &str) -> Result<&Surface> {
+        self.outputs.iter().find(|s| s.name() == name).ok_or_else(|| {
+            Error::UnknownName(format!(
+                "`{name}` is not an output of this model (outputs: {})",
+                self.output_names().join(", ")
+            ))
+        })
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.exec.is_loaded()
+    }
+
+    /// Loads the compiled program onto the device (cheap after the first time).
+    pub fn load(&mut self) -> Result<()> {
+        let t = Instant::now();
+        self.exec.load()?;
+        self.stats.load_seconds = t.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    /// Unloads it; a later `load` brings it back without compiling.
+    pub fn unload(&mut self) -> Result<()> {
+        let t = Instant::now();
+        self.exec.unload()?;
+        self.stats.unload_seconds = t.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    /// Runs the program on the current inputs, filling the outputs.
+    pub fn evaluate(&mut self) -> Result<()> {
+        if !self.exec.is_loaded() {
+            return Err(Error::State(
+                "evaluate on an unloaded model: call load() first".to_string(),
+            ));
+        }
+        let t = Instant::now();
+        let inputs: Vec<&Surface> = self.input_binding.iter().map(|&i| &self.inputs[i]).collect();
+        let mut slots: Vec<Option<&mut Surface>> = self.outputs.iter_mut().map(Some).collect();
+        let mut outputs: Vec<&mut Surface> = Vec::with_capacity(slots.len());
+        for &i in &self.output_binding {
+            outputs.push(slots[i].take().expect("binding is a permutation"));
+        }
+        self.exec.evaluate(&inputs, &mut outputs)?;
+        self.stats.evaluate_seconds = t.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    pub(crate) fn executable_mut(&mut self) -> &mut dyn Executable {
+        self.exec.as_mut()
+    }
+
+    pub(crate) fn cache_key(&self) -> CacheKey {
+        self.key
+    }
+
+    pub(crate) fn compiled(&self) -> &Arc<dyn Compiled> {
+        &self.compiled
+    }
+}

@@ -1,0 +1,369 @@
+//! Surfaces: the dense, typed tensors that carry a model's inputs and outputs, in memory a
+//! backend can share with the device (an IOSurface on the ANE, an aligned heap buffer on the
+//! simulator). A surface may be larger than its tensor: the ANE requires every input (and
+//! every output) surface of a program to have the same allocation size, so smaller ones are
+//! padded (REFERENCE.md §2, error 0x1d).
+
+use anemone_mil::{DType, TensorType, f16};
+
+use crate::error::{Error, Result};
+
+/// The memory behind a surface. Access goes through closures so that a backend can lock
+/// and unlock shared memory around each access (IOSurfaceLock on macOS).
+pub trait SurfaceMemory: Send {
+    /// Allocation size in bytes.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Runs `f` over the bytes, locked for reading.
+    fn read(&self, f: &mut dyn FnMut(&[u8]));
+    /// Runs `f` over the bytes, locked for writing.
+    fn write(&mut self, f: &mut dyn FnMut(&mut [u8]));
+    /// Lets a backend reach its native handle (e.g. the IOSurfaceRef).
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+/// Heap memory aligned to 64 bytes (backed by 64-byte blocks, viewed as bytes).
+pub struct HeapMemory {
+    words: Vec<AlignedBlock>,
+    len: usize,
+}
+
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct AlignedBlock([u8; 64]);
+
+impl HeapMemory {
+    /// Zeroed memory of `len` bytes.
+    pub fn zeroed(len: usize) -> HeapMemory {
+        HeapMemory { words: vec![AlignedBlock::default(); len.div_ceil(64)], len }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &bytemuck::cast_slice(self.words.as_slice())[..self.len]
+    }
+
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut bytemuck::cast_slice_mut(self.words.as_mut_slice())[..self.len]
+    }
+}
+
+// SAFETY: AlignedBlock is repr(C) around [u8; 64]: no padding, every bit pattern valid.
+unsafe impl bytemuck::Zeroable for AlignedBlock {}
+// SAFETY: as above; it is Copy and 'static.
+unsafe impl bytemuck::Pod for AlignedBlock {}
+
+impl SurfaceMemory for HeapMemory {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn read(&self, f: &mut dyn FnMut(&[u8])) {
+        f(self.bytes())
+    }
+    fn write(&mut self, f: &mut dyn FnMut(&mut [u8])) {
+        f(self.bytes_mut())
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// A named tensor in device-shareable memory.
+pub struct Surface {
+    name: String,
+    ty: TensorType,
+    memory: Box<dyn SurfaceMemory>,
+}
+
+impl std::fmt::Debug for Surface {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Surface")
+            .field("name", &self.name)
+            .field("type", &self.ty.to_string())
+            .field("alloc_size", &self.memory.len())
+            .finish()
+    }
+}
+
+impl Surface {
+    /// A zeroed heap surface for `ty`, allocated to `alloc_size` bytes (at least the
+    /// tensor's own size).
+    pub fn new_heap(name: &str, ty: TensorType, alloc_size: usize) -> Result<Surface> {
+        let need = tensor_bytes(name, &ty)?;
+        Surface::with_memory(name, ty, Box::new(HeapMemory::zeroed(alloc_size.max(need))))
+    }
+
+    /// A surface over memory a backend allocated.
+    pub fn with_memory(
+        name: &str,
+        ty: TensorType,
+        memory: Box<dyn SurfaceMemory>,
+    ) -> Result<Surface> {
+        let need = tensor_bytes(name, &ty)?;
+        if memory.len() < need {
+            return Err(Error::Shape(format!(
+                "surface `{name}` of {} B cannot hold {ty} ({need} B)",
+                memory.len()
+            )));
+        }
+        Ok(Surface { name: name.to_string(), ty, memory })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn tensor_type(&self) -> &TensorType {
+        &self.ty
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.ty.dtype
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.ty.shape
+    }
+
+    pub fn element_count(&self) -> usize {
+        self.ty.element_count()
+    }
+
+    /// Bytes the tensor itself takes (the rest of the allocation is padding).
+    pub fn tensor_bytes(&self) -> usize {
+        self.ty.byte_size().unwrap_or(0) as usize
+    }
+
+    /// Bytes allocated, padding included.
+    pub fn alloc_size(&self) -> usize {
+        self.memory.len()
+    }
+
+    pub fn memory(&self) -> &dyn SurfaceMemory {
+        self.memory.as_ref()
+    }
+
+    pub fn memory_mut(&mut self) -> &mut dyn SurfaceMemory {
+        self.memory.as_mut()
+    }
+
+    /// Writes f32 values, converting to the surface's dtype (fp16 rounds to nearest even).
+    pub fn write_f32(&mut self, values: &[f32]) -> Result<()> {
+        self.check_len(values.len())?;
+        let dtype = self.ty.dtype;
+        let name = self.name.clone();
+        let mut result = Ok(());
+        let n = self.tensor_bytes();
+        self.memory.write(&mut |bytes| {
+            result = encode_f32(&name, dtype, values, &mut bytes[..n]);
+        });
+        result
+    }
+
+    /// Reads the tensor as f32 values.
+    pub fn read_f32(&self) -> Result<Vec<f32>> {
+        let mut out = vec![0f32; self.element_count()];
+        let dtype = self.ty.dtype;
+        let mut result = Ok(());
+        let n = self.tensor_bytes();
+        self.memory.read(&mut |bytes| {
+            result = decode_f32(&self.name, dtype, &bytes[..n], &mut out);
+        });
+        result.map(|_| out)
+    }
+
+    /// Writes fp16 values to an fp16 surface.
+    pub fn write_f16(&mut self, values: &[f16]) -> Result<()> {
+        self.expect_dtype(DType::Fp16)?;
+        self.check_len(values.len())?;
+        self.write_bytes(bytemuck::cast_slice(values))
+    }
+
+    /// Reads an fp16 surface.
+    pub fn read_f16(&self) -> Result<Vec<f16>> {
+        self.expect_dtype(DType::Fp16)?;
+        let mut out = vec![f16::ZERO; self.element_count()];
+        self.read_bytes_into(bytemuck::cast_slice_mut(&mut out))?;
+        Ok(out)
+    }
+
+    /// Writes the tensor's raw bytes, in its own dtype (`bytes.len()` must be the tensor size).
+    pub fn write_bytes(&mut self, src: &[u8]) -> Result<()> {
+        let n = self.tensor_bytes();
+        if src.len() != n {
+            return Err(Error::Shape(format!(
+                "`{}` holds {} = {n} B, got {} B",
+                self.name,
+                self.ty,
+                src.len()
+            )));
+        }
+        self.memory.write(&mut |bytes| bytes[..n].copy_from_slice(src));
+        Ok(())
+    }
+
+    /// Writes `src` at byte `offset` of the tensor (used for packed dynamic weights).
+    pub fn write_bytes_at(&mut self, offset: usize, src: &[u8]) -> Result<()> {
+        let n = self.tensor_bytes();
+        if offset.checked_add(src.len()).is_none_or(|end| end > n) {
+            return Err(Error::Shape(format!(
+                "write of {} B at offset {offset} is outside `{}` ({n} B)",
+                src.len(),
+                self.name
+            )));
+        }
+        self.memory.write(&mut |bytes| bytes[offset..offset + src.len()].copy_from_slice(src));
+        Ok(())
+    }
+
+    /// Copies the tensor's raw bytes into `dst` (which must be the tensor size).
+    pub fn read_bytes_into(&self, dst: &mut [u8]) -> Result<()> {
+        let n = self.tensor_bytes();
+        if dst.len() != n {
+            return Err(Error::Shape(format!(
+                "`{}` holds {n} B, buffer has {} B",
+                self.name,
+                dst.len()
+            )));
+        }
+        self.memory.read(&mut |bytes| dst.copy_from_slice(&bytes[..n]));
+        Ok(())
+    }
+
+    /// The tensor's raw bytes.
+    pub fn read_bytes(&self) -> Vec<u8> {
+        let mut out = vec![0u8; self.tensor_bytes()];
+        let n = out.len();
+        self.memory.read(&mut |bytes| out.copy_from_slice(&bytes[..n]));
+        out
+    }
+
+    fn check_len(&self, got: usize) -> Result<()> {
+        let want = self.element_count();
+        if got != want {
+            return Err(Error::Shape(format!(
+                "`{}` is {} ({want} elements), got {got} values",
+                self.name, self.ty
+            )));
+        }
+        Ok(())
+    }
+
+    fn expect_dtype(&self, dtype: DType) -> Result<()> {
+        if self.ty.dtype != dtype {
+            return Err(Error::Shape(format!(
+                "`{}` is {}, not {dtype}",
+                self.name, self.ty
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn tensor_bytes(name: &str, ty: &TensorType) -> Result<usize> {
+    ty.byte_size()
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or_else(|| Error::Shape(format!("`{name}`: {ty} has no fixed byte size")))
+}
+
+/// Converts f32 values into `dst` in `dtype`'s encoding.
+pub fn encode_f32(name: &str, dtype: DType, src: &[f32], dst: &mut [u8]) -> Result<()> {
+    use half::slice::HalfFloatSliceExt;
+    match dtype {
+        DType::Fp32 => dst.copy_from_slice(bytemuck::cast_slice(src)),
+        DType::Fp16 => {
+            let out: &mut [f16] = bytemuck::cast_slice_mut(dst);
+            out.convert_from_f32_slice(src);
+        }
+        DType::Bf16 => {
+            let out: &mut [half::bf16] = bytemuck::cast_slice_mut(dst);
+            out.convert_from_f32_slice(src);
+        }
+        DType::Int8 => {
+            for (d, &v) in dst.iter_mut().zip(src) {
+                *d = (v as i8) as u8;
+            }
+        }
+        DType::UInt8 => {
+            for (d, &v) in dst.iter_mut().zip(src) {
+                *d = v as u8;
+            }
+        }
+        DType::Int32 => {
+            let out: &mut [i32] = bytemuck::cast_slice_mut(dst);
+            for (d, &v) in out.iter_mut().zip(src) {
+                *d = v as i32;
+            }
+        }
+        other => {
+            return Err(Error::Unsupported(format!(
+                "`{name}`: f32 values cannot be written to a {other} surface"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Converts `src` in `dtype`'s encoding into f32 values.
+pub fn decode_f32(name: &str, dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<()> {
+    use half::slice::HalfFloatSliceExt;
+    match dtype {
+        DType::Fp32 => dst.copy_from_slice(bytemuck::cast_slice(src)),
+        DType::Fp16 => {
+            let input: &[f16] = bytemuck::cast_slice(src);
+            input.convert_to_f32_slice(dst);
+        }
+        DType::Bf16 => {
+            let input: &[half::bf16] = bytemuck::cast_slice(src);
+            input.convert_to_f32_slice(dst);
+        }
+        DType::Int8 => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v as i8 as f32),
+        DType::UInt8 => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v as f32),
+        DType::Int32 => {
+            let input: &[i32] = bytemuck::cast_slice(src);
+            dst.iter_mut().zip(input).for_each(|(d, &v)| *d = v as f32);
+        }
+        other => {
+            return Err(Error::Unsupported(format!(
+                "`{name}`: a {other} surface cannot be read as f32"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fp16_surface_rounds_to_nearest_even() {
+        let mut s = Surface::new_heap("x", TensorType::new(DType::Fp16, [3]), 0).unwrap();
+        // 2049 is halfway between fp16 2048 and 2050: ties to even gives 2048.
+        s.write_f32(&[1.0, 2049.0, 70000.0]).unwrap();
+        assert_eq!(s.read_f32().unwrap(), vec![1.0, 2048.0, f32::INFINITY]);
+    }
+
+    #[test]
+    fn padded_surface_keeps_tensor_size() {
+        let s = Surface::new_heap("x", TensorType::new(DType::Fp32, [2, 3]), 100).unwrap();
+        assert_eq!(s.alloc_size(), 100);
+        assert_eq!(s.tensor_bytes(), 24);
+    }
+
+    #[test]
+    fn wrong_length_is_an_error_not_a_panic() {
+        let mut s = Surface::new_heap("x", TensorType::new(DType::Fp32, [4]), 0).unwrap();
+        let e = s.write_f32(&[1.0]).unwrap_err().to_string();
+        assert!(e.contains("4 elements") && e.contains("got 1"), "{e}");
+        assert!(s.write_bytes_at(14, &[0; 4]).is_err());
+    }
+
+    #[test]
+    fn heap_memory_is_64_byte_aligned() {
+        let m = HeapMemory::zeroed(130);
+        assert_eq!(m.bytes().as_ptr() as usize % 64, 0);
+        assert_eq!(m.bytes().len(), 130);
+    }
+}

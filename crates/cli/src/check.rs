@@ -1,0 +1,84 @@
+//! `anemone check`: parse, validate and lint a program, and check its BLOBFILE references
+//! against the weight files beside it.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anemone_mil::blob::ReadMode;
+use anemone_mil::diag::{self, Diagnostic, LineCol, Severity};
+use anemone_mil::text;
+
+use crate::EXIT_USAGE;
+use crate::source::Source;
+
+#[derive(clap::Args)]
+pub struct CheckArgs {
+    /// A .mil file, or a model directory holding model.mil and weights/.
+    pub path: PathBuf,
+    /// Print one JSON document on stdout instead of text on stderr.
+    #[arg(long)]
+    pub json: bool,
+    /// Read weight files leniently, as the ANE compiler does (maderix-style headers).
+    #[arg(long)]
+    pub lenient: bool,
+}
+
+pub fn run(args: &CheckArgs) -> ExitCode {
+    let src = match Source::load(&args.path) {
+        Ok(s) => s,
+        Err(e) => {
+            if args.json {
+                println!("{}", serde_json::json!({ "file": args.path.display().to_string(), "error": e }));
+            } else {
+                eprintln!("error: {e}");
+            }
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let diagnostics = match text::parse(&src.text) {
+        Err(d) => vec![d],
+        Ok(program) => {
+            let mode = if args.lenient { ReadMode::Lenient } else { ReadMode::Strict };
+            anemone_mil::check(&program, Some(&src.model_dir), mode)
+        }
+    };
+    let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+    let warnings = diagnostics.len() - errors;
+    if args.json {
+        println!("{}", to_json(&src, &diagnostics, errors, warnings));
+    } else {
+        let color = std::io::stderr().is_terminal();
+        for d in &diagnostics {
+            eprint!("{}", diag::render(d, &src.display_name, &src.text, color));
+        }
+        eprintln!("{}: {errors} error(s), {warnings} warning(s)", src.display_name);
+    }
+    if errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
+}
+
+fn to_json(src: &Source, diagnostics: &[Diagnostic], errors: usize, warnings: usize) -> String {
+    let items: Vec<_> = diagnostics
+        .iter()
+        .map(|d| {
+            let pos = d.span.map(|s| (s, LineCol::of(&src.text, s.start)));
+            serde_json::json!({
+                "severity": match d.severity { Severity::Error => "error", Severity::Warning => "warning" },
+                "code": d.code,
+                "message": d.message,
+                "line": pos.map(|(_, lc)| lc.line),
+                "column": pos.map(|(_, lc)| lc.column),
+                "span": pos.map(|(s, _)| serde_json::json!({ "start": s.start, "end": s.end })),
+                "label": d.label,
+                "help": d.help,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "file": src.display_name,
+        "errors": errors,
+        "warnings": warnings,
+        "diagnostics": items,
+    })
+    .to_string()
+}
