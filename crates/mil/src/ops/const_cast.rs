@@ -95,6 +95,19 @@ mod tests {
     }
 
     #[test]
+    fn const_may_hold_a_dictionary() {
+        let ty = Type::Dict(
+            Box::new(Type::Scalar(DType::String)),
+            Box::new(Type::Scalar(DType::String)),
+        );
+        let val = Literal::new(
+            ty.clone(),
+            crate::ir::LiteralData::Dict(vec![(Literal::string("a"), Literal::string("b"))]),
+        );
+        assert_eq!(op(OpKind::Const).attr("val", val).infer_one(), ty);
+    }
+
+    #[test]
     fn const_needs_val_with_the_right_element_count() {
         assert_error(&op(OpKind::Const).error(), "val", "missing required attribute val");
         let val = Literal::tensor(

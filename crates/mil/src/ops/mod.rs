@@ -207,6 +207,12 @@ impl OpKind {
         }
     }
 
+    /// True for ops whose result is known at compile time (`const`, and the constexpr ops
+    /// the compiler materializes at load); their results are weights, not activations.
+    pub fn is_compile_time(self) -> bool {
+        matches!(self, OpKind::Const | OpKind::ConstexprAffineDequantize)
+    }
+
     /// True for the elementwise ops with two operands and numpy broadcasting.
     pub fn is_elementwise_binary(self) -> bool {
         matches!(

@@ -308,7 +308,9 @@ pub(super) fn check(ctx: &OpContext) -> Result<(), OpError> {
             }
             None => {}
             Some(lit) => {
-                let allowed = lit.ty.dtype().is_some_and(|d| spec.dtypes.allows(d));
+                // `Any` takes dictionaries too (a const may hold one).
+                let allowed = spec.dtypes == DTypes::Any
+                    || lit.ty.dtype().is_some_and(|d| spec.dtypes.allows(d));
                 if !allowed {
                     return Err(ctx
                         .error(format_args!(
@@ -396,6 +398,9 @@ mod tests {
                 }
             }
         }
+        let compile_time: Vec<OpKind> =
+            OpKind::ALL.into_iter().filter(|k| k.is_compile_time()).collect();
+        assert_eq!(compile_time, [OpKind::Const, OpKind::ConstexprAffineDequantize]);
         assert_eq!(OpKind::Const.signature().attribute("val").map(|a| a.required), Some(true));
         assert!(
             OpKind::Concat.signature().input("values").is_some_and(|s| s.arity == Arity::Tuple)
