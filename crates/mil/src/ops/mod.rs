@@ -1,8 +1,50 @@
 //! The op registry: one entry per MIL op with its inputs, attributes, defaults, and type and
 //! shape inference. The validator, the builder and the simulator all go through it, so an
 //! op's rules live here and nowhere else.
+//!
+//! - [`OpKind::signature`]: which inputs and attributes an op takes ([`Signature`]).
+//! - [`infer`]: checks an op against its signature, then infers its result types.
+//! - `*Params::resolve`: an op's parameters with every default applied, for executors
+//!   (the simulator) so that nobody re-derives them; inference is built on the same structs.
+//! - [`compiler_note`]: what public sources report about the ANE compiler and each op.
+//!
+//! Semantics follow coremltools' op definitions (`coremltools/converters/mil/mil/ops/defs`),
+//! summarised in REFERENCE.md §6; each rule cites the file it comes from.
 
-use crate::ir::{Literal, Named, Span, Type};
+use std::fmt;
+
+use crate::ir::{Literal, Named, Span, TensorType, Type};
+
+mod attention;
+mod compiler;
+mod const_cast;
+mod conv;
+mod elementwise;
+mod helpers;
+mod matmul;
+mod quant;
+mod reduce;
+mod shape;
+mod signature;
+mod softmax;
+
+#[cfg(test)]
+mod testing;
+
+pub use attention::AttentionParams;
+pub use compiler::{
+    COMPILER_NOTES, CompilerNote, CompilerStatus, compiler_note, compiler_rejected,
+};
+pub use const_cast::{CAST_DTYPES, CastParams};
+pub use conv::{ConvParams, PadType};
+pub use elementwise::{EpsilonParams, GeluMode};
+pub use helpers::{ConstValues, broadcast_shapes, normalize_axis};
+pub use matmul::MatmulParams;
+pub use quant::QuantParams;
+pub use reduce::ReduceParams;
+pub use shape::{ConcatParams, ReshapeParams, SliceParams, SplitParams, TransposeParams};
+pub use signature::{Arity, AttrSpec, DTypes, InputSpec, Ranks, Signature};
+pub use softmax::SoftmaxParams;
 
 /// Every op anemone knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -127,6 +169,86 @@ impl OpKind {
     pub fn from_name(name: &str) -> Option<OpKind> {
         OpKind::ALL.iter().copied().find(|k| k.name() == name)
     }
+
+    /// The inputs and attributes this op takes.
+    pub fn signature(self) -> &'static Signature {
+        match self {
+            OpKind::Const => &const_cast::CONST,
+            OpKind::Cast => &const_cast::CAST,
+            OpKind::Conv => &conv::CONV,
+            OpKind::Matmul => &matmul::MATMUL,
+            OpKind::Add
+            | OpKind::Sub
+            | OpKind::Mul
+            | OpKind::RealDiv
+            | OpKind::Pow
+            | OpKind::Maximum
+            | OpKind::Minimum => &elementwise::BINARY,
+            OpKind::Exp
+            | OpKind::Sqrt
+            | OpKind::Tanh
+            | OpKind::Relu
+            | OpKind::Sigmoid
+            | OpKind::Silu => &elementwise::UNARY,
+            OpKind::Log | OpKind::Rsqrt | OpKind::Inverse => &elementwise::UNARY_EPSILON,
+            OpKind::Gelu => &elementwise::GELU,
+            OpKind::Reshape => &shape::RESHAPE,
+            OpKind::Transpose => &shape::TRANSPOSE,
+            OpKind::SliceBySize => &shape::SLICE_BY_SIZE,
+            OpKind::SliceByIndex => &shape::SLICE_BY_INDEX,
+            OpKind::Concat => &shape::CONCAT,
+            OpKind::Split => &shape::SPLIT,
+            OpKind::ReduceSum | OpKind::ReduceMean | OpKind::ReduceMax => &reduce::REDUCE,
+            OpKind::Softmax => &softmax::SOFTMAX,
+            OpKind::ScaledDotProductAttention => &attention::SDPA,
+            OpKind::Quantize => &quant::QUANTIZE,
+            OpKind::Dequantize => &quant::DEQUANTIZE,
+            OpKind::ConstexprAffineDequantize => &quant::CONSTEXPR_AFFINE_DEQUANTIZE,
+        }
+    }
+
+    /// True for ops whose result is known at compile time (`const`, and the constexpr ops
+    /// the compiler materializes at load); their results are weights, not activations.
+    pub fn is_compile_time(self) -> bool {
+        matches!(self, OpKind::Const | OpKind::ConstexprAffineDequantize)
+    }
+
+    /// True for the elementwise ops with two operands and numpy broadcasting.
+    pub fn is_elementwise_binary(self) -> bool {
+        matches!(
+            self,
+            OpKind::Add
+                | OpKind::Sub
+                | OpKind::Mul
+                | OpKind::RealDiv
+                | OpKind::Pow
+                | OpKind::Maximum
+                | OpKind::Minimum
+        )
+    }
+
+    /// True for the elementwise ops with one operand (activations and math functions).
+    pub fn is_elementwise_unary(self) -> bool {
+        matches!(
+            self,
+            OpKind::Exp
+                | OpKind::Log
+                | OpKind::Sqrt
+                | OpKind::Rsqrt
+                | OpKind::Inverse
+                | OpKind::Tanh
+                | OpKind::Relu
+                | OpKind::Sigmoid
+                | OpKind::Silu
+                | OpKind::Gelu
+        )
+    }
+}
+
+impl fmt::Display for OpKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// What an op sees of one input value during inference: its type, its value when it is a
@@ -156,6 +278,68 @@ pub struct OpContext<'a> {
     pub span: Span,
 }
 
+impl<'a> OpContext<'a> {
+    /// The argument bound to input `name`, as written.
+    pub fn arg(&self, name: &str) -> Option<&InputArg<'a>> {
+        self.inputs.iter().find(|(n, _)| *n == name).map(|(_, a)| a)
+    }
+
+    /// The attribute `name`.
+    pub fn attribute(&self, name: &str) -> Option<&'a Literal> {
+        let attributes: &'a [Named<Literal>] = self.attributes;
+        attributes.iter().find(|a| a.name.name == name).map(|a| &a.value)
+    }
+
+    /// The single value given for input `name`. For inputs the signature lets be written as
+    /// attributes (iOS16 constexpr ops), an attribute of that name counts too. None when the
+    /// input is absent or is a tuple.
+    pub fn value(&self, name: &str) -> Option<InputValue<'a>> {
+        match self.arg(name) {
+            Some(InputArg::One(v)) => Some(v.clone()),
+            Some(InputArg::Tuple(..)) => None,
+            None => {
+                let spec = self.kind.signature().input(name)?;
+                if !spec.or_attribute {
+                    return None;
+                }
+                let lit = self.attribute(name)?;
+                Some(InputValue { ty: lit.ty.clone(), constant: Some(lit), span: lit.span })
+            }
+        }
+    }
+
+    /// Whether input `name` was given (as an input, or as an attribute where allowed).
+    pub fn has(&self, name: &str) -> bool {
+        self.arg(name).is_some() || self.value(name).is_some()
+    }
+
+    /// An error about this op: the message is prefixed with the op's name.
+    pub fn error(&self, message: impl fmt::Display) -> OpError {
+        OpError::new(format!("{}: {message}", self.kind.name()))
+    }
+
+    /// The type of required single-valued input `name`, seen as a tensor (a scalar is a
+    /// rank-0 tensor).
+    pub fn tensor(&self, name: &str) -> Result<TensorType, OpError> {
+        let Some(v) = self.value(name) else {
+            return Err(match self.arg(name) {
+                Some(InputArg::Tuple(..)) => self
+                    .error(format_args!("{name} takes one value, not a tuple"))
+                    .with_subject(name),
+                _ => self.error(format_args!("missing required input {name}")).with_subject(name),
+            });
+        };
+        v.ty.as_tensor().ok_or_else(|| {
+            self.error(format_args!("{name} is a dictionary, not a tensor")).with_subject(name)
+        })
+    }
+
+    /// Like [`OpContext::tensor`] for an optional input: None when absent.
+    pub fn optional_tensor(&self, name: &str) -> Result<Option<TensorType>, OpError> {
+        if self.has(name) { self.tensor(name).map(Some) } else { Ok(None) }
+    }
+}
+
 /// Why an op is malformed; `subject` names the input or attribute at fault, so the
 /// validator can point at it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -163,4 +347,69 @@ pub struct OpError {
     pub message: String,
     pub subject: Option<String>,
     pub help: Option<String>,
+}
+
+impl OpError {
+    pub fn new(message: impl Into<String>) -> OpError {
+        OpError { message: message.into(), subject: None, help: None }
+    }
+
+    /// Names the input or attribute at fault.
+    pub fn with_subject(mut self, subject: impl Into<String>) -> OpError {
+        self.subject = Some(subject.into());
+        self
+    }
+
+    pub fn with_help(mut self, help: impl Into<String>) -> OpError {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+impl fmt::Display for OpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for OpError {}
+
+/// Checks an operation against its op's signature, then infers the types of its results
+/// (one per output; `split` has several).
+pub fn infer(ctx: &OpContext) -> Result<Vec<Type>, OpError> {
+    signature::check(ctx)?;
+    match ctx.kind {
+        OpKind::Const => const_cast::infer_const(ctx),
+        OpKind::Cast => const_cast::infer_cast(ctx),
+        OpKind::Conv => conv::infer(ctx),
+        OpKind::Matmul => matmul::infer(ctx),
+        OpKind::Add
+        | OpKind::Sub
+        | OpKind::Mul
+        | OpKind::RealDiv
+        | OpKind::Pow
+        | OpKind::Maximum
+        | OpKind::Minimum => elementwise::infer_binary(ctx),
+        OpKind::Exp
+        | OpKind::Log
+        | OpKind::Sqrt
+        | OpKind::Rsqrt
+        | OpKind::Inverse
+        | OpKind::Tanh
+        | OpKind::Relu
+        | OpKind::Sigmoid
+        | OpKind::Silu
+        | OpKind::Gelu => elementwise::infer_unary(ctx),
+        OpKind::Reshape => shape::infer_reshape(ctx),
+        OpKind::Transpose => shape::infer_transpose(ctx),
+        OpKind::SliceBySize | OpKind::SliceByIndex => shape::infer_slice(ctx),
+        OpKind::Concat => shape::infer_concat(ctx),
+        OpKind::Split => shape::infer_split(ctx),
+        OpKind::ReduceSum | OpKind::ReduceMean | OpKind::ReduceMax => reduce::infer(ctx),
+        OpKind::Softmax => softmax::infer(ctx),
+        OpKind::ScaledDotProductAttention => attention::infer(ctx),
+        OpKind::Quantize | OpKind::Dequantize | OpKind::ConstexprAffineDequantize => {
+            quant::infer(ctx)
+        }
+    }
 }
