@@ -1,1 +1,46 @@
-//! MIL text: lexer, parser, printer.
+//! MIL text: reading it into the IR and writing the IR back out.
+//!
+//! - [`parse`] takes the text the Neural Engine compiler takes (REFERENCE.md §4), including
+//!   older coremlc forms such as `program(1.0)` and `tensor<string, []>("x")`, and returns a
+//!   [`Program`] with byte spans on its nodes, or the first error as a [`Diagnostic`].
+//! - [`print`] writes a program in the compiler's canonical style.
+//!
+//! Literals keep every bit: each element is stored in its dtype's representation, and
+//! floats print as the shortest text that parses back to the same bits, so
+//! `parse(&print(&p)) == p` for every program `parse` returns.
+//!
+//! Literal syntax beyond what real programs use: `inf`, `-inf`, `nan`, `-nan`, and
+//! `nan(0x7e01)` naming a NaN's full bit pattern; strings take `\"`, `\\`, `\n`, `\t`, `\r`,
+//! `\0`, `\'` and `\u{...}`; fp8 values are written as numbers and stored as their bytes.
+
+mod decimal;
+mod float;
+mod lexer;
+mod parser;
+mod printer;
+
+#[cfg(test)]
+mod tests;
+
+use crate::diag::Diagnostic;
+use crate::ir::{Literal, Program};
+
+/// Parses MIL text into a program.
+///
+/// Never panics, whatever the input: malformed text gives a [`Diagnostic`] with a code such
+/// as `parse::unexpected-token`, a span on the offending text, a label and a hint.
+pub fn parse(src: &str) -> Result<Program, Diagnostic> {
+    parser::parse_program(src)
+}
+
+/// Prints a program as MIL text in the form the ANE compiler takes.
+pub fn print(program: &Program) -> String {
+    printer::print_program(program)
+}
+
+/// Prints one literal as it appears in MIL text, e.g. `tensor<int32, [2]>([1, 1])`.
+pub fn print_literal(literal: &Literal) -> String {
+    let mut out = String::new();
+    printer::write_literal(&mut out, literal);
+    out
+}
