@@ -359,7 +359,7 @@ impl FunctionBuilder<'_> {
         Ok(self.op(kind, hint, inputs)?.remove(0))
     }
 
-    fn bind(&self, arg: &Argument) -> InputArg<'_> {
+    fn bind<'s>(&'s self, arg: &'s Argument) -> InputArg<'s> {
         let value = |name: &str| {
             let (ty, constant) = &self.values[name];
             InputValue { ty: ty.clone(), constant: constant.as_ref(), span: Span::NONE }

@@ -379,6 +379,124 @@ fn edit_distance(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diag::LineCol;
+
+    /// A one-function program around `body`, with input `x: fp16 [1, 4, 1, 16]`.
+    fn program(body: &str, outputs: &str) -> String {
+        format!(
+            "program(1.3)\n{{\n    func main<ios18>(tensor<fp16, [1, 4, 1, 16]> x) {{\n{body}    }} -> ({outputs});\n}}\n"
+        )
+    }
+
+    /// Validates and returns (code, message, line) of each error.
+    fn errors(src: &str) -> Vec<(&'static str, String, usize)> {
+        let p = crate::text::parse(src).unwrap_or_else(|d| panic!("parse: {}", d.message));
+        validate(&p)
+            .into_iter()
+            .filter(|d| d.is_error())
+            .map(|d| (d.code, d.message.clone(), d.span.map_or(0, |s| LineCol::of(src, s.start).line)))
+            .collect()
+    }
+
+    fn one_error(src: &str) -> (&'static str, String, usize) {
+        let e = errors(src);
+        assert_eq!(e.len(), 1, "{e:#?}");
+        e.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn a_correct_program_has_no_errors() {
+        let src = program(
+            "        tensor<fp16, [1, 4, 1, 16]> y = relu(x = x)[name = string(\"r\")];\n",
+            "y",
+        );
+        assert!(errors(&src).is_empty());
+    }
+
+    #[test]
+    fn unknown_op_suggests_the_nearest() {
+        let src = program("        tensor<fp16, [1, 4, 1, 16]> y = rleu(x = x);\n", "y");
+        let (code, msg, line) = one_error(&src);
+        assert_eq!((code, line), ("validate::unknown-op", 4));
+        assert!(msg.contains("`rleu`"), "{msg}");
+        let p = crate::text::parse(&src).unwrap();
+        assert_eq!(validate(&p)[0].help.as_deref(), Some("did you mean `relu`?"));
+    }
+
+    #[test]
+    fn missing_input_is_an_arity_error() {
+        let src = program("        tensor<fp16, [1, 4, 1, 16]> y = add(x = x);\n", "y");
+        let (code, msg, _) = one_error(&src);
+        assert_eq!(code, "validate::op");
+        assert!(msg.contains('y'), "{msg}");
+    }
+
+    #[test]
+    fn declared_type_is_compared_with_the_inferred_one() {
+        let src = program("        tensor<fp16, [1, 4, 1, 32]> y = relu(x = x);\n", "y");
+        let (code, msg, line) = one_error(&src);
+        assert_eq!((code, line), ("validate::result-type", 4));
+        assert!(msg.contains("tensor<fp16, [1, 4, 1, 32]>"), "{msg}");
+        assert!(msg.contains("tensor<fp16, [1, 4, 1, 16]>"), "{msg}");
+    }
+
+    #[test]
+    fn shape_mismatch_points_at_the_op() {
+        let src = program(
+            "        tensor<fp16, [1, 4, 1, 8]> z = const()[name = string(\"z\"), val = tensor<fp16, [1, 4, 1, 8]>([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])];\n        tensor<fp16, [1, 4, 1, 16]> y = add(x = x, y = z);\n",
+            "y",
+        );
+        let (code, msg, line) = one_error(&src);
+        assert_eq!((code, line), ("validate::op", 5));
+        assert!(msg.contains("16") && msg.contains('8'), "{msg}");
+    }
+
+    #[test]
+    fn undefined_names_and_uses_before_definition() {
+        let src = program("        tensor<fp16, [1, 4, 1, 16]> y = relu(x = nope);\n", "y");
+        assert_eq!(one_error(&src).0, "validate::undefined");
+
+        // a cycle: a uses b, b uses a
+        let src = program(
+            "        tensor<fp16, [1, 4, 1, 16]> a = relu(x = b);\n        tensor<fp16, [1, 4, 1, 16]> b = relu(x = a);\n",
+            "b",
+        );
+        let (code, msg, line) = one_error(&src);
+        assert_eq!((code, line), ("validate::use-before-definition", 4));
+        assert!(msg.contains("`b`"), "{msg}");
+    }
+
+    #[test]
+    fn redefinitions_and_missing_outputs() {
+        let src = program(
+            "        tensor<fp16, [1, 4, 1, 16]> y = relu(x = x);\n        tensor<fp16, [1, 4, 1, 16]> y = relu(x = x);\n",
+            "y",
+        );
+        let (code, _, line) = one_error(&src);
+        assert_eq!((code, line), ("validate::redefined", 5));
+
+        let src = program("        tensor<fp16, [1, 4, 1, 16]> y = relu(x = x);\n", "w");
+        let (code, msg, line) = one_error(&src);
+        assert_eq!((code, line), ("validate::undefined-output", 5));
+        assert!(msg.contains("`w`"), "{msg}");
+    }
+
+    #[test]
+    fn a_shape_that_must_be_constant_but_is_not() {
+        let src = "program(1.3)\n{\n    func main<ios18>(tensor<fp16, [1, 4, 1, 16]> x, tensor<int32, [2]> s) {\n        tensor<fp16, [4, 16]> y = reshape(shape = s, x = x);\n    } -> (y);\n}\n";
+        let (code, msg, line) = one_error(src);
+        assert_eq!((code, line), ("validate::op", 4));
+        assert!(msg.contains("constant"), "{msg}");
+    }
+
+    #[test]
+    fn duplicate_inputs_and_huge_tensors() {
+        let src = program("        tensor<fp16, [1, 4, 1, 16]> y = relu(x = x, x = x);\n", "y");
+        assert_eq!(one_error(&src).0, "validate::duplicate-input");
+
+        let src = "program(1.3)\n{\n    func main<ios18>(tensor<fp16, [65536, 65536, 65536]> x) {\n    } -> (x);\n}\n";
+        assert_eq!(one_error(src).0, "validate::tensor-too-large");
+    }
 
     #[test]
     fn edit_distance_counts_edits() {
