@@ -1,1 +1,0 @@
-//! MILBlob v2 weight files (REFERENCE.md §5).
