@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod check;
 mod fmt;
+mod npy;
 mod source;
 mod weights;
 

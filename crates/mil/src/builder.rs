@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use crate::blob::BlobWriter;
+use crate::package::{ModelDir, PackageError, Weights};
 use crate::diag::Diagnostic;
 use crate::ir::{
     Argument, Block, DType, Function, Ident, Literal, LiteralData, Named, Operation, Program,
@@ -47,8 +48,6 @@ pub enum BuildError {
     /// The finished program does not validate.
     #[error("the built program is not valid: {}", .0.first().map(|d| d.message.as_str()).unwrap_or(""))]
     Invalid(Vec<Diagnostic>),
-    #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
 }
 
 /// A value in the function being built: its name and type.
@@ -193,9 +192,11 @@ impl Builder {
         if !errors.is_empty() {
             return Err(BuildError::Invalid(errors));
         }
-        let weight_files =
-            self.blobs.into_iter().map(|(path, writer)| (path, writer.finish())).collect();
-        Ok(BuiltProgram { program, weight_files })
+        let mut weights = Weights::new();
+        for (path, writer) in self.blobs {
+            weights.insert(path, writer.finish());
+        }
+        Ok(BuiltProgram { program, weights })
     }
 }
 
@@ -203,8 +204,8 @@ impl Builder {
 #[derive(Clone, Debug)]
 pub struct BuiltProgram {
     pub program: Program,
-    /// File bytes by BLOBFILE path (`@model_path/weights/weight.bin`).
-    pub weight_files: BTreeMap<String, Vec<u8>>,
+    /// Weight files by BLOBFILE path (`@model_path/weights/weight.bin`).
+    pub weights: Weights,
 }
 
 impl BuiltProgram {
@@ -215,26 +216,8 @@ impl BuiltProgram {
 
     /// Writes `model.mil` and the weight files into `dir` (created if needed), each file
     /// atomically.
-    pub fn write_model_dir(&self, dir: &Path) -> Result<(), BuildError> {
-        let io = |context: String| move |source| BuildError::Io { context, source };
-        std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
-        let model_dir = crate::package::ModelDir::open(dir)
-            .map_err(|e| BuildError::Io { context: e.to_string(), source: std::io::Error::other("model directory") })?;
-        for (blob_path, bytes) in &self.weight_files {
-            let path = model_dir.resolve_for_write(blob_path).map_err(|e| BuildError::Weight {
-                name: blob_path.clone(),
-                message: e.to_string(),
-            })?;
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(io(format!("cannot create {}", parent.display())))?;
-            }
-            crate::blob::write_file_atomic(&path, bytes)
-                .map_err(io(format!("cannot write {}", path.display())))?;
-        }
-        let mil = dir.join("model.mil");
-        crate::blob::write_file_atomic(&mil, self.text().as_bytes())
-            .map_err(io(format!("cannot write {}", mil.display())))
+    pub fn write_model_dir(&self, dir: &Path) -> Result<ModelDir, PackageError> {
+        ModelDir::create(dir, &self.text(), &self.weights)
     }
 }
 
@@ -294,7 +277,17 @@ impl FunctionBuilder<'_> {
             return Err(err(format!("{ty} needs {} values, got {}", ty.element_count(), values.len())));
         }
         let writer = self.builder.blobs.entry(blob_path.to_string()).or_default();
-        let offset = writer.add_f32_as(ty.dtype, values).map_err(|e| err(e.to_string()))?;
+        let offset = match ty.dtype {
+            DType::Fp16 => writer.add_f32_as_fp16(values),
+            DType::Bf16 => writer.add_f32_as_bf16(values),
+            DType::Fp32 => writer.add_f32(values),
+            other => {
+                return Err(err(format!(
+                    "weights from f32 values can be fp16, bf16 or fp32, not {other}; \
+                     write other dtypes with blob::BlobWriter"
+                )));
+            }
+        };
         Ok(self.constant(hint, Literal::blob(ty, blob_path, offset)))
     }
 

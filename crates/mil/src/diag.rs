@@ -136,18 +136,16 @@ impl SourceDiagnostic {
 }
 
 impl fmt::Display for SourceDiagnostic {
+    /// `file:line:col: severity[code]: message`, the line miette puts above the excerpt.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.position(), self.diagnostic.message)
+        let d = &self.diagnostic;
+        write!(f, "{}: {}[{}]: {}", self.position(), d.severity.as_str(), d.code, d.message)
     }
 }
 
 impl std::error::Error for SourceDiagnostic {}
 
 impl miette::Diagnostic for SourceDiagnostic {
-    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        Some(Box::new(self.diagnostic.code))
-    }
-
     fn severity(&self) -> Option<miette::Severity> {
         Some(match self.diagnostic.severity {
             Severity::Error => miette::Severity::Error,
@@ -170,8 +168,8 @@ impl miette::Diagnostic for SourceDiagnostic {
     }
 }
 
-/// Renders a diagnostic for a terminal: the `file:line:col: message` line, then miette's
-/// underlined excerpt and hint. `color` selects ANSI colours.
+/// Renders a diagnostic for a terminal: `file:line:col: severity[code]: message`, then the
+/// underlined excerpt and the hint. `color` selects ANSI colours.
 pub fn render(diag: &Diagnostic, file_name: &str, text: &str, color: bool) -> String {
     let sd = diag.with_source(file_name, text);
     let theme = if color {
@@ -179,11 +177,10 @@ pub fn render(diag: &Diagnostic, file_name: &str, text: &str, color: bool) -> St
     } else {
         miette::GraphicalTheme::unicode_nocolor()
     };
-    let handler = miette::GraphicalReportHandler::new_themed(theme).with_width(100);
-    let mut out = format!("{}: {}: {}\n", sd.position(), diag.severity.as_str(), diag.message);
-    let mut excerpt = String::new();
-    if handler.render_report(&mut excerpt, &sd).is_ok() {
-        out.push_str(&excerpt);
+    let handler = miette::GraphicalReportHandler::new_themed(theme).with_width(160);
+    let mut out = String::new();
+    if handler.render_report(&mut out, &sd).is_err() {
+        out = format!("{sd}\n");
     }
     out
 }
@@ -209,7 +206,8 @@ mod tests {
             .with_label("this is not a function")
             .with_help("a program body holds `func` blocks");
         let out = render(&d, "m.mil", text, false);
-        assert!(out.starts_with("m.mil:2:3: error: expected `func`"), "{out}");
+        assert!(out.contains("m.mil:2:3: error[parse::unexpected-token]: expected `func`"), "{out}");
+        assert!(out.contains("bogus"), "{out}");
         assert!(out.contains("this is not a function"), "{out}");
         assert!(out.contains("a program body holds `func` blocks"), "{out}");
     }

@@ -24,10 +24,20 @@ use package::ModelDir;
 /// Everything `anemone check` reports about a parsed program: validation errors, Neural
 /// Engine lints, and (given the model directory) BLOBFILE references checked against the
 /// weight files they point to. Errors come first.
+///
+/// A weight file that does not exist is a warning, not an error: the text is still checked,
+/// and the weights can be supplied when compiling.
 pub fn check(program: &Program, model_dir: Option<&ModelDir>, mode: ReadMode) -> Vec<Diagnostic> {
     let mut out = validate::validate(program);
     if let Some(dir) = model_dir {
-        out.extend(package::check_blob_refs(program, dir, mode));
+        let (_, blob_diags) = dir.check(program, mode);
+        out.extend(blob_diags.into_iter().map(|mut d| {
+            if d.code == "blob::missing-file" {
+                d.severity = Severity::Warning;
+                d.message.push_str("; its BLOBFILE references were not checked");
+            }
+            d
+        }));
     }
     out.extend(lint::lint(program));
     out.sort_by_key(|d| std::cmp::Reverse(d.severity));

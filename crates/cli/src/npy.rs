@@ -1,0 +1,231 @@
+//! .npy arrays in and out, through the npyz crate: reading any plain numeric array (fp16
+//! included, either byte order, C or Fortran order) and writing fp16 and fp32 arrays.
+
+use std::path::Path;
+
+use anemone_mil::f16;
+use npyz::{DType as NpyDType, NpyFile, Order, TypeChar, WriterBuilder};
+
+/// A decoded array.
+pub struct Array {
+    /// C-order shape.
+    pub shape: Vec<usize>,
+    /// Elements in C (row-major) order.
+    pub data: Data,
+}
+
+pub enum Data {
+    F16(Vec<f16>),
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    Int(Vec<i64>),
+    UInt(Vec<u64>),
+    Bool(Vec<bool>),
+}
+
+impl Data {
+    pub fn len(&self) -> usize {
+        match self {
+            Data::F16(v) => v.len(),
+            Data::F32(v) => v.len(),
+            Data::F64(v) => v.len(),
+            Data::Int(v) => v.len(),
+            Data::UInt(v) => v.len(),
+            Data::Bool(v) => v.len(),
+        }
+    }
+
+    pub fn get_f64(&self, i: usize) -> f64 {
+        match self {
+            Data::F16(v) => v[i].to_f64(),
+            Data::F32(v) => v[i] as f64,
+            Data::F64(v) => v[i],
+            Data::Int(v) => v[i] as f64,
+            Data::UInt(v) => v[i] as f64,
+            Data::Bool(v) => v[i] as u8 as f64,
+        }
+    }
+
+    /// Element `i` as an integer, or the value as text when it is not one.
+    pub fn get_int(&self, i: usize) -> Result<i128, String> {
+        let float = |x: f64| {
+            if x.is_finite() && x.fract() == 0.0 && x.abs() < 1e30 {
+                Ok(x as i128)
+            } else {
+                Err(x.to_string())
+            }
+        };
+        match self {
+            Data::Int(v) => Ok(v[i] as i128),
+            Data::UInt(v) => Ok(v[i] as i128),
+            Data::Bool(v) => Ok(v[i] as i128),
+            Data::F16(v) => float(v[i].to_f64()),
+            Data::F32(v) => float(v[i] as f64),
+            Data::F64(v) => float(v[i]),
+        }
+    }
+
+    /// Every element as f32 (fp16 and fp32 exactly; others rounded).
+    pub fn to_f32(&self) -> Vec<f32> {
+        match self {
+            Data::F32(v) => v.clone(),
+            Data::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            _ => (0..self.len()).map(|i| self.get_f64(i) as f32).collect(),
+        }
+    }
+}
+
+/// `element [i, j, k]` for flat C-order index `i`.
+pub fn index_name(shape: &[usize], mut i: usize) -> String {
+    if shape.is_empty() {
+        return "the value".to_string();
+    }
+    let mut idx = vec![0; shape.len()];
+    for (k, &d) in shape.iter().enumerate().rev() {
+        if d > 0 {
+            idx[k] = i % d;
+            i /= d;
+        }
+    }
+    let parts: Vec<String> = idx.iter().map(usize::to_string).collect();
+    format!("element [{}]", parts.join(", "))
+}
+
+/// Reads a .npy file; the error names the file and says what is wrong.
+pub fn read(path: &Path) -> Result<Array, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Decodes .npy bytes.
+pub fn parse(bytes: &[u8]) -> Result<Array, String> {
+    let npy = NpyFile::new(bytes).map_err(|e| format!("not a .npy file: {e}"))?;
+    let NpyDType::Plain(ts) = npy.dtype() else {
+        return Err("structured arrays are not supported: save a plain numeric array".into());
+    };
+    let shape: Vec<usize> = npy
+        .shape()
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| "shape too large".to_string()))
+        .collect::<Result<_, _>>()?;
+    let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("shape too large")?;
+    let size = ts.size_field() as usize;
+    // The whole file bounds the data; checked before decoding so that a header declaring
+    // a huge shape cannot make the decoder allocate for it.
+    let available = bytes.len();
+    if n.checked_mul(size).is_none_or(|need| need > available) {
+        return Err(format!(
+            "truncated: {n} elements of {size} bytes need {} data bytes, the file has {available} bytes in all",
+            n.saturating_mul(size)
+        ));
+    }
+    let fortran = npy.order() == Order::Fortran && shape.len() > 1;
+    let bad = |e: std::io::Error| format!("cannot decode the data: {e}");
+    let data = match (ts.type_char(), size) {
+        (TypeChar::Float, 2) => Data::F16(npy.into_vec::<f16>().map_err(bad)?),
+        (TypeChar::Float, 4) => Data::F32(npy.into_vec::<f32>().map_err(bad)?),
+        (TypeChar::Float, 8) => Data::F64(npy.into_vec::<f64>().map_err(bad)?),
+        (TypeChar::Int, 1) => Data::Int(widen(npy.into_vec::<i8>().map_err(bad)?)),
+        (TypeChar::Int, 2) => Data::Int(widen(npy.into_vec::<i16>().map_err(bad)?)),
+        (TypeChar::Int, 4) => Data::Int(widen(npy.into_vec::<i32>().map_err(bad)?)),
+        (TypeChar::Int, 8) => Data::Int(npy.into_vec::<i64>().map_err(bad)?),
+        (TypeChar::Uint, 1) => Data::UInt(widen(npy.into_vec::<u8>().map_err(bad)?)),
+        (TypeChar::Uint, 2) => Data::UInt(widen(npy.into_vec::<u16>().map_err(bad)?)),
+        (TypeChar::Uint, 4) => Data::UInt(widen(npy.into_vec::<u32>().map_err(bad)?)),
+        (TypeChar::Uint, 8) => Data::UInt(npy.into_vec::<u64>().map_err(bad)?),
+        (TypeChar::Bool, 1) => Data::Bool(npy.into_vec::<bool>().map_err(bad)?),
+        _ => {
+            return Err(format!(
+                "arrays of numpy type `{ts}` are not supported: use float16/32/64, \
+                 (u)int8..64 or bool"
+            ));
+        }
+    };
+    let data = if fortran { data.into_c_order(&shape) } else { data };
+    Ok(Array { shape, data })
+}
+
+fn widen<T: Copy, U: From<T>>(v: Vec<T>) -> Vec<U> {
+    v.into_iter().map(U::from).collect()
+}
+
+impl Data {
+    /// Reorders Fortran-order elements (first axis fastest) into C order.
+    fn into_c_order(self, shape: &[usize]) -> Data {
+        fn reorder<T: Copy>(v: Vec<T>, shape: &[usize]) -> Vec<T> {
+            let mut strides = vec![1usize; shape.len()];
+            for k in 1..shape.len() {
+                strides[k] = strides[k - 1] * shape[k - 1];
+            }
+            (0..v.len())
+                .map(|mut c| {
+                    let mut f = 0;
+                    for k in (0..shape.len()).rev() {
+                        f += (c % shape[k]) * strides[k];
+                        c /= shape[k];
+                    }
+                    v[f]
+                })
+                .collect()
+        }
+        match self {
+            Data::F16(v) => Data::F16(reorder(v, shape)),
+            Data::F32(v) => Data::F32(reorder(v, shape)),
+            Data::F64(v) => Data::F64(reorder(v, shape)),
+            Data::Int(v) => Data::Int(reorder(v, shape)),
+            Data::UInt(v) => Data::UInt(reorder(v, shape)),
+            Data::Bool(v) => Data::Bool(reorder(v, shape)),
+        }
+    }
+}
+
+/// A C-order .npy file of fp16 values ('<f2').
+pub fn encode_f16(shape: &[u64], values: &[f16]) -> Result<Vec<u8>, String> {
+    encode(shape, values)
+}
+
+/// A C-order .npy file of fp32 values ('<f4').
+pub fn encode_f32(shape: &[u64], values: &[f32]) -> Result<Vec<u8>, String> {
+    encode(shape, values)
+}
+
+fn encode<T: npyz::Serialize + npyz::AutoSerialize>(
+    shape: &[u64],
+    values: &[T],
+) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let err = |e: std::io::Error| format!("cannot encode .npy: {e}");
+    let mut w = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(&mut out)
+        .begin_nd()
+        .map_err(err)?;
+    w.extend(values.iter()).map_err(err)?;
+    w.finish().map_err(err)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fp16_and_fp32_round_trip() {
+        let v16: Vec<f16> = [1.0f32, -2.5, 65504.0].iter().map(|&x| f16::from_f32(x)).collect();
+        let a = parse(&encode_f16(&[3], &v16).unwrap()).unwrap();
+        assert_eq!(a.shape, vec![3]);
+        assert!(matches!(&a.data, Data::F16(v) if *v == v16));
+        let a = parse(&encode_f32(&[1, 2], &[0.5, 7.0]).unwrap()).unwrap();
+        assert_eq!(a.shape, vec![1, 2]);
+        assert_eq!(a.data.to_f32(), vec![0.5, 7.0]);
+    }
+
+    #[test]
+    fn truncated_and_garbage_files_are_errors() {
+        let full = encode_f32(&[4], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+        let e = parse(&full[..full.len() - 3]).err().unwrap();
+        assert!(e.contains("truncated"), "{e}");
+        assert!(parse(b"hello").err().unwrap().contains("not a .npy file"));
+    }
+}
