@@ -11,16 +11,19 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::select;
 
+/// The shared corpus sits beside the repository (`../shared` from its root, so
+/// `../../../shared` from this crate); a git worktree may sit deeper, so look in every
+/// ancestor of the crate.
 fn fixture_dir() -> Option<PathBuf> {
-    let dir =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/mil-maderix");
-    if dir.is_dir() {
+    const CORPUS: &str = "shared/fixtures/mil-maderix";
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    if let Some(dir) = manifest.ancestors().map(|a| a.join(CORPUS)).find(|d| d.is_dir()) {
         return Some(dir);
     }
     assert!(
         std::env::var("ANEMONE_REQUIRE_SHARED").as_deref() != Ok("1"),
-        "shared fixtures not found at {} and ANEMONE_REQUIRE_SHARED=1",
-        dir.display()
+        "{CORPUS} not found beside any ancestor of {} and ANEMONE_REQUIRE_SHARED=1",
+        manifest.display()
     );
     println!("skipped: shared fixtures not found");
     None

@@ -1,8 +1,8 @@
-//! The lexer: MIL text to a flat list of tokens, each a kind and a byte span; token text is
-//! read back from the source on demand, so lexing allocates nothing per token.
+//! The lexer: MIL text to tokens, each a kind and a byte span, produced on demand; token
+//! text is read back from the source, so lexing allocates nothing per token.
 //!
-//! It stops at the first malformed token and ends the list with an [`Tok::Error`] token that
-//! carries the diagnostic, so the parser reports whichever problem comes first in the text.
+//! At the first malformed token it keeps the diagnostic and yields [`Tok::Error`] from then
+//! on, so the parser reports whichever problem comes first in the text.
 
 use crate::diag::Diagnostic;
 use crate::ir::Span;
@@ -50,7 +50,7 @@ pub(super) enum Tok {
     Plus,
     Arrow,
     Eof,
-    /// The text could not be tokenized here; the diagnostic says why.
+    /// The text could not be tokenized here; [`Lexer::error`] says why.
     Error,
 }
 
@@ -60,31 +60,46 @@ pub(super) struct Token {
     pub span: Span,
 }
 
-/// All tokens of `src`, ending with `Eof`, or with `Error` and its diagnostic.
-pub(super) fn tokenize(src: &str) -> (Vec<Token>, Option<Diagnostic>) {
-    let mut lexer = Lexer { src, bytes: src.as_bytes(), pos: 0 };
-    let mut tokens = Vec::with_capacity(src.len() / 3 + 1);
-    loop {
-        match lexer.next_token() {
-            Ok(token) => {
-                tokens.push(token);
-                if token.kind == Tok::Eof {
-                    return (tokens, None);
-                }
-            }
-            Err(diag) => {
-                let at = diag.span.map_or(lexer.pos, |s| s.start);
-                tokens.push(Token { kind: Tok::Error, span: Span::new(at, at) });
-                return (tokens, Some(diag));
-            }
-        }
-    }
-}
-
-struct Lexer<'s> {
+pub(super) struct Lexer<'s> {
     src: &'s str,
     bytes: &'s [u8],
     pos: usize,
+    /// The final token (`Eof` or `Error`) once reached; it repeats from then on.
+    end: Option<Token>,
+    error: Option<Diagnostic>,
+}
+
+impl<'s> Lexer<'s> {
+    pub fn new(src: &'s str) -> Lexer<'s> {
+        Lexer { src, bytes: src.as_bytes(), pos: 0, end: None, error: None }
+    }
+
+    /// The next token; after the end of input or an error, that same token again.
+    pub fn next_token(&mut self) -> Token {
+        if let Some(end) = self.end {
+            return end;
+        }
+        match self.lex() {
+            Ok(token) => {
+                if token.kind == Tok::Eof {
+                    self.end = Some(token);
+                }
+                token
+            }
+            Err(diag) => {
+                let at = diag.span.map_or(self.pos, |s| s.start);
+                let token = Token { kind: Tok::Error, span: Span::new(at, at) };
+                self.error = Some(diag);
+                self.end = Some(token);
+                token
+            }
+        }
+    }
+
+    /// Why the lexer stopped, once it yields [`Tok::Error`].
+    pub fn error(&self) -> Option<&Diagnostic> {
+        self.error.as_ref()
+    }
 }
 
 fn is_ident_start(b: u8) -> bool {
@@ -123,7 +138,7 @@ impl Lexer<'_> {
         }
     }
 
-    fn next_token(&mut self) -> Result<Token, Diagnostic> {
+    fn lex(&mut self) -> Result<Token, Diagnostic> {
         self.skip_trivia();
         let start = self.pos;
         let Some(b) = self.peek() else {
@@ -381,6 +396,19 @@ pub(super) fn string_value(src: &str, token: Token) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every token up to and including the final one, and the error if any.
+    fn tokenize(src: &str) -> (Vec<Token>, Option<Diagnostic>) {
+        let mut lexer = Lexer::new(src);
+        let mut tokens = Vec::new();
+        loop {
+            let token = lexer.next_token();
+            tokens.push(token);
+            if matches!(token.kind, Tok::Eof | Tok::Error) {
+                return (tokens, lexer.error().cloned());
+            }
+        }
+    }
 
     fn kinds(src: &str) -> Vec<Tok> {
         let (tokens, err) = tokenize(src);

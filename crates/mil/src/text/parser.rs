@@ -8,7 +8,7 @@
 use half::{bf16, f16};
 
 use super::float::{self, Format, Overflow};
-use super::lexer::{self, NumKind, Tok, Token};
+use super::lexer::{self, Lexer, NumKind, Tok, Token};
 use super::printer;
 use crate::diag::Diagnostic;
 use crate::ir::*;
@@ -20,17 +20,19 @@ pub(super) const MAX_DEPTH: usize = 64;
 type PResult<T> = Result<T, Diagnostic>;
 
 pub(super) fn parse_program(src: &str) -> PResult<Program> {
-    let (tokens, lex_error) = lexer::tokenize(src);
-    let mut parser = Parser { src, tokens, pos: 0, lex_error, depth: 0 };
+    let mut lexer = Lexer::new(src);
+    let ahead = [lexer.next_token(), lexer.next_token()];
+    let mut parser = Parser { src, lexer, ahead, last_end: 0, depth: 0 };
     parser.program()
 }
 
 struct Parser<'s> {
     src: &'s str,
-    tokens: Vec<Token>,
-    pos: usize,
-    /// Why the lexer stopped, reported when the parser reaches the `Error` token.
-    lex_error: Option<Diagnostic>,
+    lexer: Lexer<'s>,
+    /// The next two tokens: the grammar never needs to look further.
+    ahead: [Token; 2],
+    /// Where the last consumed token ends.
+    last_end: usize,
     depth: usize,
 }
 
@@ -45,44 +47,37 @@ enum Element<'s> {
 
 // Token access.
 impl<'s> Parser<'s> {
-    fn token(&self, index: usize) -> Token {
-        let end = Token { kind: Tok::Eof, span: Span::new(self.src.len(), self.src.len()) };
-        self.tokens.get(index).or(self.tokens.last()).copied().unwrap_or(end)
+    /// The next token (`ahead` 0) or the one after (1). The stream ends with `Eof` or
+    /// `Error`, and nothing expects `Error`: the parser reports the lexer's diagnostic when
+    /// it meets it (see [`Parser::unexpected`]).
+    fn peek_nth(&self, ahead: usize) -> Token {
+        self.ahead[ahead.min(1)]
     }
 
-    /// The token `ahead` places on; reaching the lexer's error reports it.
-    fn peek_nth(&self, ahead: usize) -> PResult<Token> {
-        let token = self.token(self.pos + ahead);
-        if token.kind == Tok::Error {
-            return Err(self.lex_error.clone().unwrap_or_else(|| {
-                Diagnostic::error("parse::unexpected-character", "malformed text").at(token.span)
-            }));
+    fn peek(&self) -> Token {
+        self.ahead[0]
+    }
+
+    /// Consumes the next token; the final `Eof` or `Error` is never consumed.
+    fn bump(&mut self) -> Token {
+        let token = self.ahead[0];
+        if !matches!(token.kind, Tok::Eof | Tok::Error) {
+            self.ahead = [self.ahead[1], self.lexer.next_token()];
+            self.last_end = token.span.end;
         }
-        Ok(token)
+        token
     }
 
-    fn peek(&self) -> PResult<Token> {
-        self.peek_nth(0)
+    fn at(&self, kind: Tok) -> bool {
+        self.peek().kind == kind
     }
 
-    fn bump(&mut self) -> PResult<Token> {
-        let token = self.peek()?;
-        if token.kind != Tok::Eof {
-            self.pos += 1;
-        }
-        Ok(token)
-    }
-
-    fn at(&self, kind: Tok) -> PResult<bool> {
-        Ok(self.peek()?.kind == kind)
-    }
-
-    fn eat(&mut self, kind: Tok) -> PResult<bool> {
-        let found = self.at(kind)?;
+    fn eat(&mut self, kind: Tok) -> bool {
+        let found = self.at(kind);
         if found {
-            self.pos += 1;
+            self.bump();
         }
-        Ok(found)
+        found
     }
 
     fn text(&self, token: Token) -> &'s str {
@@ -93,28 +88,20 @@ impl<'s> Parser<'s> {
         token.kind == Tok::Ident && self.text(token) == word
     }
 
-    /// Where the last consumed token ends.
-    fn last_end(&self) -> usize {
-        match self.pos.checked_sub(1) {
-            Some(i) => self.token(i).span.end,
-            None => 0,
-        }
-    }
-
     fn expect(&mut self, kind: Tok, what: &str) -> PResult<Token> {
-        let token = self.peek()?;
+        let token = self.peek();
         if token.kind != kind {
             return Err(self.unexpected(token, what));
         }
-        self.bump()
+        Ok(self.bump())
     }
 
     fn expect_word(&mut self, word: &str, what: &str) -> PResult<Token> {
-        let token = self.peek()?;
+        let token = self.peek();
         if !self.is_word(token, word) {
             return Err(self.unexpected(token, what));
         }
-        self.bump()
+        Ok(self.bump())
     }
 
     fn ident(&mut self, what: &str) -> PResult<Ident> {
@@ -146,6 +133,9 @@ impl<'s> Parser<'s> {
 impl Parser<'_> {
     /// "expected WHAT, found TOKEN", with a code that names the commonest mistakes.
     fn unexpected(&self, found: Token, what: &str) -> Diagnostic {
+        if found.kind == Tok::Error {
+            return self.lex_error();
+        }
         if found.kind == Tok::Eof {
             return Diagnostic::error(
                 "parse::unexpected-eof",
@@ -167,6 +157,13 @@ impl Parser<'_> {
             .at(found.span)
             .with_label(format!("expected {}", what.split(" after ").next().unwrap_or(what)));
         if help.is_empty() { diag } else { diag.with_help(help) }
+    }
+
+    /// Why the lexer stopped.
+    fn lex_error(&self) -> Diagnostic {
+        self.lexer.error().cloned().unwrap_or_else(|| {
+            Diagnostic::error("parse::unexpected-character", "malformed text").at(self.peek().span)
+        })
     }
 
     fn describe(&self, token: Token) -> String {
@@ -204,36 +201,36 @@ impl Parser<'_> {
             d.with_help("a MIL program starts with `program(1.3)` and a `{ ... }` body")
         })?;
         self.expect(Tok::LParen, "`(` after `program`")?;
-        let version = self.peek()?;
+        let version = self.peek();
         if !matches!(version.kind, Tok::Number(NumKind::DecInt | NumKind::DecFloat)) {
             return Err(self.unexpected(version, "a version number such as `1.3`"));
         }
-        self.bump()?;
+        self.bump();
         self.expect(Tok::RParen, "`)` after the program version")?;
         let attributes = self.optional_attributes()?;
         self.expect(Tok::LBrace, "`{` to open the program body")?;
         let mut functions = Vec::new();
-        while !self.at(Tok::RBrace)? {
+        while !self.at(Tok::RBrace) {
             functions.push(self.function()?);
         }
-        self.bump()?;
+        self.bump();
         self.expect(Tok::Eof, "the end of input after the program's closing `}`")?;
         Ok(Program { version: self.text(version).to_string(), attributes, functions })
     }
 
     /// `[name = value, ...]` if present.
     fn optional_attributes(&mut self) -> PResult<Vec<Named<Literal>>> {
-        if !self.eat(Tok::LBracket)? {
+        if !self.eat(Tok::LBracket) {
             return Ok(Vec::new());
         }
         let mut attributes = Vec::new();
-        if !self.eat(Tok::RBracket)? {
+        if !self.eat(Tok::RBracket) {
             loop {
                 let name = self.ident("an attribute name")?;
                 self.expect(Tok::Equals, "`=` after the attribute name")?;
                 let value = self.value()?;
                 attributes.push(Named { name, value });
-                if !self.eat(Tok::Comma)? {
+                if !self.eat(Tok::Comma) {
                     break;
                 }
             }
@@ -250,10 +247,10 @@ impl Parser<'_> {
         self.expect(Tok::Greater, "`>` after the opset")?;
         self.expect(Tok::LParen, "`(` to open the function inputs")?;
         let mut inputs = Vec::new();
-        if !self.eat(Tok::RParen)? {
+        if !self.eat(Tok::RParen) {
             loop {
                 inputs.push(self.typed_name()?);
-                if !self.eat(Tok::Comma)? {
+                if !self.eat(Tok::Comma) {
                     break;
                 }
             }
@@ -261,17 +258,17 @@ impl Parser<'_> {
         }
         self.expect(Tok::LBrace, "`{` to open the function body")?;
         let mut operations = Vec::new();
-        while !self.at(Tok::RBrace)? {
+        while !self.at(Tok::RBrace) {
             operations.push(self.operation()?);
         }
-        self.bump()?;
+        self.bump();
         self.expect(Tok::Arrow, "`->` and the function outputs after the function body")?;
         self.expect(Tok::LParen, "`(` to open the function outputs")?;
         let mut outputs = Vec::new();
-        if !self.eat(Tok::RParen)? {
+        if !self.eat(Tok::RParen) {
             loop {
                 outputs.push(self.ident("the name of an output")?);
-                if !self.eat(Tok::Comma)? {
+                if !self.eat(Tok::Comma) {
                     break;
                 }
             }
@@ -289,11 +286,11 @@ impl Parser<'_> {
 
     /// `type name, type name = op(inputs)[attributes];`
     fn operation(&mut self) -> PResult<Operation> {
-        let start = self.peek()?;
+        let start = self.peek();
         let mut outputs = Vec::new();
         loop {
             outputs.push(self.typed_name()?);
-            if !self.eat(Tok::Comma)? {
+            if !self.eat(Tok::Comma) {
                 break;
             }
         }
@@ -301,13 +298,13 @@ impl Parser<'_> {
         let op = self.ident("an operation name")?;
         self.expect(Tok::LParen, "`(` and the inputs after the operation name")?;
         let mut inputs = Vec::new();
-        if !self.eat(Tok::RParen)? {
+        if !self.eat(Tok::RParen) {
             loop {
                 let name = self.ident("an input name")?;
                 self.expect(Tok::Equals, "`=` after the input name")?;
                 let value = self.argument()?;
                 inputs.push(Named { name, value });
-                if !self.eat(Tok::Comma)? {
+                if !self.eat(Tok::Comma) {
                     break;
                 }
             }
@@ -326,12 +323,12 @@ impl Parser<'_> {
 
     /// An input: a variable, a typed value, or a tuple of inputs.
     fn argument(&mut self) -> PResult<Argument> {
-        let token = self.peek()?;
+        let token = self.peek();
         match token.kind {
             Tok::LParen => self.tuple(),
             Tok::Ident if self.starts_value()? => Ok(Argument::Literal(self.value()?)),
             Tok::Ident => {
-                self.bump()?;
+                self.bump();
                 Ok(Argument::Var(Ident { name: self.text(token).to_string(), span: token.span }))
             }
             Tok::Number(_) | Tok::Str { .. } | Tok::Minus | Tok::Plus => Err(Diagnostic::error(
@@ -347,8 +344,8 @@ impl Parser<'_> {
 
     /// A name followed by what makes it a type: `tensor<`, `dict<`, or `fp16(`.
     fn starts_value(&self) -> PResult<bool> {
-        let word = self.text(self.peek()?);
-        let next = self.peek_nth(1)?.kind;
+        let word = self.text(self.peek());
+        let next = self.peek_nth(1).kind;
         Ok(match word {
             "tensor" | "dict" => next == Tok::Less,
             _ => next == Tok::LParen && DType::from_name(word).is_some(),
@@ -356,21 +353,21 @@ impl Parser<'_> {
     }
 
     fn tuple(&mut self) -> PResult<Argument> {
-        let open = self.peek()?;
+        let open = self.peek();
         self.enter(open)?;
-        self.bump()?;
+        self.bump();
         let mut items = Vec::new();
-        if !self.eat(Tok::RParen)? {
+        if !self.eat(Tok::RParen) {
             loop {
                 items.push(self.argument()?);
-                if !self.eat(Tok::Comma)? {
+                if !self.eat(Tok::Comma) {
                     break;
                 }
             }
             self.expect(Tok::RParen, "`,` or `)` in the tuple")?;
         }
         self.leave();
-        Ok(Argument::Tuple(items, Span::new(open.span.start, self.last_end())))
+        Ok(Argument::Tuple(items, Span::new(open.span.start, self.last_end)))
     }
 }
 
@@ -378,10 +375,10 @@ impl Parser<'_> {
 impl Parser<'_> {
     /// A type and where it was written; `tensor<T, []>` is the scalar `T`.
     fn ty(&mut self) -> PResult<(Type, Span)> {
-        let start = self.peek()?;
+        let start = self.peek();
         self.enter(start)?;
         let ty = if self.is_word(start, "tensor") {
-            self.bump()?;
+            self.bump();
             self.expect(Tok::Less, "`<` after `tensor`")?;
             let dtype = self.dtype()?;
             self.expect(Tok::Comma, "`,` and the shape after the element type")?;
@@ -389,7 +386,7 @@ impl Parser<'_> {
             self.expect(Tok::Greater, "`>` to close the tensor type")?;
             Type::from(TensorType { dtype, shape })
         } else if self.is_word(start, "dict") {
-            self.bump()?;
+            self.bump();
             self.expect(Tok::Less, "`<` after `dict`")?;
             let (key, _) = self.ty()?;
             self.expect(Tok::Comma, "`,` between the key and value types")?;
@@ -400,18 +397,18 @@ impl Parser<'_> {
             Type::Scalar(self.dtype()?)
         };
         self.leave();
-        Ok((ty, Span::new(start.span.start, self.last_end())))
+        Ok((ty, Span::new(start.span.start, self.last_end)))
     }
 
     fn dtype(&mut self) -> PResult<DType> {
-        let token = self.peek()?;
+        let token = self.peek();
         if token.kind != Tok::Ident {
             return Err(self.unexpected(token, "a type such as `fp16` or `tensor<fp16, [1, 64]>`"));
         }
         let name = self.text(token);
         match DType::from_name(name) {
             Some(dtype) => {
-                self.bump()?;
+                self.bump();
                 Ok(dtype)
             }
             None => Err(unknown_dtype(name, token.span)),
@@ -421,10 +418,10 @@ impl Parser<'_> {
     fn shape(&mut self) -> PResult<Vec<usize>> {
         self.expect(Tok::LBracket, "`[` to open the shape")?;
         let mut shape = Vec::new();
-        if !self.eat(Tok::RBracket)? {
+        if !self.eat(Tok::RBracket) {
             loop {
                 shape.push(self.dimension()?);
-                if !self.eat(Tok::Comma)? {
+                if !self.eat(Tok::Comma) {
                     break;
                 }
             }
@@ -434,11 +431,11 @@ impl Parser<'_> {
     }
 
     fn dimension(&mut self) -> PResult<usize> {
-        let token = self.peek()?;
+        let token = self.peek();
         let text = self.text(token);
         match token.kind {
             Tok::Number(kind) if kind.is_integer() => {
-                self.bump()?;
+                self.bump();
                 match parse_unsigned(kind, text).and_then(|v| usize::try_from(v).ok()) {
                     Some(d) => Ok(d),
                     None => Err(self.out_of_range(
@@ -456,7 +453,7 @@ impl Parser<'_> {
             .with_label("symbolic")
             .with_help("the Neural Engine compiles fully known shapes: write the size, e.g. `64`")),
             Tok::Minus | Tok::Number(_) => {
-                let end = self.peek_nth(1)?;
+                let end = self.peek_nth(1);
                 let span =
                     if token.kind == Tok::Minus { token.span.to(end.span) } else { token.span };
                 let written = self.src.get(span.start..span.end).unwrap_or("");
@@ -485,12 +482,15 @@ impl Parser<'_> {
     }
 
     fn payload(&mut self, ty: &Type) -> PResult<LiteralData> {
-        let token = self.peek()?;
+        let token = self.peek();
         if self.is_word(token, "BLOBFILE") {
             return self.blob(ty);
         }
         match ty {
             Type::Dict(key, value) => {
+                if matches!(token.kind, Tok::Eof | Tok::Error) {
+                    return Err(self.unexpected(token, "`{` and the dict's entries"));
+                }
                 if token.kind != Tok::LBrace {
                     let message =
                         format!("a `{}` value is written `{{{{key, value}}, ...}}`", type_text(ty));
@@ -506,14 +506,14 @@ impl Parser<'_> {
     fn tensor_payload(&mut self, ty: &Type) -> PResult<LiteralData> {
         let dtype = ty.dtype().unwrap_or(DType::Fp32);
         let mut data = empty_data(dtype);
-        let open = self.peek()?;
+        let open = self.peek();
         match open.kind {
             Tok::LBracket => {
-                self.bump()?;
-                if !self.eat(Tok::RBracket)? {
+                self.bump();
+                if !self.eat(Tok::RBracket) {
                     loop {
                         self.list_element(dtype, &mut data)?;
-                        if !self.eat(Tok::Comma)? {
+                        if !self.eat(Tok::Comma) {
                             break;
                         }
                     }
@@ -530,13 +530,13 @@ impl Parser<'_> {
             }
             _ => self.element(dtype, &mut data)?,
         }
-        let span = Span::new(open.span.start, self.last_end());
+        let span = Span::new(open.span.start, self.last_end);
         self.check_count(ty, data.len(), span)?;
         Ok(LiteralData::Tensor(data))
     }
 
     fn list_element(&mut self, dtype: DType, data: &mut TensorData) -> PResult<()> {
-        let token = self.peek()?;
+        let token = self.peek();
         if token.kind == Tok::LBracket {
             return Err(Diagnostic::error("parse::nested-list", "nested lists are not supported")
                 .at(token.span)
@@ -573,11 +573,11 @@ impl Parser<'_> {
 
     /// `{{key, value}, ...}`
     fn dict(&mut self, key: &Type, value: &Type) -> PResult<LiteralData> {
-        let open = self.peek()?;
+        let open = self.peek();
         self.enter(open)?;
-        self.bump()?;
+        self.bump();
         let mut entries = Vec::new();
-        if !self.eat(Tok::RBrace)? {
+        if !self.eat(Tok::RBrace) {
             loop {
                 self.expect(Tok::LBrace, "`{` to open a dict entry `{key, value}`")?;
                 let k = self.entry(key)?;
@@ -585,7 +585,7 @@ impl Parser<'_> {
                 let v = self.entry(value)?;
                 self.expect(Tok::RBrace, "`}` to close the dict entry")?;
                 entries.push((k, v));
-                if !self.eat(Tok::Comma)? {
+                if !self.eat(Tok::Comma) {
                     break;
                 }
             }
@@ -597,14 +597,14 @@ impl Parser<'_> {
 
     /// A dict key or value: a payload of the dict's key or value type.
     fn entry(&mut self, ty: &Type) -> PResult<Literal> {
-        let start = self.peek()?.span.start;
+        let start = self.peek().span.start;
         let data = self.payload(ty)?;
-        Ok(Literal { ty: ty.clone(), data, span: Span::new(start, self.last_end()) })
+        Ok(Literal { ty: ty.clone(), data, span: Span::new(start, self.last_end) })
     }
 
     /// `BLOBFILE(path = string("..."), offset = uint64(N))`
     fn blob(&mut self, ty: &Type) -> PResult<LiteralData> {
-        let keyword = self.bump()?;
+        let keyword = self.bump();
         if matches!(ty, Type::Dict(..)) {
             return Err(bad_blob(keyword.span, "a dict cannot be read from a BLOBFILE".into()));
         }
@@ -627,7 +627,7 @@ impl Parser<'_> {
                     return Err(bad_blob(field.span, message));
                 }
             }
-            if !self.eat(Tok::Comma)? {
+            if !self.eat(Tok::Comma) {
                 break;
             }
         }
@@ -703,21 +703,21 @@ impl<'s> Parser<'s> {
     }
 
     fn raw_element(&mut self) -> PResult<(Element<'s>, Span)> {
-        let first = self.peek()?;
+        let first = self.peek();
         let negative = first.kind == Tok::Minus;
         let signed = negative || first.kind == Tok::Plus;
         if signed {
-            self.bump()?;
+            self.bump();
         }
-        let token = self.peek()?;
+        let token = self.peek();
         let word = self.text(token);
         let element = match token.kind {
             Tok::Number(kind) => Element::Number { negative, kind, text: word },
             Tok::Ident if word == "inf" => Element::Infinity { negative },
             Tok::Ident if word == "nan" => {
-                self.bump()?;
+                self.bump();
                 let bits = self.nan_bits()?;
-                let span = Span::new(first.span.start, self.last_end());
+                let span = Span::new(first.span.start, self.last_end);
                 return Ok((Element::Nan { negative, bits }, span));
             }
             Tok::Ident if !signed && (word == "true" || word == "false") => {
@@ -733,16 +733,16 @@ impl<'s> Parser<'s> {
                 return Err(self.unexpected(token, what));
             }
         };
-        self.bump()?;
+        self.bump();
         Ok((element, first.span.to(token.span)))
     }
 
     /// The optional `(0xBITS)` after `nan` that names a NaN's exact bits.
     fn nan_bits(&mut self) -> PResult<Option<u64>> {
-        if !self.eat(Tok::LParen)? {
+        if !self.eat(Tok::LParen) {
             return Ok(None);
         }
-        let token = self.peek()?;
+        let token = self.peek();
         let bits = match token.kind {
             Tok::Number(NumKind::HexInt) => parse_unsigned(NumKind::HexInt, self.text(token)),
             _ => None,
@@ -750,7 +750,7 @@ impl<'s> Parser<'s> {
         let Some(bits) = bits else {
             return Err(self.unexpected(token, "the NaN's bits in hexadecimal, e.g. `nan(0x7e01)`"));
         };
-        self.bump()?;
+        self.bump();
         self.expect(Tok::RParen, "`)` after the NaN's bits")?;
         Ok(Some(bits))
     }
