@@ -120,7 +120,12 @@ pub fn parse(bytes: &[u8]) -> Result<Array, String> {
         ));
     }
     let fortran = npy.order() == Order::Fortran && shape.len() > 1;
-    let bad = |e: std::io::Error| format!("cannot decode the data: {e}");
+    let bad = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => {
+            format!("truncated: the file ends before its {n} elements do")
+        }
+        _ => format!("cannot decode the data: {e}"),
+    };
     let data = match (ts.type_char(), size) {
         (TypeChar::Float, 2) => Data::F16(npy.into_vec::<f16>().map_err(bad)?),
         (TypeChar::Float, 4) => Data::F32(npy.into_vec::<f32>().map_err(bad)?),

@@ -80,6 +80,16 @@ fn check_outcome(text: &str, render_it: bool) {
                 )
             });
             assert_eq!(again, program, "round trip differs for input\n{text}");
+            // Whatever parses must also validate and lint without panicking, and every
+            // finding must point inside the text.
+            for d in anemone_mil::check(&program, None, anemone_mil::blob::ReadMode::Strict) {
+                if let Some(span) = d.span {
+                    assert!(span.end <= text.len(), "{d:?}");
+                }
+                if render_it {
+                    assert!(!render(&d, "mutated.mil", text, false).is_empty());
+                }
+            }
         }
         Err(diag) => check_diagnostic(&diag, text, render_it),
     }

@@ -153,8 +153,14 @@ impl Parser<'_> {
             _ => ("parse::unexpected-token", ""),
         };
         let message = format!("expected {what}, found {}", self.describe(found));
+        // A missing `;` belongs right after the statement, not at the next line's token.
+        let at = if code == "parse::missing-semicolon" && self.last_end > 0 {
+            Span::new(self.last_end, self.last_end)
+        } else {
+            found.span
+        };
         let diag = Diagnostic::error(code, message)
-            .at(found.span)
+            .at(at)
             .with_label(format!("expected {}", what.split(" after ").next().unwrap_or(what)));
         if help.is_empty() { diag } else { diag.with_help(help) }
     }

@@ -227,8 +227,8 @@ fn bad_input_battery() {
     check_error(
         &edit("val = int8(5)];", "val = int8(5)]"),
         "parse::missing-semicolon",
-        5,
-        9,
+        4,
+        60,
         &["`;`", "after the operation"],
     );
     check_error(&edit("} -> (y);", "} (y);"), "parse::missing-arrow", 6, 7, &["`->`"]);
