@@ -202,7 +202,8 @@ fn hostile_inputs_are_rejected_cleanly() {
         format!("{value_head}tensor<fp16, [99999999999999999999999]>([1])];"),
         format!("{value_head}tensor<fp16, [{}]>([1])];", vec!["1"; deep].join(",")),
         format!(
-            "{value_head}tensor<fp16, [4294967296, 4294967296]>(BLOBFILE(path = string(\"w\"), offset = uint64(18446744073709551615)))];\n    }} -> (c);\n}}\n"
+            "{value_head}tensor<fp16, [4294967296, 4294967296]>(BLOBFILE(path = string(\"w\"), \
+             offset = uint64(18446744073709551615)))];\n    }} -> (c);\n}}\n"
         ),
         format!("{value_head}int64(-{})];", "9".repeat(40)),
         format!("{value_head}string(\"{}\")];", "\\u{".repeat(deep)),

@@ -118,7 +118,7 @@ impl<'s> Parser<'s> {
             )
             .at(at.span)
             .with_label("too deeply nested")
-            .with_help("MIL nests tuples, types and dicts a few levels deep at most; is a bracket unbalanced?"));
+            .with_help("real programs nest a few levels deep at most; is a bracket unbalanced?"));
         }
         self.depth += 1;
         Ok(())

@@ -119,7 +119,8 @@ fn takes_older_coremlc_forms() {
 
 fn val(src_value: &str) -> Result<Literal, Diagnostic> {
     let src = format!(
-        "program(1.3)\n{{\n    func main<ios18>() {{\n        fp16 c = const()[val = {src_value}];\n    }} -> (c);\n}}\n"
+        "program(1.3)\n{{\n    func main<ios18>() {{\n        \
+         fp16 c = const()[val = {src_value}];\n    }} -> (c);\n}}\n"
     );
     let p = parse(&src)?;
     Ok(p.functions[0].block.operations[0].attributes[0].value.clone())
