@@ -578,15 +578,9 @@ impl Parser<'_> {
             Some(n) => format!("{n} elements"),
             None => "more elements than can be counted".to_string(),
         };
-        let written_text = if written == 1 { "1 is" } else { "are" };
-        let message = if written == 1 {
-            format!("`{}` declares {declared_text}, but {written_text} written", type_text(ty))
-        } else {
-            format!(
-                "`{}` declares {declared_text}, but {written} {written_text} written",
-                type_text(ty)
-            )
-        };
+        let written_text = if written == 1 { "1 is".to_string() } else { format!("{written} are") };
+        let message =
+            format!("`{}` declares {declared_text}, but {written_text} written", type_text(ty));
         Err(Diagnostic::error("parse::literal-count", message)
             .at(span)
             .with_label(format!("{written} written"))
@@ -877,7 +871,11 @@ impl<'s> Parser<'s> {
             d if d.is_int() => "integer types take whole numbers",
             _ => "numeric types take numbers such as `1`, `-0.5`, `1e-4` or `0x1p-3`",
         };
-        self.literal_type_error(span, format!("expected a {dtype} value, found {found}"), help)
+        self.literal_type_error(
+            span,
+            format!("expected a value of type {dtype}, found {found}"),
+            help,
+        )
     }
 }
 
