@@ -227,8 +227,10 @@ pub(super) fn decimal_to_bits(format: Format, negative: bool, text: &str) -> Res
             if v.is_infinite() { Err(Overflow) } else { Ok(u64::from(v.to_bits()) | sign) }
         }
         _ => {
-            // Correct rounding through f64: the second rounding can only go wrong when the
-            // f64 is exactly a midpoint of the narrow format, and then `tie` asks the text.
+            // Correct rounding through f64. Every midpoint between neighbours of the narrow
+            // format is an f64, and rounding is monotone, so the f64 lies on the same side
+            // of each midpoint as the exact value, unless it lands on one. Then `tie`
+            // compares the text with it exactly.
             let v: f64 = text.parse().map_err(|_| Overflow)?;
             if v.is_infinite() {
                 return Err(Overflow);
