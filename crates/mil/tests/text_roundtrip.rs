@@ -359,6 +359,8 @@ proptest! {
             block: Block { operations: vec![op], outputs: vec![Ident::new("c")] },
             span: Span::NONE,
         };
-        assert_round_trip(&Program { version: "1.3".into(), attributes: vec![], functions: vec![function] })?;
+        let program =
+            Program { version: "1.3".into(), attributes: vec![], functions: vec![function] };
+        assert_round_trip(&program)?;
     }
 }

@@ -227,8 +227,10 @@ pub(super) fn decimal_to_bits(format: Format, negative: bool, text: &str) -> Res
             if v.is_infinite() { Err(Overflow) } else { Ok(u64::from(v.to_bits()) | sign) }
         }
         _ => {
-            // Correct rounding through f64: the second rounding can only go wrong when the
-            // f64 is exactly a midpoint of the narrow format, and then `tie` asks the text.
+            // Correct rounding through f64. Every midpoint between neighbours of the narrow
+            // format is an f64, and rounding is monotone, so the f64 lies on the same side
+            // of each midpoint as the exact value, unless it lands on one. Then `tie`
+            // compares the text with it exactly.
             let v: f64 = text.parse().map_err(|_| Overflow)?;
             if v.is_infinite() {
                 return Err(Overflow);
@@ -456,6 +458,69 @@ mod tests {
             decimal_to_bits(Format::FP16, false, "65520.0000000000000000000001"),
             Err(Overflow)
         );
+    }
+
+    /// The exact decimal text of a finite f64, with a point and at least one decimal.
+    fn exact_text(x: f64) -> String {
+        let s = format!("{x:.200}");
+        let s = s.trim_end_matches('0');
+        if s.ends_with('.') { format!("{s}0") } else { s.to_string() }
+    }
+
+    /// `text` minus one unit in its last digit (text has a point and no sign).
+    fn one_less_in_last_digit(text: &str) -> String {
+        let mut digits: Vec<u8> = text.bytes().collect();
+        for d in digits.iter_mut().rev().filter(|d| d.is_ascii_digit()) {
+            if *d == b'0' {
+                *d = b'9';
+            } else {
+                *d -= 1;
+                break;
+            }
+        }
+        String::from_utf8(digits).unwrap()
+    }
+
+    /// Between each pair of neighbours the exact midpoint ties to even, and decimals a
+    /// hair above or below it, which f64 rounds onto the midpoint, go up or down.
+    fn check_midpoints(format: Format, stride: usize) {
+        let top = format.max_finite_bits();
+        for low in (0..=top).step_by(stride) {
+            let high = low + 1;
+            let mid = if high == format.infinity().unwrap() {
+                format.decode(low) + (format.decode(low) - format.decode(low - 1)) / 2.0
+            } else {
+                (format.decode(low) + format.decode(high)) / 2.0
+            };
+            let exact = exact_text(mid);
+            let above = format!("{exact}{}1", "0".repeat(40));
+            let below = format!("{}{}", one_less_in_last_digit(&exact), "9".repeat(40));
+            assert_eq!(above.parse::<f64>().unwrap(), mid);
+            assert_eq!(below.parse::<f64>().unwrap(), mid);
+            let high = if high == format.infinity().unwrap() { Err(Overflow) } else { Ok(high) };
+            let even = if low % 2 == 0 { Ok(low) } else { high };
+            let name = format.dtype;
+            assert_eq!(decimal_to_bits(format, false, &exact), even, "{name} {exact}");
+            assert_eq!(decimal_to_bits(format, false, &above), high, "{name} {above}");
+            assert_eq!(decimal_to_bits(format, false, &below), Ok(low), "{name} {below}");
+        }
+    }
+
+    #[test]
+    fn every_fp16_midpoint_rounds_correctly() {
+        check_midpoints(Format::FP16, 1);
+        // Cross-check ties to even with an independent conversion.
+        for low in 0..0x7bffu16 {
+            let mid = (f16::from_bits(low).to_f64() + f16::from_bits(low + 1).to_f64()) / 2.0;
+            let ours = decimal_to_bits(Format::FP16, false, &exact_text(mid));
+            assert_eq!(ours, Ok(u64::from(f16::from_f64(mid).to_bits())));
+        }
+    }
+
+    #[test]
+    fn bf16_and_fp8_midpoints_round_correctly() {
+        check_midpoints(Format::BF16, 7);
+        check_midpoints(Format::FP8E5M2, 1);
     }
 
     #[test]

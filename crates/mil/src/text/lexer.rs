@@ -71,7 +71,9 @@ pub(super) struct Lexer<'s> {
 
 impl<'s> Lexer<'s> {
     pub fn new(src: &'s str) -> Lexer<'s> {
-        Lexer { src, bytes: src.as_bytes(), pos: 0, end: None, error: None }
+        // Some editors start UTF-8 files with a byte order mark; it is not text.
+        let pos = if src.starts_with('\u{feff}') { 3 } else { 0 };
+        Lexer { src, bytes: src.as_bytes(), pos, end: None, error: None }
     }
 
     /// The next token; after the end of input or an error, that same token again.
@@ -479,5 +481,6 @@ mod tests {
         assert_eq!(tokens.last().unwrap().kind, Tok::Error);
         assert_eq!(tokens.len(), 3);
         assert_eq!(tokenize("€").1.unwrap().span.map(|s| s.len()), Some(3));
+        assert_eq!(tokenize("\u{feff}a").0[0].span.start, 3);
     }
 }

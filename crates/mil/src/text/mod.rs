@@ -3,7 +3,7 @@
 //! - [`parse`] takes the text the Neural Engine compiler takes (REFERENCE.md §4), including
 //!   older coremlc forms such as `program(1.0)` and `tensor<string, []>("x")`, and returns a
 //!   [`Program`] with byte spans on its nodes, or the first error as a [`Diagnostic`].
-//! - [`print`] writes a program in the compiler's canonical style.
+//! - [`print()`] writes a program in the compiler's canonical style.
 //!
 //! Literals keep every bit: each element is stored in its dtype's representation, and
 //! floats print as the shortest text that parses back to the same bits, so
@@ -34,6 +34,11 @@ pub fn parse(src: &str) -> Result<Program, Diagnostic> {
 }
 
 /// Prints a program as MIL text in the form the ANE compiler takes.
+///
+/// Names are written as they are: a name that is not an identifier
+/// (`[A-Za-z_][A-Za-z0-9_]*`), which only a built program can hold, makes text that does
+/// not parse back. Magnitudes below 1e-7 or from 1e16 up print in scientific notation
+/// (`6e-8`).
 pub fn print(program: &Program) -> String {
     printer::print_program(program)
 }

@@ -22,7 +22,7 @@ type PResult<T> = Result<T, Diagnostic>;
 pub(super) fn parse_program(src: &str) -> PResult<Program> {
     let mut lexer = Lexer::new(src);
     let ahead = [lexer.next_token(), lexer.next_token()];
-    let mut parser = Parser { src, lexer, ahead, last_end: 0, depth: 0 };
+    let mut parser = Parser { src, lexer, ahead, last: None, depth: 0 };
     parser.program()
 }
 
@@ -31,8 +31,8 @@ struct Parser<'s> {
     lexer: Lexer<'s>,
     /// The next two tokens: the grammar never needs to look further.
     ahead: [Token; 2],
-    /// Where the last consumed token ends.
-    last_end: usize,
+    /// The last consumed token.
+    last: Option<Token>,
     depth: usize,
 }
 
@@ -63,7 +63,7 @@ impl<'s> Parser<'s> {
         let token = self.ahead[0];
         if !matches!(token.kind, Tok::Eof | Tok::Error) {
             self.ahead = [self.ahead[1], self.lexer.next_token()];
-            self.last_end = token.span.end;
+            self.last = Some(token);
         }
         token
     }
@@ -118,7 +118,7 @@ impl<'s> Parser<'s> {
             )
             .at(at.span)
             .with_label("too deeply nested")
-            .with_help("MIL nests tuples, types and dicts a few levels deep at most; is a bracket unbalanced?"));
+            .with_help("real programs nest a few levels deep at most; is a bracket unbalanced?"));
         }
         self.depth += 1;
         Ok(())
@@ -145,24 +145,31 @@ impl Parser<'_> {
             .with_label("the text ends here")
             .with_help("the text looks truncated");
         }
+        let message = format!("expected {what}, found {}", self.describe(found));
+        let expected = what.split(" after ").next().unwrap_or(what);
         let (code, help) = match what.split(' ').next() {
             Some("`;`") => ("parse::missing-semicolon", "statements and functions end with `;`"),
             Some("`->`") => {
                 ("parse::missing-arrow", "a function body is followed by its outputs: `} -> (y);`")
             }
-            _ => ("parse::unexpected-token", ""),
+            _ => {
+                return Diagnostic::error("parse::unexpected-token", message)
+                    .at(found.span)
+                    .with_label(format!("expected {expected}"));
+            }
         };
-        let message = format!("expected {what}, found {}", self.describe(found));
-        // A missing `;` belongs right after the statement, not at the next line's token.
-        let at = if code == "parse::missing-semicolon" && self.last_end > 0 {
-            Span::new(self.last_end, self.last_end)
-        } else {
-            found.span
+        // What is missing belongs after the previous token, often on an earlier line than
+        // the token found instead: point there.
+        let (span, label) = match self.last {
+            Some(last) => (last.span, format!("expected {expected} after this")),
+            None => (found.span, format!("expected {expected}")),
         };
-        let diag = Diagnostic::error(code, message)
-            .at(at)
-            .with_label(format!("expected {}", what.split(" after ").next().unwrap_or(what)));
-        if help.is_empty() { diag } else { diag.with_help(help) }
+        Diagnostic::error(code, message).at(span).with_label(label).with_help(help)
+    }
+
+    /// Where the last consumed token ends.
+    fn last_end(&self) -> usize {
+        self.last.map_or(0, |t| t.span.end)
     }
 
     /// Why the lexer stopped.
@@ -373,7 +380,7 @@ impl Parser<'_> {
             self.expect(Tok::RParen, "`,` or `)` in the tuple")?;
         }
         self.leave();
-        Ok(Argument::Tuple(items, Span::new(open.span.start, self.last_end)))
+        Ok(Argument::Tuple(items, Span::new(open.span.start, self.last_end())))
     }
 }
 
@@ -386,7 +393,7 @@ impl Parser<'_> {
         let ty = if self.is_word(start, "tensor") {
             self.bump();
             self.expect(Tok::Less, "`<` after `tensor`")?;
-            let dtype = self.dtype()?;
+            let dtype = self.dtype(true)?;
             self.expect(Tok::Comma, "`,` and the shape after the element type")?;
             let shape = self.shape()?;
             self.expect(Tok::Greater, "`>` to close the tensor type")?;
@@ -400,25 +407,34 @@ impl Parser<'_> {
             self.expect(Tok::Greater, "`>` to close the dict type")?;
             Type::Dict(Box::new(key), Box::new(value))
         } else {
-            Type::Scalar(self.dtype()?)
+            Type::Scalar(self.dtype(false)?)
         };
         self.leave();
-        Ok((ty, Span::new(start.span.start, self.last_end)))
+        Ok((ty, Span::new(start.span.start, self.last_end())))
     }
 
-    fn dtype(&mut self) -> PResult<DType> {
+    /// A scalar type name; `element` when it names a tensor's element type, where `tensor`
+    /// and `dict` cannot appear.
+    fn dtype(&mut self, element: bool) -> PResult<DType> {
         let token = self.peek();
         if token.kind != Tok::Ident {
             return Err(self.unexpected(token, "a type such as `fp16` or `tensor<fp16, [1, 64]>`"));
         }
         let name = self.text(token);
-        match DType::from_name(name) {
-            Some(dtype) => {
-                self.bump();
-                Ok(dtype)
-            }
-            None => Err(unknown_dtype(name, token.span)),
+        if let Some(dtype) = DType::from_name(name) {
+            self.bump();
+            return Ok(dtype);
         }
+        if element && (name == "tensor" || name == "dict") {
+            return Err(Diagnostic::error(
+                "parse::unknown-dtype",
+                format!("a tensor's element type cannot be `{name}`"),
+            )
+            .at(token.span)
+            .with_label("not a scalar type")
+            .with_help("tensor elements are scalars, e.g. `tensor<fp16, [1, 64]>`"));
+        }
+        Err(unknown_dtype(name, token.span, !element))
     }
 
     fn shape(&mut self) -> PResult<Vec<usize>> {
@@ -536,7 +552,7 @@ impl Parser<'_> {
             }
             _ => self.element(dtype, &mut data)?,
         }
-        let span = Span::new(open.span.start, self.last_end);
+        let span = Span::new(open.span.start, self.last_end());
         self.check_count(ty, data.len(), span)?;
         Ok(LiteralData::Tensor(data))
     }
@@ -562,15 +578,9 @@ impl Parser<'_> {
             Some(n) => format!("{n} elements"),
             None => "more elements than can be counted".to_string(),
         };
-        let written_text = if written == 1 { "1 is" } else { "are" };
-        let message = if written == 1 {
-            format!("`{}` declares {declared_text}, but {written_text} written", type_text(ty))
-        } else {
-            format!(
-                "`{}` declares {declared_text}, but {written} {written_text} written",
-                type_text(ty)
-            )
-        };
+        let written_text = if written == 1 { "1 is".to_string() } else { format!("{written} are") };
+        let message =
+            format!("`{}` declares {declared_text}, but {written_text} written", type_text(ty));
         Err(Diagnostic::error("parse::literal-count", message)
             .at(span)
             .with_label(format!("{written} written"))
@@ -605,7 +615,7 @@ impl Parser<'_> {
     fn entry(&mut self, ty: &Type) -> PResult<Literal> {
         let start = self.peek().span.start;
         let data = self.payload(ty)?;
-        Ok(Literal { ty: ty.clone(), data, span: Span::new(start, self.last_end) })
+        Ok(Literal { ty: ty.clone(), data, span: Span::new(start, self.last_end()) })
     }
 
     /// `BLOBFILE(path = string("..."), offset = uint64(N))`
@@ -723,7 +733,7 @@ impl<'s> Parser<'s> {
             Tok::Ident if word == "nan" => {
                 self.bump();
                 let bits = self.nan_bits()?;
-                let span = Span::new(first.span.start, self.last_end);
+                let span = Span::new(first.span.start, self.last_end());
                 return Ok((Element::Nan { negative, bits }, span));
             }
             Tok::Ident if !signed && (word == "true" || word == "false") => {
@@ -861,7 +871,11 @@ impl<'s> Parser<'s> {
             d if d.is_int() => "integer types take whole numbers",
             _ => "numeric types take numbers such as `1`, `-0.5`, `1e-4` or `0x1p-3`",
         };
-        self.literal_type_error(span, format!("expected a {dtype} value, found {found}"), help)
+        self.literal_type_error(
+            span,
+            format!("expected a value of type {dtype}, found {found}"),
+            help,
+        )
     }
 }
 
@@ -906,9 +920,9 @@ fn type_text(ty: &Type) -> String {
     out
 }
 
-fn unknown_dtype(name: &str, span: Span) -> Diagnostic {
+fn unknown_dtype(name: &str, span: Span, compound_allowed: bool) -> Diagnostic {
     let shown: String = name.chars().take(40).collect();
-    let help = match suggest_dtype(name) {
+    let help = match suggest_dtype(name, compound_allowed) {
         Some(s) => format!("did you mean `{s}`?"),
         None => {
             let names: Vec<&str> = DType::ALL.iter().map(|d| d.name()).collect();
@@ -921,8 +935,9 @@ fn unknown_dtype(name: &str, span: Span) -> Diagnostic {
         .with_help(help)
 }
 
-/// A likely intended type name: a common alias, or one within two edits.
-fn suggest_dtype(name: &str) -> Option<&'static str> {
+/// A likely intended type name: a common alias, or one within two edits (`tensor` and
+/// `dict` only where they may appear).
+fn suggest_dtype(name: &str, compound_allowed: bool) -> Option<&'static str> {
     let lower = name.to_ascii_lowercase();
     let alias = match lower.as_str() {
         "float16" | "half" | "f16" => Some("fp16"),
@@ -944,7 +959,8 @@ fn suggest_dtype(name: &str) -> Option<&'static str> {
     if alias.is_some() {
         return alias;
     }
-    let candidates = DType::ALL.iter().map(|d| d.name()).chain(["tensor", "dict"]);
+    let compound: &[&'static str] = if compound_allowed { &["tensor", "dict"] } else { &[] };
+    let candidates = DType::ALL.iter().map(|d| d.name()).chain(compound.iter().copied());
     candidates
         .map(|c| (edit_distance(&lower, c), c))
         .filter(|&(d, _)| d <= 2)
@@ -986,12 +1002,13 @@ mod tests {
 
     #[test]
     fn suggestions() {
-        assert_eq!(suggest_dtype("fp61"), Some("fp16"));
-        assert_eq!(suggest_dtype("float16"), Some("fp16"));
-        assert_eq!(suggest_dtype("float"), Some("fp32"));
-        assert_eq!(suggest_dtype("Int32"), Some("int32"));
-        assert_eq!(suggest_dtype("tensr"), Some("tensor"));
-        assert_eq!(suggest_dtype("banana"), None);
+        assert_eq!(suggest_dtype("fp61", true), Some("fp16"));
+        assert_eq!(suggest_dtype("float16", true), Some("fp16"));
+        assert_eq!(suggest_dtype("float", true), Some("fp32"));
+        assert_eq!(suggest_dtype("Int32", true), Some("int32"));
+        assert_eq!(suggest_dtype("tensr", true), Some("tensor"));
+        assert_eq!(suggest_dtype("tensr", false), None);
+        assert_eq!(suggest_dtype("banana", true), None);
         assert_eq!(edit_distance("kitten", "sitting"), 3);
         assert_eq!(edit_distance("fp61", "fp16"), 1);
     }

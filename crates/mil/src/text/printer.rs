@@ -246,7 +246,10 @@ mod tests {
         let blob = Literal::blob(TensorType::new(DType::Fp16, [2, 2]), "@model_path/w.bin", 64);
         assert_eq!(
             literal_text(&blob),
-            "tensor<fp16, [2, 2]>(BLOBFILE(path = string(\"@model_path/w.bin\"), offset = uint64(64)))"
+            concat!(
+                "tensor<fp16, [2, 2]>(BLOBFILE(",
+                "path = string(\"@model_path/w.bin\"), offset = uint64(64)))"
+            )
         );
         let string = Type::Scalar(DType::String);
         let dict = Literal::new(

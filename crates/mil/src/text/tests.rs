@@ -119,7 +119,8 @@ fn takes_older_coremlc_forms() {
 
 fn val(src_value: &str) -> Result<Literal, Diagnostic> {
     let src = format!(
-        "program(1.3)\n{{\n    func main<ios18>() {{\n        fp16 c = const()[val = {src_value}];\n    }} -> (c);\n}}\n"
+        "program(1.3)\n{{\n    func main<ios18>() {{\n        \
+         fp16 c = const()[val = {src_value}];\n    }} -> (c);\n}}\n"
     );
     let p = parse(&src)?;
     Ok(p.functions[0].block.operations[0].attributes[0].value.clone())
@@ -228,10 +229,10 @@ fn bad_input_battery() {
         &edit("val = int8(5)];", "val = int8(5)]"),
         "parse::missing-semicolon",
         4,
-        60,
+        59,
         &["`;`", "after the operation"],
     );
-    check_error(&edit("} -> (y);", "} (y);"), "parse::missing-arrow", 6, 7, &["`->`"]);
+    check_error(&edit("} -> (y);", "} (y);"), "parse::missing-arrow", 6, 5, &["`->`", "`(`"]);
     let bomb = edit("y = x)", &format!("y = {}", "(".repeat(100_000)));
     check_error(&bomb, "parse::too-deep", 5, 49 + 64, &["deeper than 64"]);
 }
@@ -241,6 +242,13 @@ fn more_bad_inputs() {
     check_error(&edit("[1, 4]> x", "[1, s0]> x"), "parse::symbolic-dimension", 3, 39, &["`s0`"]);
     check_error(&edit("[1, 4]> x", "[1, -1]> x"), "parse::bad-dimension", 3, 39, &["-1"]);
     check_error(&edit("y = x)", "y = 1)"), "parse::untyped-literal", 5, 49, &["type"]);
+    check_error(
+        &edit("tensor<fp16, [1, 4]> y", "tensor<tensor<fp16, [1]>, [1, 4]> y"),
+        "parse::unknown-dtype",
+        5,
+        16,
+        &["element type", "`tensor`"],
+    );
     check_error(&edit("int8(5)", "int8(5.5)"), "parse::literal-type", 4, 57, &["not an integer"]);
     check_error(&edit("int8(5)", "int8(\"5\")"), "parse::literal-type", 4, 57, &["string"]);
     check_error(&edit("int8 a", "int8 a a"), "parse::unexpected-token", 4, 16, &["`=`"]);
