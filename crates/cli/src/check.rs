@@ -29,7 +29,10 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             if args.json {
-                println!("{}", serde_json::json!({ "file": args.path.display().to_string(), "error": e }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "file": args.path.display().to_string(), "error": e })
+                );
             } else {
                 eprintln!("error: {e}");
             }

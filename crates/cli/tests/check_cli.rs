@@ -16,7 +16,8 @@ fn stderr(o: &Output) -> String {
 }
 
 fn fixture_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/mil-maderix");
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/mil-maderix");
     if dir.is_dir() {
         return Some(dir);
     }
@@ -35,7 +36,8 @@ fn seed_model(dir: &Path) {
     let mut f = b.function("main");
     let x = f.input("x", TensorType::new(DType::Fp32, [1, 64, 1, 32]));
     let x16 = f.cast(&x, DType::Fp16).unwrap();
-    let w = f.weight("W", TensorType::new(DType::Fp16, [64, 64, 1, 1]), &vec![0.5; 64 * 64]).unwrap();
+    let w =
+        f.weight("W", TensorType::new(DType::Fp16, [64, 64, 1, 1]), &vec![0.5; 64 * 64]).unwrap();
     let y16 = f.conv(&x16, &w, &ConvOptions::default()).unwrap();
     let y = f.cast(&y16, DType::Fp32).unwrap();
     f.output(&y);
@@ -113,37 +115,65 @@ fn usage_and_io_problems_exit_2() {
 
 #[test]
 fn each_bad_blob_gives_its_own_error() {
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
-        ("blob::sentinel", Box::new(|d: &Path| edit(&d.join("weights/weight.bin"), |b| b[64] ^= 0xff))),
-        ("blob::out-of-bounds", Box::new(|d: &Path| edit(&d.join("weights/weight.bin"), |b| b.truncate(1000)))),
-        ("blob::dtype-mismatch", Box::new(|d: &Path| edit(&d.join("weights/weight.bin"), |b| b[68] = 2))),
-        ("blob::size-mismatch", Box::new(|d: &Path| edit(&d.join("weights/weight.bin"), |b| b[72] = 1))),
-        ("blob::header", Box::new(|d: &Path| edit(&d.join("weights/weight.bin"), |b| b.truncate(20)))),
+    type Corruption = Box<dyn Fn(&Path)>;
+    let cases: Vec<(&str, Corruption)> = vec![
+        (
+            "blob::sentinel",
+            Box::new(|d: &Path| edit(&d.join("weights/weight.bin"), |b| b[64] ^= 0xff)),
+        ),
+        (
+            "blob::out-of-bounds",
+            Box::new(|d: &Path| edit(&d.join("weights/weight.bin"), |b| b.truncate(1000))),
+        ),
+        (
+            "blob::dtype-mismatch",
+            Box::new(|d: &Path| edit(&d.join("weights/weight.bin"), |b| b[68] = 2)),
+        ),
+        (
+            "blob::size-mismatch",
+            Box::new(|d: &Path| edit(&d.join("weights/weight.bin"), |b| b[72] = 1)),
+        ),
+        (
+            "blob::header",
+            Box::new(|d: &Path| edit(&d.join("weights/weight.bin"), |b| b.truncate(20))),
+        ),
         (
             "blob::out-of-bounds",
             Box::new(|d: &Path| {
                 let text = std::fs::read_to_string(d.join("model.mil")).unwrap();
-                std::fs::write(d.join("model.mil"), text.replace("uint64(64)", "uint64(1048576)")).unwrap();
+                std::fs::write(d.join("model.mil"), text.replace("uint64(64)", "uint64(1048576)"))
+                    .unwrap();
             }),
         ),
         (
             "package::bad-path",
             Box::new(|d: &Path| {
                 let text = std::fs::read_to_string(d.join("model.mil")).unwrap();
-                std::fs::write(d.join("model.mil"), text.replace("@model_path/weights/", "@model_path/../")).unwrap();
+                std::fs::write(
+                    d.join("model.mil"),
+                    text.replace("@model_path/weights/", "@model_path/../"),
+                )
+                .unwrap();
             }),
         ),
         (
             "package::bad-path",
             Box::new(|d: &Path| {
                 let text = std::fs::read_to_string(d.join("model.mil")).unwrap();
-                std::fs::write(d.join("model.mil"), text.replace("@model_path/weights/weight.bin", "/etc/passwd")).unwrap();
+                std::fs::write(
+                    d.join("model.mil"),
+                    text.replace("@model_path/weights/weight.bin", "/etc/passwd"),
+                )
+                .unwrap();
             }),
         ),
         (
             "package::path-escape",
             Box::new(|d: &Path| {
-                let outside = d.parent().unwrap().join(format!("{}-outside.bin", d.file_name().unwrap().to_string_lossy()));
+                let outside = d
+                    .parent()
+                    .unwrap()
+                    .join(format!("{}-outside.bin", d.file_name().unwrap().to_string_lossy()));
                 std::fs::rename(d.join("weights/weight.bin"), &outside).unwrap();
                 std::os::unix::fs::symlink(&outside, d.join("weights/weight.bin")).unwrap();
             }),
@@ -183,7 +213,10 @@ fn fmt_prints_canonical_text_and_rewrites_atomically() {
     let o = anemone(&["fmt", p]);
     assert_eq!(o.status.code(), Some(0));
     let canonical = String::from_utf8(o.stdout).unwrap();
-    assert!(canonical.contains("        tensor<fp16, [1, 4]> y = relu(x = x)[name = string(\"r\")];\n"), "{canonical}");
+    assert!(
+        canonical.contains("        tensor<fp16, [1, 4]> y = relu(x = x)[name = string(\"r\")];\n"),
+        "{canonical}"
+    );
     assert_eq!(anemone(&["fmt", "--check", p]).status.code(), Some(1));
     assert_eq!(anemone(&["fmt", "--write", p]).status.code(), Some(0));
     assert_eq!(std::fs::read_to_string(&path).unwrap(), canonical);

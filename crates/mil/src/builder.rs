@@ -25,13 +25,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use crate::blob::BlobWriter;
-use crate::package::{ModelDir, PackageError, Weights};
 use crate::diag::Diagnostic;
 use crate::ir::{
-    Argument, Block, DType, Function, Ident, Literal, LiteralData, Named, Operation, Program,
-    Span, TensorData, TensorType, Type, TypedName,
+    Argument, Block, DType, Function, Ident, Literal, LiteralData, Named, Operation, Program, Span,
+    TensorData, TensorType, Type, TypedName,
 };
 use crate::ops::{self, InputArg, InputValue, OpContext, OpKind};
+use crate::package::{ModelDir, PackageError, Weights};
 
 /// The weight file BLOBFILE constants go to unless told otherwise.
 pub const DEFAULT_WEIGHT_PATH: &str = "@model_path/weights/weight.bin";
@@ -144,7 +144,10 @@ impl Builder {
     pub fn new() -> Builder {
         let kv = |k: &str, v: &str| (Literal::string(k), Literal::string(v));
         let build_info = Literal::new(
-            Type::Dict(Box::new(Type::Scalar(DType::String)), Box::new(Type::Scalar(DType::String))),
+            Type::Dict(
+                Box::new(Type::Scalar(DType::String)),
+                Box::new(Type::Scalar(DType::String)),
+            ),
             LiteralData::Dict(vec![
                 kv("coremlc-component-MIL", "3510.2.1"),
                 kv("coremlc-version", "3505.4.1"),
@@ -260,7 +263,12 @@ impl FunctionBuilder<'_> {
 
     /// A weight constant stored in the default weight file as a BLOBFILE, converted from
     /// f32 to `ty.dtype` (fp16 rounds to nearest even).
-    pub fn weight(&mut self, hint: &str, ty: TensorType, values: &[f32]) -> Result<Var, BuildError> {
+    pub fn weight(
+        &mut self,
+        hint: &str,
+        ty: TensorType,
+        values: &[f32],
+    ) -> Result<Var, BuildError> {
         self.weight_in(DEFAULT_WEIGHT_PATH, hint, ty, values)
     }
 
@@ -274,7 +282,11 @@ impl FunctionBuilder<'_> {
     ) -> Result<Var, BuildError> {
         let err = |message: String| BuildError::Weight { name: hint.to_string(), message };
         if ty.checked_element_count() != Some(values.len()) {
-            return Err(err(format!("{ty} needs {} values, got {}", ty.element_count(), values.len())));
+            return Err(err(format!(
+                "{ty} needs {} values, got {}",
+                ty.element_count(),
+                values.len()
+            )));
         }
         let writer = self.builder.blobs.entry(blob_path.to_string()).or_default();
         let offset = match ty.dtype {
@@ -303,9 +315,10 @@ impl FunctionBuilder<'_> {
         for (input_name, arg) in inputs {
             let value = match arg {
                 Arg::Var(v) => Argument::var(v.name.clone()),
-                Arg::Tuple(vs) => {
-                    Argument::Tuple(vs.iter().map(|v| Argument::var(v.name.clone())).collect(), Span::NONE)
-                }
+                Arg::Tuple(vs) => Argument::Tuple(
+                    vs.iter().map(|v| Argument::var(v.name.clone())).collect(),
+                    Span::NONE,
+                ),
                 Arg::Lit(lit) => {
                     let c = self.constant(&format!("{hint}_{input_name}"), lit.clone());
                     Argument::var(c.name)
@@ -318,10 +331,7 @@ impl FunctionBuilder<'_> {
         let types = {
             let ctx = OpContext {
                 kind,
-                inputs: bound
-                    .iter()
-                    .map(|n| (n.name.name.as_str(), self.bind(&n.value)))
-                    .collect(),
+                inputs: bound.iter().map(|n| (n.name.name.as_str(), self.bind(&n.value))).collect(),
                 attributes: &attributes,
                 span: Span::NONE,
             };
@@ -348,7 +358,12 @@ impl FunctionBuilder<'_> {
     }
 
     /// Like [`FunctionBuilder::op`] for ops with one result.
-    pub fn op1(&mut self, kind: OpKind, hint: &str, inputs: &[(&str, Arg)]) -> Result<Var, BuildError> {
+    pub fn op1(
+        &mut self,
+        kind: OpKind,
+        hint: &str,
+        inputs: &[(&str, Arg)],
+    ) -> Result<Var, BuildError> {
         Ok(self.op(kind, hint, inputs)?.remove(0))
     }
 
@@ -410,7 +425,11 @@ impl FunctionBuilder<'_> {
 
     pub fn cast(&mut self, x: &Var, dtype: DType) -> Result<Var, BuildError> {
         let hint = format!("{}_{}", x.name, dtype.name());
-        self.op1(OpKind::Cast, &hint, &[("x", x.into()), ("dtype", Literal::string(dtype.name()).into())])
+        self.op1(
+            OpKind::Cast,
+            &hint,
+            &[("x", x.into()), ("dtype", Literal::string(dtype.name()).into())],
+        )
     }
 
     pub fn conv(&mut self, x: &Var, weight: &Var, o: &ConvOptions) -> Result<Var, BuildError> {
@@ -429,7 +448,13 @@ impl FunctionBuilder<'_> {
         self.op1(OpKind::Conv, "conv", &inputs)
     }
 
-    pub fn matmul(&mut self, x: &Var, y: &Var, transpose_x: bool, transpose_y: bool) -> Result<Var, BuildError> {
+    pub fn matmul(
+        &mut self,
+        x: &Var,
+        y: &Var,
+        transpose_x: bool,
+        transpose_y: bool,
+    ) -> Result<Var, BuildError> {
         self.op1(
             OpKind::Matmul,
             "matmul",
@@ -461,14 +486,27 @@ impl FunctionBuilder<'_> {
     }
 
     pub fn reshape(&mut self, x: &Var, shape: &[i32]) -> Result<Var, BuildError> {
-        self.op1(OpKind::Reshape, "reshape", &[("x", x.into()), ("shape", Literal::int32_list(shape).into())])
+        self.op1(
+            OpKind::Reshape,
+            "reshape",
+            &[("x", x.into()), ("shape", Literal::int32_list(shape).into())],
+        )
     }
 
     pub fn transpose(&mut self, x: &Var, perm: &[i32]) -> Result<Var, BuildError> {
-        self.op1(OpKind::Transpose, "transpose", &[("x", x.into()), ("perm", Literal::int32_list(perm).into())])
+        self.op1(
+            OpKind::Transpose,
+            "transpose",
+            &[("x", x.into()), ("perm", Literal::int32_list(perm).into())],
+        )
     }
 
-    pub fn slice_by_size(&mut self, x: &Var, begin: &[i32], size: &[i32]) -> Result<Var, BuildError> {
+    pub fn slice_by_size(
+        &mut self,
+        x: &Var,
+        begin: &[i32],
+        size: &[i32],
+    ) -> Result<Var, BuildError> {
         self.op1(
             OpKind::SliceBySize,
             "slice",
@@ -480,7 +518,12 @@ impl FunctionBuilder<'_> {
         )
     }
 
-    pub fn concat(&mut self, values: &[Var], axis: i32, interleave: bool) -> Result<Var, BuildError> {
+    pub fn concat(
+        &mut self,
+        values: &[Var],
+        axis: i32,
+        interleave: bool,
+    ) -> Result<Var, BuildError> {
         self.op1(
             OpKind::Concat,
             "concat",
@@ -493,11 +536,21 @@ impl FunctionBuilder<'_> {
     }
 
     pub fn softmax(&mut self, x: &Var, axis: i32) -> Result<Var, BuildError> {
-        self.op1(OpKind::Softmax, "softmax", &[("x", x.into()), ("axis", Literal::int32(axis).into())])
+        self.op1(
+            OpKind::Softmax,
+            "softmax",
+            &[("x", x.into()), ("axis", Literal::int32(axis).into())],
+        )
     }
 
     /// reduce_sum, reduce_mean or reduce_max.
-    pub fn reduce(&mut self, kind: OpKind, x: &Var, axes: &[i32], keep_dims: bool) -> Result<Var, BuildError> {
+    pub fn reduce(
+        &mut self,
+        kind: OpKind,
+        x: &Var,
+        axes: &[i32],
+        keep_dims: bool,
+    ) -> Result<Var, BuildError> {
         self.op1(
             kind,
             kind.name(),
@@ -515,7 +568,12 @@ impl FunctionBuilder<'_> {
     }
 
     /// An inline fp16 tensor constant.
-    pub fn tensor_fp16(&mut self, hint: &str, shape: &[usize], values: &[f32]) -> Result<Var, BuildError> {
+    pub fn tensor_fp16(
+        &mut self,
+        hint: &str,
+        shape: &[usize],
+        values: &[f32],
+    ) -> Result<Var, BuildError> {
         let ty = TensorType::new(DType::Fp16, shape);
         if ty.checked_element_count() != Some(values.len()) {
             return Err(BuildError::Weight {

@@ -206,7 +206,10 @@ mod tests {
             .with_label("this is not a function")
             .with_help("a program body holds `func` blocks");
         let out = render(&d, "m.mil", text, false);
-        assert!(out.contains("m.mil:2:3: error[parse::unexpected-token]: expected `func`"), "{out}");
+        assert!(
+            out.contains("m.mil:2:3: error[parse::unexpected-token]: expected `func`"),
+            "{out}"
+        );
         assert!(out.contains("bogus"), "{out}");
         assert!(out.contains("this is not a function"), "{out}");
         assert!(out.contains("a program body holds `func` blocks"), "{out}");

@@ -31,8 +31,11 @@ pub fn lint(program: &Program) -> Vec<Diagnostic> {
     out
 }
 
+/// Names with the byte size of their tensor.
+type SizedNames<'a> = Vec<(&'a str, u64)>;
+
 /// Byte sizes of the function's inputs and outputs, as the surfaces would hold them.
-fn io_bytes(f: &Function) -> (Vec<(&str, u64)>, Vec<(&str, u64)>) {
+fn io_bytes(f: &Function) -> (SizedNames<'_>, SizedNames<'_>) {
     let size = |ty: &Type| ty.as_tensor().and_then(|t| t.byte_size()).unwrap_or(0);
     let inputs = f.inputs.iter().map(|i| (i.name.name.as_str(), size(&i.ty))).collect();
     let outputs = f
@@ -54,8 +57,7 @@ fn lint_io_sizes(f: &Function, out: &mut Vec<Diagnostic>) {
             continue;
         }
         let padding: u64 = list.iter().map(|(_, b)| max - b).sum();
-        let sizes =
-            list.iter().map(|(n, b)| format!("`{n}` {b} B")).collect::<Vec<_>>().join(", ");
+        let sizes = list.iter().map(|(n, b)| format!("`{n}` {b} B")).collect::<Vec<_>>().join(", ");
         out.push(
             Diagnostic::warning(
                 "ane::unequal-io-sizes",
@@ -151,43 +153,43 @@ fn lint_ops(f: &Function, out: &mut Vec<Diagnostic>) {
                     format!("`{}` is reported to be rejected by the ANE compiler", kind.name()),
                 )
                 .at(op.op.span)
+                .with_label("reported rejected")
                 .with_help(note.to_string()),
             );
         }
-        if kind == OpKind::ScaledDotProductAttention {
-            if let Some(mask) = op.inputs.iter().find(|i| i.name.name == "attn_mask") {
+        let mask = op.inputs.iter().find(|i| i.name.name == "attn_mask");
+        if let (OpKind::ScaledDotProductAttention, Some(mask)) = (kind, mask) {
+            out.push(
+                Diagnostic::warning(
+                    "ane::sdpa-attn-mask-ignored",
+                    "the ANE ignores `attn_mask` of scaled_dot_product_attention",
+                )
+                .at(mask.name.span)
+                .with_label("ignored by the hardware")
+                .with_help(
+                    "decompose causal attention: matmul Q·Kᵀ, add the mask, softmax, \
+                     matmul with V (REFERENCE.md §2: maderix README, measured)",
+                ),
+            );
+        }
+        if !matches!(kind, OpKind::Add | OpKind::ScaledDotProductAttention) {
+            continue;
+        }
+        for input in &op.inputs {
+            let min = constant_of(f, &input.value).and_then(min_float);
+            if let Some(min) = min.filter(|&m| m < FP16_MIN) {
                 out.push(
                     Diagnostic::warning(
-                        "ane::sdpa-attn-mask-ignored",
-                        "the ANE ignores `attn_mask` of scaled_dot_product_attention",
+                        "ane::mask-below-fp16-min",
+                        format!("mask value {min} is below -65504, the most negative fp16"),
                     )
-                    .at(mask.name.span)
+                    .at(input.name.span)
+                    .with_label("this mask")
                     .with_help(
-                        "decompose causal attention: matmul Q·Kᵀ, add the mask, softmax, \
-                         matmul with V (REFERENCE.md §2: maderix README, measured)",
+                        "use -40000 for masked scores: lower values become -inf in fp16 and \
+                         softmax gives NaN (REFERENCE.md §2: maderix README)",
                     ),
                 );
-            }
-        }
-        if matches!(kind, OpKind::Add | OpKind::ScaledDotProductAttention) {
-            for input in &op.inputs {
-                if let Some(lit) = constant_of(f, &input.value) {
-                    if let Some(min) = min_float(lit).filter(|&m| m < FP16_MIN) {
-                        out.push(
-                            Diagnostic::warning(
-                                "ane::mask-below-fp16-min",
-                                format!(
-                                    "mask value {min} is below -65504, the most negative fp16"
-                                ),
-                            )
-                            .at(input.name.span)
-                            .with_help(
-                                "use -40000 for masked scores: lower values become -inf in \
-                                 fp16 and softmax gives NaN (REFERENCE.md §2: maderix README)",
-                            ),
-                        );
-                    }
-                }
             }
         }
     }
@@ -232,5 +234,72 @@ fn lint_blobfile_count(program: &Program, out: &mut Vec<Diagnostic>) {
                  (dynamic weights) (REFERENCE.md §2)",
             ),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn codes(body: &str, inputs: &str, outputs: &str) -> Vec<&'static str> {
+        let src = format!(
+            "program(1.3)\n{{\n    func main<ios18>({inputs}) {{\n{body}    }} -> ({outputs});\n}}\n"
+        );
+        let p = crate::text::parse(&src).unwrap_or_else(|d| panic!("{}", d.message));
+        assert!(crate::validate::validate(&p).is_empty(), "{:#?}", crate::validate::validate(&p));
+        lint(&p).into_iter().map(|d| d.code).collect()
+    }
+
+    #[test]
+    fn spatial_sizes_not_a_multiple_of_16() {
+        let c = codes("", "tensor<fp16, [1, 8, 1, 20]> x", "x");
+        assert_eq!(c, ["ane::spatial-multiple-of-16", "ane::spatial-multiple-of-16"]);
+        assert!(codes("", "tensor<fp16, [1, 8, 1, 32]> x", "x").is_empty());
+    }
+
+    #[test]
+    fn huge_dims_and_channels() {
+        let c = codes("", "tensor<fp16, [1, 16, 1, 65552]> x", "x");
+        assert!(c.contains(&"ane::dim-too-large"), "{c:?}");
+        let c = codes("", "tensor<fp16, [1, 16400, 1, 16]> x", "x");
+        assert!(c.contains(&"ane::too-many-channels"), "{c:?}");
+    }
+
+    #[test]
+    fn unequal_io_sizes_say_what_padding_costs() {
+        let src = "program(1.3)\n{\n    func main<ios18>(tensor<fp16, [1, 4, 1, 16]> a, tensor<fp16, [1, 8, 1, 16]> b) {\n    } -> (a);\n}\n";
+        let d = lint(&crate::text::parse(src).unwrap());
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].code, "ane::unequal-io-sizes");
+        assert!(d[0].message.contains("`a` 128 B, `b` 256 B"), "{}", d[0].message);
+        assert!(d[0].help.as_ref().unwrap().contains("128 B of padding"), "{:?}", d[0].help);
+    }
+
+    #[test]
+    fn reported_rejected_ops_and_low_masks() {
+        let mask = format!("[-1e9, {}]", ["0"; 63].join(", "));
+        let body = format!(
+            "        tensor<fp16, [1, 4, 1, 16]> g = gelu(x = x);\n\
+             tensor<fp32, [1, 4, 1, 16]> xf = cast(x = g, dtype = string(\"fp32\"));\n\
+             tensor<fp32, [1, 4, 1, 16]> m = const()[name = string(\"m\"), \
+             val = tensor<fp32, [1, 4, 1, 16]>({mask})];\n\
+             tensor<fp32, [1, 4, 1, 16]> y = add(x = xf, y = m);\n"
+        );
+        let c = codes(&body, "tensor<fp16, [1, 4, 1, 16]> x", "y");
+        assert!(c.contains(&"ane::op-reported-rejected"), "{c:?}");
+        assert!(c.contains(&"ane::mask-below-fp16-min"), "{c:?}");
+    }
+
+    #[test]
+    fn more_than_16_blobfiles() {
+        let mut body = String::new();
+        for i in 0..17 {
+            body += &format!(
+                "        tensor<fp16, [1, 1, 1, 16]> w{i} = const()[name = string(\"w{i}\"), val = tensor<fp16, [1, 1, 1, 16]>(BLOBFILE(path = string(\"@model_path/weights/weight.bin\"), offset = uint64({})))];\n",
+                64 + 128 * i
+            );
+        }
+        let c = codes(&body, "tensor<fp16, [1, 1, 1, 16]> x", "w0");
+        assert_eq!(c, ["ane::too-many-blobfiles"]);
     }
 }

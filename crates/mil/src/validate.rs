@@ -103,7 +103,10 @@ pub fn resolve_function(function: &Function) -> ResolvedFunction<'_> {
             out.diagnostics.push(
                 Diagnostic::error(
                     "validate::undefined-output",
-                    format!("function `{}` returns `{}`, which is not defined", function.name, name),
+                    format!(
+                        "function `{}` returns `{}`, which is not defined",
+                        function.name, name
+                    ),
                 )
                 .at(name.span)
                 .with_label("not defined in this function")
@@ -133,11 +136,15 @@ fn define<'a>(out: &mut ResolvedFunction<'a>, value: &'a TypedName, constant: Op
 }
 
 fn redefinition(what: &str, name: &str, at: Span, first: Span) -> Diagnostic {
-    let mut d = Diagnostic::error("validate::redefined", format!("{what} `{name}` is defined twice"))
-        .at(at)
-        .with_label("defined again here");
+    let mut d =
+        Diagnostic::error("validate::redefined", format!("{what} `{name}` is defined twice"))
+            .at(at)
+            .with_label("defined again here");
     if !first.is_none() {
-        d = d.with_help(format!("the first definition is at byte {}; rename one of them", first.start));
+        d = d.with_help(format!(
+            "the first definition is at byte {}; rename one of them",
+            first.start
+        ));
     }
     d
 }
@@ -342,7 +349,10 @@ fn check_results(op: &Operation, kind: OpKind, inferred: &[Type], diags: &mut Ve
                     "validate::result-type",
                     format!(
                         "`{}` is declared as {} but {} produces {}",
-                        declared.name, declared.ty, kind.name(), inferred
+                        declared.name,
+                        declared.ty,
+                        kind.name(),
+                        inferred
                     ),
                 )
                 .at(declared.ty_span.to(declared.name.span))
@@ -394,7 +404,9 @@ mod tests {
         validate(&p)
             .into_iter()
             .filter(|d| d.is_error())
-            .map(|d| (d.code, d.message.clone(), d.span.map_or(0, |s| LineCol::of(src, s.start).line)))
+            .map(|d| {
+                (d.code, d.message.clone(), d.span.map_or(0, |s| LineCol::of(src, s.start).line))
+            })
             .collect()
     }
 

@@ -35,8 +35,18 @@ fn the_seed_program_prints_parses_and_validates() {
     let parsed = text::parse(&text).unwrap_or_else(|d| panic!("{}\n{text}", d.message));
     assert_eq!(parsed, built.program);
     assert!(validate::validate(&parsed).is_empty());
-    assert!(text.contains("BLOBFILE(path = string(\"@model_path/weights/weight.bin\"), offset = uint64(64))"), "{text}");
-    assert!(text.starts_with("program(1.3)\n[buildInfo = dict<string, string>({{\"coremlc-component-MIL\""), "{text}");
+    assert!(
+        text.contains(
+            "BLOBFILE(path = string(\"@model_path/weights/weight.bin\"), offset = uint64(64))"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.starts_with(
+            "program(1.3)\n[buildInfo = dict<string, string>({{\"coremlc-component-MIL\""
+        ),
+        "{text}"
+    );
     let f = parsed.main_function().unwrap();
     assert_eq!(f.inputs[0].ty.to_string(), "tensor<fp32, [1, 64, 1, 32]>");
     let out = &f.block.outputs[0].name;
@@ -50,12 +60,14 @@ fn the_seed_model_directory_checks_clean_and_its_weights_read_back() {
     let model = built.write_model_dir(dir.path()).unwrap();
     let text = model.read_mil().unwrap();
     let program = text::parse(&text).unwrap();
-    let diags = anemone_mil::check(&program, Some(&ModelDir::open(dir.path()).unwrap()), ReadMode::Strict);
+    let diags =
+        anemone_mil::check(&program, Some(&ModelDir::open(dir.path()).unwrap()), ReadMode::Strict);
     assert!(diags.is_empty(), "{diags:#?}");
     let weights = model.load_weights(&program).unwrap();
     let (blob, ty, _) = program.blob_refs()[0];
     let bytes = weights.read(blob, &ty.as_tensor().unwrap(), ReadMode::Strict).unwrap();
-    let values: Vec<f32> = bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect();
+    let values: Vec<f32> =
+        bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect();
     assert_eq!(values, identity(1.0));
 }
 

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use anemone_mil::{lint, text, validate};
 
 fn fixtures() -> Option<Vec<(String, String)>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/mil-maderix");
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/mil-maderix");
     let Ok(entries) = std::fs::read_dir(&dir) else {
         if std::env::var("ANEMONE_REQUIRE_SHARED").as_deref() == Ok("1") {
             panic!("shared fixtures not found at {} (ANEMONE_REQUIRE_SHARED=1)", dir.display());
@@ -39,7 +40,8 @@ fn every_fixture_parses_validates_and_round_trips() {
             validate::validate(&program).into_iter().filter(|d| d.is_error()).collect();
         assert!(errors.is_empty(), "{name}: {errors:#?}");
         let printed = text::print(&program);
-        let again = text::parse(&printed).unwrap_or_else(|d| panic!("{name} reprinted: {}", d.message));
+        let again =
+            text::parse(&printed).unwrap_or_else(|d| panic!("{name} reprinted: {}", d.message));
         assert_eq!(program, again, "{name}: parse(print(p)) != p");
     }
 }
