@@ -61,8 +61,10 @@ pub fn round_f16(x: f32) -> f32 {
     let lsb = (bits >> 13) & 1;
     let normal = f32::from_bits(bits.wrapping_add(0x0fff + lsb) & !0x1fff);
     let normal = if normal.abs() > FP16_MAX { f32::INFINITY.copysign(x) } else { normal };
-    // Subnormal range: fp16's spacing there is a fixed 2^-24.
-    let sub = (x * 16_777_216.0).round_ties_even() * (1.0 / 16_777_216.0);
+    // Subnormal range: fp16's spacing there is a fixed 2^-24, which is also f32's spacing on
+    // [0.5, 1): adding and removing 0.75 rounds to a multiple of 2^-24, ties to even, in
+    // plain SIMD arithmetic (no rounding instruction needed); the sign is kept for -0.
+    let sub = ((x.abs() + 0.75) - 0.75).copysign(x);
     if x.is_nan() {
         x
     } else if x.abs() >= FP16_MIN_NORMAL {

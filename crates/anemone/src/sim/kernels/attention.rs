@@ -168,41 +168,43 @@ pub fn scaled_dot_product_attention<T: Element>(
             }
             off
         });
-        for (row, sc) in scores.chunks_mut(s).enumerate() {
-            for x in sc.iter_mut() {
-                let mut v = *x;
-                if T::ANE_RULES {
-                    v = numerics::mac_saturate(v);
-                }
-                v = T::round(v);
-                v = T::round(ane(T::ANE_RULES, v * scale));
-                *x = v;
-            }
-            if let (Some(m), Some(st), Some(base)) = (&mask, &mask_strides, mask_base) {
-                let (sl, ss) = (st[batch_rank], st[batch_rank + 1]);
-                let off = base + row * sl;
-                for (j, x) in sc.iter_mut().enumerate() {
-                    let mv = match m {
-                        AttentionMask::Additive { values, .. } => {
-                            let mv = values[off + j * ss].to_f32();
-                            if T::ANE_RULES { numerics::ane_read(mv) } else { mv }
+        super::with_wide_simd(
+            #[inline(always)]
+            || {
+                for (row, sc) in scores.chunks_mut(s).enumerate() {
+                    for x in sc.iter_mut() {
+                        let mut v = *x;
+                        if T::ANE_RULES {
+                            v = numerics::mac_saturate(v);
                         }
-                        AttentionMask::Boolean { values, .. } => {
-                            if values[off + j * ss] {
-                                0.0
-                            } else {
-                                f32::NEG_INFINITY
-                            }
+                        v = T::round(v);
+                        v = T::round(ane(T::ANE_RULES, v * scale));
+                        *x = v;
+                    }
+                    if let (Some(m), Some(st), Some(base)) = (&mask, &mask_strides, mask_base) {
+                        let (sl, ss) = (st[batch_rank], st[batch_rank + 1]);
+                        let off = base + row * sl;
+                        for (j, x) in sc.iter_mut().enumerate() {
+                            let mv =
+                                match m {
+                                    AttentionMask::Additive { values, .. } => {
+                                        let mv = values[off + j * ss].to_f32();
+                                        if T::ANE_RULES { numerics::ane_read(mv) } else { mv }
+                                    }
+                                    AttentionMask::Boolean { values, .. } => {
+                                        if values[off + j * ss] { 0.0 } else { f32::NEG_INFINITY }
+                                    }
+                                };
+                            *x = T::round(ane(T::ANE_RULES, *x + mv));
                         }
-                    };
-                    *x = T::round(ane(T::ANE_RULES, *x + mv));
+                    }
+                    super::softmax::softmax_row::<T>(sc);
+                    for x in sc.iter_mut() {
+                        *x = T::round(*x);
+                    }
                 }
-            }
-            super::softmax::softmax_row::<T>(sc);
-            for x in sc.iter_mut() {
-                *x = T::round(*x);
-            }
-        }
+            },
+        );
         let mut acc = vec![0.0f32; l * ev];
         super::sgemm(
             l,

@@ -239,24 +239,32 @@ where
     check_len(KERNEL, "out", out.len(), &shape)?;
     let plan = Broadcast2::new(&shape, a_shape, b_shape);
     let run = |start: usize, chunk: &mut [T]| {
-        let mut ba = [0.0f32; BLOCK];
-        let mut bb = [0.0f32; BLOCK];
-        for (i, block) in chunk.chunks_mut(BLOCK).enumerate() {
-            let n = block.len();
-            let begin = start + i * BLOCK;
-            plan.gather(a, 0, begin, &mut ba[..n]);
-            plan.gather(b, 1, begin, &mut bb[..n]);
-            if T::ANE_RULES {
-                for (x, y) in ba[..n].iter_mut().zip(&mut bb[..n]) {
-                    *x = numerics::ane_result(f(numerics::ane_read(*x), numerics::ane_read(*y)));
+        super::with_wide_simd(
+            #[inline(always)]
+            || {
+                let mut ba = [0.0f32; BLOCK];
+                let mut bb = [0.0f32; BLOCK];
+                for (i, block) in chunk.chunks_mut(BLOCK).enumerate() {
+                    let n = block.len();
+                    let begin = start + i * BLOCK;
+                    plan.gather(a, 0, begin, &mut ba[..n]);
+                    plan.gather(b, 1, begin, &mut bb[..n]);
+                    if T::ANE_RULES {
+                        for (x, y) in ba[..n].iter_mut().zip(&mut bb[..n]) {
+                            *x = numerics::ane_result(f(
+                                numerics::ane_read(*x),
+                                numerics::ane_read(*y),
+                            ));
+                        }
+                    } else {
+                        for (x, y) in ba[..n].iter_mut().zip(&bb[..n]) {
+                            *x = f(*x, *y);
+                        }
+                    }
+                    T::store(&ba[..n], block);
                 }
-            } else {
-                for (x, y) in ba[..n].iter_mut().zip(&bb[..n]) {
-                    *x = f(*x, *y);
-                }
-            }
-            T::store(&ba[..n], block);
-        }
+            },
+        )
     };
     if parallel_worth_it(out.len()) {
         out.par_chunks_mut(PAR_CHUNK).enumerate().for_each(|(i, c)| run(i * PAR_CHUNK, c));
@@ -291,22 +299,27 @@ where
         ));
     }
     let run = |start: usize, chunk: &mut [T]| {
-        let mut buf = [0.0f32; BLOCK];
-        for (i, block) in chunk.chunks_mut(BLOCK).enumerate() {
-            let n = block.len();
-            let begin = start + i * BLOCK;
-            T::load(&x[begin..begin + n], &mut buf[..n]);
-            if T::ANE_RULES {
-                for v in &mut buf[..n] {
-                    *v = numerics::ane_result(f(numerics::ane_read(*v)));
+        super::with_wide_simd(
+            #[inline(always)]
+            || {
+                let mut buf = [0.0f32; BLOCK];
+                for (i, block) in chunk.chunks_mut(BLOCK).enumerate() {
+                    let n = block.len();
+                    let begin = start + i * BLOCK;
+                    T::load(&x[begin..begin + n], &mut buf[..n]);
+                    if T::ANE_RULES {
+                        for v in &mut buf[..n] {
+                            *v = numerics::ane_result(f(numerics::ane_read(*v)));
+                        }
+                    } else {
+                        for v in &mut buf[..n] {
+                            *v = f(*v);
+                        }
+                    }
+                    T::store(&buf[..n], block);
                 }
-            } else {
-                for v in &mut buf[..n] {
-                    *v = f(*v);
-                }
-            }
-            T::store(&buf[..n], block);
-        }
+            },
+        )
     };
     if parallel_worth_it(out.len()) {
         out.par_chunks_mut(PAR_CHUNK).enumerate().for_each(|(i, c)| run(i * PAR_CHUNK, c));

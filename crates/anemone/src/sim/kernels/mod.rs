@@ -508,3 +508,40 @@ mod exp_tests {
         assert!(exp_f32(f32::NAN).is_nan());
     }
 }
+
+/// Runs `f` compiled for the widest vector extension this CPU has (AVX-512, else AVX2+FMA,
+/// detected at run time), so the elementwise loops inlined into it use wide vectors instead of
+/// the baseline SSE2. Results do not depend on the width: the loops fix their own order of
+/// operations, and Rust never contracts a multiply and an add into an FMA on its own.
+#[inline(always)]
+pub(crate) fn with_wide_simd<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+        {
+            // SAFETY: the CPU supports every feature the function is compiled for.
+            return unsafe { wide::avx512(f) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: as above.
+            return unsafe { wide::avx2(f) };
+        }
+    }
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+mod wide {
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+    pub(super) fn avx512<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn avx2<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
+}

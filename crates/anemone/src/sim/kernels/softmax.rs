@@ -30,20 +30,25 @@ pub fn softmax<T: Element>(x: &[T], shape: &[usize], axis: usize, out: &mut [T])
     // Slabs of [n, inner] are independent: split them across threads when large.
     let slabs_per_task = PAR_CHUNK.div_ceil(slab).max(1);
     let run = |first: usize, outs: &mut [T]| {
-        let mut buf = vec![0.0f32; slab];
-        for (i, o) in outs.chunks_mut(slab).enumerate() {
-            let s = (first + i) * slab;
-            T::load(&x[s..s + slab], &mut buf);
-            if T::ANE_RULES {
-                numerics::ane_read_slice(&mut buf);
-            }
-            if inner == 1 {
-                softmax_row::<T>(&mut buf);
-            } else {
-                softmax_columns::<T>(&mut buf, n, inner);
-            }
-            T::store(&buf, o);
-        }
+        super::with_wide_simd(
+            #[inline(always)]
+            || {
+                let mut buf = vec![0.0f32; slab];
+                for (i, o) in outs.chunks_mut(slab).enumerate() {
+                    let s = (first + i) * slab;
+                    T::load(&x[s..s + slab], &mut buf);
+                    if T::ANE_RULES {
+                        numerics::ane_read_slice(&mut buf);
+                    }
+                    if inner == 1 {
+                        softmax_row::<T>(&mut buf);
+                    } else {
+                        softmax_columns::<T>(&mut buf, n, inner);
+                    }
+                    T::store(&buf, o);
+                }
+            },
+        )
     };
     if parallel_worth_it(out.len()) {
         out.par_chunks_mut(slabs_per_task * slab)
@@ -56,6 +61,7 @@ pub fn softmax<T: Element>(x: &[T], shape: &[usize], axis: usize, out: &mut [T])
 }
 
 /// softmax of one contiguous row in place, in f32; the result is not yet rounded.
+#[inline(always)]
 pub(crate) fn softmax_row<T: Element>(row: &mut [f32]) {
     let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
     if T::ANE_RULES && max == f32::INFINITY {
@@ -88,6 +94,7 @@ pub(crate) fn softmax_row<T: Element>(row: &mut [f32]) {
 }
 
 /// softmax along the first dim of an [n, inner] block in place, vectorized across `inner`.
+#[inline(always)]
 fn softmax_columns<T: Element>(block: &mut [f32], n: usize, inner: usize) {
     let mut max = vec![f32::NEG_INFINITY; inner];
     for row in block.chunks_exact(inner) {
