@@ -687,3 +687,50 @@ mod tests {
         assert!(binary(BinaryOp::Add, &[0.0f32; 3], &[3], &[0.0f32; 3], &[3], &mut out).is_err());
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::sim::kernels::numel;
+    use proptest::prelude::*;
+
+    /// Two shapes that broadcast: each dim of the common shape is kept or set to 1 per operand,
+    /// and leading dims may be dropped.
+    fn broadcastable() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
+        prop::collection::vec((1usize..5, any::<bool>(), any::<bool>()), 0..=4).prop_flat_map(
+            |dims| {
+                let a: Vec<usize> = dims.iter().map(|&(d, ka, _)| if ka { d } else { 1 }).collect();
+                let b: Vec<usize> = dims.iter().map(|&(d, _, kb)| if kb { d } else { 1 }).collect();
+                let r = dims.len();
+                (Just(a), Just(b), 0..=r, 0..=r).prop_map(|(a, b, da, db)| {
+                    (a[da.min(a.len())..].to_vec(), b[db.min(b.len())..].to_vec())
+                })
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn broadcast_add_matches_index_arithmetic((a_shape, b_shape) in broadcastable()) {
+            let a: Vec<f32> = (0..numel(&a_shape)).map(|i| i as f32).collect();
+            let b: Vec<f32> = (0..numel(&b_shape)).map(|i| (i * 1000) as f32).collect();
+            let shape = broadcast_shapes(&a_shape, &b_shape).unwrap();
+            let mut out = vec![0.0f32; numel(&shape)];
+            binary(BinaryOp::Add, &a, &a_shape, &b, &b_shape, &mut out).unwrap();
+            let sa = broadcast_strides(&a_shape, &shape);
+            let sb = broadcast_strides(&b_shape, &shape);
+            for (lin, got) in out.iter().enumerate() {
+                let (mut rest, mut oa, mut ob) = (lin, 0, 0);
+                for d in (0..shape.len()).rev() {
+                    let i = rest % shape[d];
+                    rest /= shape[d];
+                    oa += i * sa[d];
+                    ob += i * sb[d];
+                }
+                prop_assert_eq!(*got, a[oa] + b[ob]);
+            }
+        }
+    }
+}

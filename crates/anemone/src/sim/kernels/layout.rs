@@ -519,3 +519,62 @@ mod tests {
         assert!(split(&x, &[2, 5, 3], 1, &[2, 2], &mut [&mut p, &mut q]).is_err());
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A shape of rank 0..=5 with small dims and a permutation of it.
+    fn shape_and_perm() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
+        prop::collection::vec(1usize..5, 0..=5).prop_flat_map(|shape| {
+            let perm: Vec<usize> = (0..shape.len()).collect();
+            (Just(shape), Just(perm).prop_shuffle())
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn transpose_then_inverse_is_identity((shape, perm) in shape_and_perm()) {
+            let x: Vec<u16> = (0..numel(&shape) as u16).collect();
+            let mut y = vec![0; x.len()];
+            transpose(&x, &shape, &perm, &mut y).unwrap();
+            let out_shape = transpose_output_shape(&shape, &perm).unwrap();
+            let mut inverse = vec![0; perm.len()];
+            for (i, &p) in perm.iter().enumerate() {
+                inverse[p] = i;
+            }
+            let mut back = vec![0; x.len()];
+            transpose(&y, &out_shape, &inverse, &mut back).unwrap();
+            prop_assert_eq!(back, x);
+        }
+
+        #[test]
+        fn slice_matches_index_arithmetic(
+            dims in prop::collection::vec(1usize..6, 1..=3),
+            picks in prop::collection::vec((-7i64..7, -7i64..7, prop_oneof![-3i64..0, 1i64..4]), 3),
+        ) {
+            let x: Vec<i32> = (0..numel(&dims) as i32).collect();
+            let axes: Vec<SliceAxis> = dims
+                .iter()
+                .zip(&picks)
+                .map(|(&d, &(b, e, s))| resolve_slice(d, b, e, s, false, false).unwrap())
+                .collect();
+            let mut out = vec![0; axes.iter().map(|a| a.len).product()];
+            slice(&x, &dims, &axes, &mut out).unwrap();
+            let strides = contiguous_strides(&dims);
+            for (lin, got) in out.iter().enumerate() {
+                let mut rest = lin;
+                let mut off = 0isize;
+                for d in (0..dims.len()).rev() {
+                    let i = rest % axes[d].len;
+                    rest /= axes[d].len;
+                    off += (axes[d].start as isize + i as isize * axes[d].stride) * strides[d] as isize;
+                }
+                prop_assert_eq!(*got, x[off as usize]);
+            }
+        }
+    }
+}
