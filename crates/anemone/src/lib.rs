@@ -1,1 +1,3 @@
 //! anemone: the runtime.
+
+pub mod sim;

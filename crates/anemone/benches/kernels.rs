@@ -1,0 +1,131 @@
+//! Kernel throughput against this machine's measured f32 FMA peak.
+//!
+//! `cargo bench -p anemone --bench kernels`: prints the one-thread and all-thread peaks, then
+//! GFLOP/s and the ratio to the all-thread peak for the GEMM-shaped cases the simulator spends
+//! its time in. Inputs are fp16 as on the ANE; weights are widened to f32 once, as the plan
+//! does for constants at compile time.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use anemone::sim::kernels::Scratch;
+use anemone::sim::kernels::attention::scaled_dot_product_attention;
+use anemone::sim::kernels::conv::{ConvParams, conv};
+use anemone::sim::peak::measure_f32_fma_peak_gflops;
+use half::f16;
+
+fn data(n: usize, seed: u32) -> Vec<f16> {
+    let mut s = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            f16::from_f32((s >> 8) as f32 / (1 << 24) as f32 - 0.5)
+        })
+        .collect()
+}
+
+/// (median, best) seconds per call of `f`, over runs filling about `budget`.
+fn time(budget: Duration, mut f: impl FnMut()) -> (f64, f64) {
+    f();
+    let start = Instant::now();
+    f();
+    let once = start.elapsed().as_secs_f64().max(1e-6);
+    let runs = ((budget.as_secs_f64() / once) as usize).clamp(3, 200);
+    let mut samples: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    (samples[runs / 2], samples[0])
+}
+
+/// Prints the median and the best run; on a shared machine the best is the kernel's own speed.
+fn report(name: &str, flops: f64, (median, best): (f64, f64), peak: f64) {
+    let (gm, gb) = (flops / median / 1e9, flops / best / 1e9);
+    println!(
+        "{name:<44} median {:>7.3} ms {:>6.1} GFLOP/s {:>5.2} of peak | best {:>6.1} GFLOP/s {:>5.2}",
+        median * 1e3,
+        gm,
+        gm / peak,
+        gb,
+        gb / peak
+    );
+}
+
+/// Whether a case runs: `cargo bench --bench kernels -- WORD` runs the cases naming WORD.
+fn selected(name: &str) -> bool {
+    let words: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    words.is_empty() || words.iter().any(|w| name.contains(w.as_str()))
+}
+
+fn conv_case(name: &str, cin: usize, cout: usize, h: usize, w: usize, k: usize, peak: f64) {
+    if !selected(name) {
+        return;
+    }
+    let x_shape = [1, cin, h, w];
+    let w_shape = [cout, cin, k, k];
+    let x = data(cin * h * w, 1);
+    let weight: Vec<f32> = data(cout * cin * k * k, 2).iter().map(|v| v.to_f32()).collect();
+    let mut params = ConvParams::new(2);
+    params.pad_before = vec![k / 2; 2];
+    params.pad_after = vec![k / 2; 2];
+    let mut out = vec![f16::ZERO; cout * h * w];
+    let mut scratch = Scratch::new();
+    let secs = time(Duration::from_millis(1500), || {
+        conv(&x, &x_shape, &weight, &w_shape, None, &params, &mut out, &mut scratch).unwrap();
+        black_box(&out);
+    });
+    report(name, 2.0 * (cout * cin * k * k * h * w) as f64, secs, peak);
+}
+
+fn main() {
+    let peak1 = measure_f32_fma_peak_gflops(1);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let peak = measure_f32_fma_peak_gflops(threads);
+    println!(
+        "f32 FMA peak: {peak1:.1} GFLOP/s on 1 thread, {peak:.1} GFLOP/s on {threads} threads"
+    );
+    println!("ratios below are to the {threads}-thread peak");
+
+    conv_case("conv 1x1 768->768, spatial 256 (fp16)", 768, 768, 1, 256, 1, peak);
+    conv_case("conv 1x1 768->2048, spatial 256 (fp16)", 768, 2048, 1, 256, 1, peak);
+    conv_case("conv 3x3 64->64, spatial 32x32 (fp16)", 64, 64, 32, 32, 3, peak);
+
+    let name = "attention 12 heads, seq 256, dim 64 (fp16)";
+    if !selected(name) {
+        return;
+    }
+    // 12 heads, sequence 256, head dim 64.
+    let (h, l, e) = (12, 256, 64);
+    let shape = [1, h, l, e];
+    let (q, k, v) = (data(h * l * e, 3), data(h * l * e, 4), data(h * l * e, 5));
+    let mut out = vec![f16::ZERO; h * l * e];
+    let mut scratch = Scratch::new();
+    let secs = time(Duration::from_millis(1500), || {
+        scaled_dot_product_attention(
+            &q,
+            &shape,
+            &k,
+            &shape,
+            &v,
+            &shape,
+            None,
+            true,
+            &mut out,
+            &mut scratch,
+        )
+        .unwrap();
+        black_box(&out);
+    });
+    report(
+        "attention 12 heads, seq 256, dim 64 (fp16)",
+        (h * 2 * 2 * l * l * e) as f64,
+        secs,
+        peak,
+    );
+}

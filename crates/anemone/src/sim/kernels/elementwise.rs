@@ -1,0 +1,736 @@
+//! Elementwise kernels: binary ops with numpy broadcasting and unary activations.
+//!
+//! Every op is computed in f32 (gelu's erf in f64) and rounded once to the output type. fp16
+//! kernels read NaN as +inf and store +0 where f32 gives NaN (see `numerics`). The functions are
+//! the exact ones, not the ANE's piecewise-linear tables (max table error ~0.0034 on sigmoid), so
+//! results differ from hardware by up to that much on activations.
+//!
+//! Work is done in blocks of [`BLOCK`] elements: operands widened into stack buffers (a splat
+//! for a broadcast operand), one tight loop per op, then one narrowing store. After collapsing
+//! the dims that broadcast alike, the innermost run of every operand is either contiguous or a
+//! single repeated value, so same-shape, scalar and row-broadcast cases all stream.
+
+use super::{
+    Element, KernelError, PAR_CHUNK, Result, broadcast_shapes, broadcast_strides, check_len,
+    parallel_worth_it,
+};
+use crate::sim::numerics;
+use rayon::prelude::*;
+
+/// Elements processed per inner block.
+pub const BLOCK: usize = 256;
+
+/// Binary elementwise ops of MIL (numpy broadcasting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    RealDiv,
+    Pow,
+    Maximum,
+    Minimum,
+}
+
+/// Which formula `gelu` uses (MIL's `mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GeluMode {
+    /// 0.5 x (1 + erf(x / sqrt 2)).
+    Exact,
+    /// 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+    TanhApproximation,
+    /// x sigmoid(1.702 x).
+    SigmoidApproximation,
+}
+
+/// Unary elementwise ops of MIL.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum UnaryOp {
+    Exp,
+    Log,
+    Sqrt,
+    /// 1 / sqrt(x + epsilon); MIL's default epsilon is 1e-12.
+    Rsqrt {
+        epsilon: f32,
+    },
+    /// 1 / (x + epsilon); MIL's default epsilon is 1e-4.
+    Inverse {
+        epsilon: f32,
+    },
+    Tanh,
+    Relu,
+    Sigmoid,
+    /// x sigmoid(x).
+    Silu,
+    Gelu(GeluMode),
+}
+
+impl BinaryOp {
+    /// The op on f32 (IEEE; NaN handling is the kernel's business).
+    #[inline(always)]
+    pub fn apply(self, x: f32, y: f32) -> f32 {
+        match self {
+            BinaryOp::Add => x + y,
+            BinaryOp::Sub => x - y,
+            BinaryOp::Mul => x * y,
+            BinaryOp::RealDiv => x / y,
+            BinaryOp::Pow => x.powf(y),
+            BinaryOp::Maximum => maximum(x, y),
+            BinaryOp::Minimum => minimum(x, y),
+        }
+    }
+}
+
+/// numpy's maximum: NaN propagates.
+#[inline(always)]
+fn maximum(x: f32, y: f32) -> f32 {
+    if x > y || x.is_nan() { x } else { y }
+}
+
+/// numpy's minimum: NaN propagates.
+#[inline(always)]
+fn minimum(x: f32, y: f32) -> f32 {
+    if x < y || x.is_nan() { x } else { y }
+}
+
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+
+impl UnaryOp {
+    /// The op on f32 (IEEE; NaN handling is the kernel's business).
+    #[inline(always)]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            UnaryOp::Exp => x.exp(),
+            UnaryOp::Log => x.ln(),
+            UnaryOp::Sqrt => x.sqrt(),
+            UnaryOp::Rsqrt { epsilon } => 1.0 / (x + epsilon).sqrt(),
+            UnaryOp::Inverse { epsilon } => 1.0 / (x + epsilon),
+            UnaryOp::Tanh => x.tanh(),
+            UnaryOp::Relu => {
+                if x < 0.0 {
+                    0.0
+                } else {
+                    x
+                }
+            }
+            UnaryOp::Sigmoid => sigmoid(x),
+            UnaryOp::Silu => times_gate(x, sigmoid(x)),
+            UnaryOp::Gelu(GeluMode::Exact) => gelu_exact(x),
+            UnaryOp::Gelu(GeluMode::TanhApproximation) => {
+                let inner = SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x);
+                times_gate(x, 0.5 * (1.0 + inner.tanh()))
+            }
+            UnaryOp::Gelu(GeluMode::SigmoidApproximation) => times_gate(x, sigmoid(1.702 * x)),
+        }
+    }
+}
+
+#[inline(always)]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// x * gate, with a closed gate giving 0 even for x = -inf (the limit, not inf * 0).
+#[inline(always)]
+fn times_gate(x: f32, gate: f32) -> f32 {
+    if gate == 0.0 { 0.0 } else { x * gate }
+}
+
+/// gelu(x) = x Phi(x) = 0.5 x erfc(-x / sqrt 2), in f64 so the negative tail keeps its
+/// relative accuracy.
+fn gelu_exact(x: f32) -> f32 {
+    let xd = x as f64;
+    let phi = 0.5 * erfc64(-xd * std::f64::consts::FRAC_1_SQRT_2);
+    if phi == 0.0 { 0.0 } else { (xd * phi) as f32 }
+}
+
+/// The error function; absolute error below 2e-7 (f64 internally, rounded to f32).
+pub fn erf(x: f32) -> f32 {
+    erf64(x as f64) as f32
+}
+
+/// erf in f64: a Taylor series near 0, else 1 - erfc. Absolute error < 2e-7.
+fn erf64(x: f64) -> f64 {
+    if x.abs() < 0.5 {
+        // erf x = 2/sqrt(pi) sum_n (-1)^n x^(2n+1) / (n! (2n+1)); 9 terms reach 1e-12 at 0.5.
+        let x2 = x * x;
+        let mut term = x;
+        let mut sum = x;
+        for n in 1..9 {
+            term *= -x2 / n as f64;
+            sum += term / (2 * n + 1) as f64;
+        }
+        sum * std::f64::consts::FRAC_2_SQRT_PI
+    } else if x > 0.0 {
+        1.0 - erfc64(x)
+    } else {
+        erfc64(-x) - 1.0
+    }
+}
+
+/// Complementary error function with relative error below 1.2e-7 everywhere: the classic
+/// Chebyshev-fitted form erfc(z) ~ t exp(-z^2 + P(t)), t = 1 / (1 + z/2).
+fn erfc64(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    const C: [f64; 10] = [
+        -1.265_512_23,
+        1.000_023_68,
+        0.374_091_96,
+        0.096_784_18,
+        -0.186_288_06,
+        0.278_868_07,
+        -1.135_203_98,
+        1.488_515_87,
+        -0.822_152_23,
+        0.170_872_77,
+    ];
+    let mut poly = C[9];
+    for c in C[..9].iter().rev() {
+        poly = poly * t + c;
+    }
+    let r = t * (-z * z + poly).exp();
+    if x >= 0.0 { r } else { 2.0 - r }
+}
+
+/// Output shape of a binary op: the numpy broadcast of the operand shapes.
+pub fn binary_output_shape(a_shape: &[usize], b_shape: &[usize]) -> Result<Vec<usize>> {
+    broadcast_shapes(a_shape, b_shape)
+}
+
+/// `out = op(a, b)` with numpy broadcasting; `out` holds the broadcast shape.
+pub fn binary<T: Element>(
+    op: BinaryOp,
+    a: &[T],
+    a_shape: &[usize],
+    b: &[T],
+    b_shape: &[usize],
+    out: &mut [T],
+) -> Result<()> {
+    match op {
+        BinaryOp::Add => binary_with(|x, y| x + y, a, a_shape, b, b_shape, out),
+        BinaryOp::Sub => binary_with(|x, y| x - y, a, a_shape, b, b_shape, out),
+        BinaryOp::Mul => binary_with(|x, y| x * y, a, a_shape, b, b_shape, out),
+        BinaryOp::RealDiv => binary_with(|x, y| x / y, a, a_shape, b, b_shape, out),
+        BinaryOp::Pow => binary_with(f32::powf, a, a_shape, b, b_shape, out),
+        BinaryOp::Maximum => binary_with(maximum, a, a_shape, b, b_shape, out),
+        BinaryOp::Minimum => binary_with(minimum, a, a_shape, b, b_shape, out),
+    }
+}
+
+/// `out = f(a, b)` elementwise with numpy broadcasting, computed in f32 and rounded once; fp16
+/// follows the ANE's NaN rules. The building block of [`binary`], public so the plan can fuse
+/// a chain of elementwise ops into one pass.
+pub fn binary_with<T: Element, F>(
+    f: F,
+    a: &[T],
+    a_shape: &[usize],
+    b: &[T],
+    b_shape: &[usize],
+    out: &mut [T],
+) -> Result<()>
+where
+    F: Fn(f32, f32) -> f32 + Sync,
+{
+    const KERNEL: &str = "elementwise";
+    check_len(KERNEL, "a", a.len(), a_shape)?;
+    check_len(KERNEL, "b", b.len(), b_shape)?;
+    let shape = broadcast_shapes(a_shape, b_shape)?;
+    check_len(KERNEL, "out", out.len(), &shape)?;
+    let plan = Broadcast2::new(&shape, a_shape, b_shape);
+    let run = |start: usize, chunk: &mut [T]| {
+        super::with_wide_simd(
+            #[inline(always)]
+            || {
+                let mut ba = [0.0f32; BLOCK];
+                let mut bb = [0.0f32; BLOCK];
+                for (i, block) in chunk.chunks_mut(BLOCK).enumerate() {
+                    let n = block.len();
+                    let begin = start + i * BLOCK;
+                    plan.gather(a, 0, begin, &mut ba[..n]);
+                    plan.gather(b, 1, begin, &mut bb[..n]);
+                    if T::ANE_RULES {
+                        for (x, y) in ba[..n].iter_mut().zip(&mut bb[..n]) {
+                            *x = numerics::ane_result(f(
+                                numerics::ane_read(*x),
+                                numerics::ane_read(*y),
+                            ));
+                        }
+                    } else {
+                        for (x, y) in ba[..n].iter_mut().zip(&bb[..n]) {
+                            *x = f(*x, *y);
+                        }
+                    }
+                    T::store(&ba[..n], block);
+                }
+            },
+        )
+    };
+    if parallel_worth_it(out.len()) {
+        out.par_chunks_mut(PAR_CHUNK).enumerate().for_each(|(i, c)| run(i * PAR_CHUNK, c));
+    } else {
+        run(0, out);
+    }
+    Ok(())
+}
+
+/// `out = op(x)`; `out` and `x` have the same length.
+pub fn unary<T: Element>(op: UnaryOp, x: &[T], out: &mut [T]) -> Result<()> {
+    match op {
+        UnaryOp::Exp => unary_with(f32::exp, x, out),
+        UnaryOp::Log => unary_with(f32::ln, x, out),
+        UnaryOp::Sqrt => unary_with(f32::sqrt, x, out),
+        UnaryOp::Relu => unary_with(|v| UnaryOp::Relu.apply(v), x, out),
+        UnaryOp::Tanh => unary_with(f32::tanh, x, out),
+        UnaryOp::Sigmoid => unary_with(sigmoid, x, out),
+        other => unary_with(|v| other.apply(v), x, out),
+    }
+}
+
+/// `out = f(x)` elementwise, computed in f32 and rounded once; fp16 follows the ANE's NaN rules.
+pub fn unary_with<T: Element, F>(f: F, x: &[T], out: &mut [T]) -> Result<()>
+where
+    F: Fn(f32) -> f32 + Sync,
+{
+    if x.len() != out.len() {
+        return Err(KernelError::new(
+            "elementwise",
+            format!("input has {} elements, output {}", x.len(), out.len()),
+        ));
+    }
+    let run = |start: usize, chunk: &mut [T]| {
+        super::with_wide_simd(
+            #[inline(always)]
+            || {
+                let mut buf = [0.0f32; BLOCK];
+                for (i, block) in chunk.chunks_mut(BLOCK).enumerate() {
+                    let n = block.len();
+                    let begin = start + i * BLOCK;
+                    T::load(&x[begin..begin + n], &mut buf[..n]);
+                    if T::ANE_RULES {
+                        for v in &mut buf[..n] {
+                            *v = numerics::ane_result(f(numerics::ane_read(*v)));
+                        }
+                    } else {
+                        for v in &mut buf[..n] {
+                            *v = f(*v);
+                        }
+                    }
+                    T::store(&buf[..n], block);
+                }
+            },
+        )
+    };
+    if parallel_worth_it(out.len()) {
+        out.par_chunks_mut(PAR_CHUNK).enumerate().for_each(|(i, c)| run(i * PAR_CHUNK, c));
+    } else {
+        run(0, out);
+    }
+    Ok(())
+}
+
+/// Index arithmetic of a two-operand broadcast, with dims that broadcast alike collapsed so
+/// the innermost dim is as long as possible.
+#[derive(Debug)]
+struct Broadcast2 {
+    /// Collapsed output dims (at least one).
+    dims: Vec<usize>,
+    /// Per operand, the stride of each collapsed dim (0 where broadcast).
+    strides: [Vec<usize>; 2],
+}
+
+impl Broadcast2 {
+    fn new(out: &[usize], a: &[usize], b: &[usize]) -> Self {
+        let sa = broadcast_strides(a, out);
+        let sb = broadcast_strides(b, out);
+        let mut dims: Vec<usize> = Vec::new();
+        let mut strides: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
+        for i in 0..out.len() {
+            if out[i] == 1 {
+                continue;
+            }
+            if let Some(&last) = dims.last() {
+                let la = *strides[0].last().unwrap();
+                let lb = *strides[1].last().unwrap();
+                // The previous dim folds into this one when both operands step through it as
+                // one run with this dim.
+                if la == sa[i] * out[i] && lb == sb[i] * out[i] {
+                    let n = dims.len();
+                    dims[n - 1] = last * out[i];
+                    strides[0][n - 1] = sa[i];
+                    strides[1][n - 1] = sb[i];
+                    continue;
+                }
+            }
+            dims.push(out[i]);
+            strides[0].push(sa[i]);
+            strides[1].push(sb[i]);
+        }
+        if dims.is_empty() {
+            dims.push(1);
+            strides = [vec![0], vec![0]];
+        }
+        Broadcast2 { dims, strides }
+    }
+
+    /// Writes operand `which`'s values for output positions `begin..begin + dst.len()`.
+    fn gather<T: Element>(&self, src: &[T], which: usize, begin: usize, dst: &mut [f32]) {
+        let strides = &self.strides[which];
+        let r = self.dims.len();
+        let inner = self.dims[r - 1];
+        let inner_stride = strides[r - 1];
+        let mut idx = begin / inner;
+        let mut pos = begin % inner;
+        let mut outer_off = self.outer_offset(idx, which);
+        let mut filled = 0;
+        while filled < dst.len() {
+            let run = (inner - pos).min(dst.len() - filled);
+            let out = &mut dst[filled..filled + run];
+            if inner_stride == 0 {
+                out.fill(src[outer_off].to_f32());
+            } else {
+                let s = outer_off + pos * inner_stride;
+                T::load(&src[s..s + run], out);
+            }
+            filled += run;
+            pos = 0;
+            idx += 1;
+            if filled < dst.len() {
+                outer_off = self.outer_offset(idx, which);
+            }
+        }
+    }
+
+    /// Source offset of the start of the `idx`-th inner run.
+    fn outer_offset(&self, mut idx: usize, which: usize) -> usize {
+        let strides = &self.strides[which];
+        let mut off = 0;
+        for d in (0..self.dims.len() - 1).rev() {
+            off += (idx % self.dims[d]) * strides[d];
+            idx /= self.dims[d];
+        }
+        off
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::kernels::numel;
+    use crate::sim::kernels::testutil::*;
+    use half::f16;
+
+    /// f64 reference for a broadcast binary op.
+    fn reference_binary(
+        f: impl Fn(f64, f64) -> f64,
+        a: &[f64],
+        a_shape: &[usize],
+        b: &[f64],
+        b_shape: &[usize],
+    ) -> Vec<f64> {
+        let shape = broadcast_shapes(a_shape, b_shape).unwrap();
+        let sa = broadcast_strides(a_shape, &shape);
+        let sb = broadcast_strides(b_shape, &shape);
+        (0..numel(&shape))
+            .map(|lin| {
+                let (mut rest, mut oa, mut ob) = (lin, 0, 0);
+                for d in (0..shape.len()).rev() {
+                    let i = rest % shape[d];
+                    rest /= shape[d];
+                    oa += i * sa[d];
+                    ob += i * sb[d];
+                }
+                f(a[oa], b[ob])
+            })
+            .collect()
+    }
+
+    fn check_binary(op: BinaryOp, a_shape: &[usize], b_shape: &[usize]) {
+        let mut a = values_f16(numel(a_shape), 11);
+        let mut b = values_f16(numel(b_shape), 12);
+        if op == BinaryOp::Pow {
+            // Positive bases, moderate exponents.
+            a.iter_mut().for_each(|x| *x = f16::from_f32(x.to_f32().abs() * 4.0 + 0.25));
+            b.iter_mut().for_each(|x| *x = f16::from_f32(x.to_f32() * 3.0));
+        }
+        if op == BinaryOp::RealDiv {
+            b.iter_mut().for_each(|x| *x = f16::from_f32(x.to_f32() + 1.5f32.copysign(x.to_f32())));
+        }
+        let f64op = |x: f64, y: f64| match op {
+            BinaryOp::Add => x + y,
+            BinaryOp::Sub => x - y,
+            BinaryOp::Mul => x * y,
+            BinaryOp::RealDiv => x / y,
+            BinaryOp::Pow => x.powf(y),
+            BinaryOp::Maximum => x.max(y),
+            BinaryOp::Minimum => x.min(y),
+        };
+        let want = reference_binary(f64op, &to_f64(&a), a_shape, &to_f64(&b), b_shape);
+        let shape = binary_output_shape(a_shape, b_shape).unwrap();
+        let mut out = vec![f16::ZERO; numel(&shape)];
+        binary(op, &a, a_shape, &b, b_shape, &mut out).unwrap();
+        // One rounding of an f32 result that is exact (add/sub/mul/max/min of fp16 values) or
+        // within a few f32 ulps (div, pow): at most half an fp16 ulp plus a hair; 1 ulp allowed.
+        assert_close_f16(&out, &want, 1.0, 0.0, &format!("{op:?} {a_shape:?} {b_shape:?}"));
+        // Same data as f32 through the f32 kernel: within f32 precision of the reference.
+        let a32: Vec<f32> = a.iter().map(|x| x.to_f32()).collect();
+        let b32: Vec<f32> = b.iter().map(|x| x.to_f32()).collect();
+        let mut out32 = vec![0.0f32; out.len()];
+        binary(op, &a32, a_shape, &b32, b_shape, &mut out32).unwrap();
+        for (g, r) in out32.iter().zip(&want) {
+            assert!((*g as f64 - r).abs() <= 1e-6 * r.abs().max(1.0), "{op:?}: {g} vs {r}");
+        }
+    }
+
+    const ALL_BINARY: [BinaryOp; 7] = [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::RealDiv,
+        BinaryOp::Pow,
+        BinaryOp::Maximum,
+        BinaryOp::Minimum,
+    ];
+
+    #[test]
+    fn binary_ops_on_broadcast_shapes() {
+        let cases: &[(&[usize], &[usize])] = &[
+            (&[33], &[33]),
+            (&[3, 17], &[3, 17]),
+            (&[3, 17], &[]),
+            (&[], &[3, 17]),
+            (&[1], &[17]),
+            (&[3, 17], &[17]),
+            (&[3, 17], &[3, 1]),
+            (&[2, 1, 5], &[3, 1]),
+            (&[2, 3, 1, 5], &[1, 3, 4, 1]),
+            (&[1, 1, 1], &[1]),
+            (&[300, 3], &[300, 1]),
+        ];
+        for op in ALL_BINARY {
+            for (a, b) in cases {
+                check_binary(op, a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn large_enough_for_rayon() {
+        check_binary(BinaryOp::Add, &[4, 300, 200], &[300, 1]);
+        check_binary(BinaryOp::Mul, &[2, 300, 300], &[2, 300, 300]);
+    }
+
+    #[test]
+    fn overflow_and_ane_special_values() {
+        let inf = f16::INFINITY;
+        let a = [f16::from_f32(60000.0), inf, f16::ZERO, f16::NAN, f16::from_f32(-3.0)];
+        let b = [f16::from_f32(10000.0), inf, inf, f16::ONE, f16::ONE];
+        let mut out = [f16::ZERO; 5];
+        binary(BinaryOp::Add, &a, &[5], &b, &[5], &mut out).unwrap();
+        assert_eq!(out[0], inf, "60000 + 10000 overflows");
+        assert_eq!(out[3], inf, "NaN + 1 reads NaN as +inf");
+        binary(BinaryOp::Sub, &a, &[5], &b, &[5], &mut out).unwrap();
+        assert_eq!(out[1].to_bits(), 0, "inf - inf is +0");
+        binary(BinaryOp::Mul, &a, &[5], &b, &[5], &mut out).unwrap();
+        assert_eq!(out[2].to_bits(), 0, "0 * inf is +0");
+        binary(BinaryOp::Maximum, &a, &[5], &b, &[5], &mut out).unwrap();
+        assert_eq!(out[3], inf, "maximum(NaN, 1) is +inf");
+        let mut u = [f16::ZERO; 5];
+        unary(UnaryOp::Sqrt, &a, &mut u).unwrap();
+        assert_eq!(u[4].to_bits(), 0, "sqrt(-3) is +0");
+        unary(UnaryOp::Log, &a, &mut u).unwrap();
+        assert_eq!(u[4].to_bits(), 0, "log(-3) is +0");
+        unary(UnaryOp::Sigmoid, &a, &mut u).unwrap();
+        assert_eq!(u[3], f16::ONE, "sigmoid(NaN) is 1");
+        unary(UnaryOp::Exp, &[f16::from_f32(11.2)], &mut u[..1]).unwrap();
+        assert_eq!(u[0], inf, "exp overflows near 11.09");
+        unary(UnaryOp::Relu, &a, &mut u).unwrap();
+        assert_eq!(u[3], inf, "relu(NaN) is +inf");
+        // f32 kernels stay IEEE.
+        let mut o32 = [0.0f32];
+        binary(BinaryOp::Sub, &[f32::INFINITY], &[1], &[f32::INFINITY], &[1], &mut o32).unwrap();
+        assert!(o32[0].is_nan());
+    }
+
+    #[test]
+    fn denormals_survive() {
+        let tiny = f16::from_bits(1); // 2^-24
+        let mut out = [f16::ZERO];
+        binary(BinaryOp::Add, &[tiny], &[], &[f16::ZERO], &[], &mut out).unwrap();
+        assert_eq!(out[0], tiny);
+    }
+
+    /// erf by its Maclaurin series in f64 with enough terms (fine for |x| <= 3), or 1 - a
+    /// continued fraction for erfc beyond.
+    fn erf_reference(x: f64) -> f64 {
+        if x.abs() <= 3.0 {
+            let mut term = x;
+            let mut sum = x;
+            for n in 1..200 {
+                term *= -x * x / n as f64;
+                sum += term / (2 * n + 1) as f64;
+            }
+            sum * std::f64::consts::FRAC_2_SQRT_PI
+        } else {
+            let z = x.abs();
+            let mut cf = 0.0;
+            for n in (1..200).rev() {
+                cf = (n as f64 / 2.0) / (z + cf);
+            }
+            let erfc = (-z * z).exp() / std::f64::consts::PI.sqrt() / (z + cf);
+            (1.0 - erfc).copysign(x)
+        }
+    }
+
+    #[test]
+    fn erf_accuracy() {
+        for i in -600..=600 {
+            let x = i as f64 / 100.0;
+            let err = (erf64(x) - erf_reference(x)).abs();
+            assert!(err < 2e-7, "erf({x}): error {err}");
+        }
+        // Relative accuracy of the tail that gelu uses.
+        for i in 0..=80 {
+            let z = i as f64 / 10.0;
+            let reference = 1.0 - erf_reference(z);
+            if z > 3.0 {
+                let mut cf = 0.0;
+                for n in (1..200).rev() {
+                    cf = (n as f64 / 2.0) / (z + cf);
+                }
+                let r = (-z * z).exp() / std::f64::consts::PI.sqrt() / (z + cf);
+                assert!((erfc64(z) / r - 1.0).abs() < 2e-7, "erfc({z})");
+            } else {
+                assert!((erfc64(z) - reference).abs() < 2e-7, "erfc({z})");
+            }
+        }
+    }
+
+    fn unary_reference(op: UnaryOp, x: f64) -> f64 {
+        let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
+        match op {
+            UnaryOp::Exp => x.exp(),
+            UnaryOp::Log => x.ln(),
+            UnaryOp::Sqrt => x.sqrt(),
+            UnaryOp::Rsqrt { epsilon } => 1.0 / (x + epsilon as f64).sqrt(),
+            UnaryOp::Inverse { epsilon } => 1.0 / (x + epsilon as f64),
+            UnaryOp::Tanh => x.tanh(),
+            UnaryOp::Relu => x.max(0.0),
+            UnaryOp::Sigmoid => sig(x),
+            UnaryOp::Silu => x * sig(x),
+            UnaryOp::Gelu(GeluMode::Exact) => 0.5 * x * (1.0 + erf_reference(x / 2f64.sqrt())),
+            UnaryOp::Gelu(GeluMode::TanhApproximation) => {
+                let c = (2.0 / std::f64::consts::PI).sqrt();
+                0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
+            }
+            UnaryOp::Gelu(GeluMode::SigmoidApproximation) => x * sig(1.702 * x),
+        }
+    }
+
+    #[test]
+    fn unary_ops_against_f64() {
+        let ops = [
+            UnaryOp::Exp,
+            UnaryOp::Log,
+            UnaryOp::Sqrt,
+            UnaryOp::Rsqrt { epsilon: 1e-12 },
+            UnaryOp::Inverse { epsilon: 1e-4 },
+            UnaryOp::Tanh,
+            UnaryOp::Relu,
+            UnaryOp::Sigmoid,
+            UnaryOp::Silu,
+            UnaryOp::Gelu(GeluMode::Exact),
+            UnaryOp::Gelu(GeluMode::TanhApproximation),
+            UnaryOp::Gelu(GeluMode::SigmoidApproximation),
+        ];
+        let raw = values(1000, 5);
+        for op in ops {
+            let positive = matches!(
+                op,
+                UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Rsqrt { .. } | UnaryOp::Inverse { .. }
+            );
+            let x: Vec<f16> = raw
+                .iter()
+                .map(|v| if positive { v.abs() * 8.0 + 0.01 } else { v * 8.0 })
+                .map(f16::from_f32)
+                .collect();
+            let want: Vec<f64> = x.iter().map(|v| unary_reference(op, v.to_f64())).collect();
+            let mut out = vec![f16::ZERO; x.len()];
+            unary(op, &x, &mut out).unwrap();
+            // f32 evaluation (relative error ~1e-6) then one rounding: 1 fp16 ulp, plus an
+            // absolute 1e-6 for results near zero (cancellation in gelu/silu tails).
+            assert_close_f16(&out, &want, 1.0, 1e-6, &format!("{op:?}"));
+        }
+    }
+
+    #[test]
+    fn activations_at_infinities() {
+        let x = [f16::NEG_INFINITY, f16::INFINITY];
+        let mut out = [f16::ZERO; 2];
+        for op in [
+            UnaryOp::Silu,
+            UnaryOp::Gelu(GeluMode::Exact),
+            UnaryOp::Gelu(GeluMode::TanhApproximation),
+            UnaryOp::Gelu(GeluMode::SigmoidApproximation),
+        ] {
+            unary(op, &x, &mut out).unwrap();
+            assert_eq!(out[0].to_f32(), 0.0, "{op:?}(-inf)");
+            assert_eq!(out[1], f16::INFINITY, "{op:?}(inf)");
+        }
+    }
+
+    #[test]
+    fn length_errors() {
+        let mut out = [0.0f32; 2];
+        assert!(unary(UnaryOp::Exp, &[0.0f32; 3], &mut out).is_err());
+        assert!(binary(BinaryOp::Add, &[0.0f32; 3], &[3], &[0.0f32; 2], &[2], &mut out).is_err());
+        assert!(binary(BinaryOp::Add, &[0.0f32; 3], &[3], &[0.0f32; 3], &[3], &mut out).is_err());
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::sim::kernels::numel;
+    use proptest::prelude::*;
+
+    /// Two shapes that broadcast: each dim of the common shape is kept or set to 1 per operand,
+    /// and leading dims may be dropped.
+    fn broadcastable() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
+        prop::collection::vec((1usize..5, any::<bool>(), any::<bool>()), 0..=4).prop_flat_map(
+            |dims| {
+                let a: Vec<usize> = dims.iter().map(|&(d, ka, _)| if ka { d } else { 1 }).collect();
+                let b: Vec<usize> = dims.iter().map(|&(d, _, kb)| if kb { d } else { 1 }).collect();
+                let r = dims.len();
+                (Just(a), Just(b), 0..=r, 0..=r).prop_map(|(a, b, da, db)| {
+                    (a[da.min(a.len())..].to_vec(), b[db.min(b.len())..].to_vec())
+                })
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn broadcast_add_matches_index_arithmetic((a_shape, b_shape) in broadcastable()) {
+            let a: Vec<f32> = (0..numel(&a_shape)).map(|i| i as f32).collect();
+            let b: Vec<f32> = (0..numel(&b_shape)).map(|i| (i * 1000) as f32).collect();
+            let shape = broadcast_shapes(&a_shape, &b_shape).unwrap();
+            let mut out = vec![0.0f32; numel(&shape)];
+            binary(BinaryOp::Add, &a, &a_shape, &b, &b_shape, &mut out).unwrap();
+            let sa = broadcast_strides(&a_shape, &shape);
+            let sb = broadcast_strides(&b_shape, &shape);
+            for (lin, got) in out.iter().enumerate() {
+                let (mut rest, mut oa, mut ob) = (lin, 0, 0);
+                for d in (0..shape.len()).rev() {
+                    let i = rest % shape[d];
+                    rest /= shape[d];
+                    oa += i * sa[d];
+                    ob += i * sb[d];
+                }
+                prop_assert_eq!(*got, a[oa] + b[ob]);
+            }
+        }
+    }
+}

@@ -1,0 +1,580 @@
+//! Data movement: transpose, slice, concat (with interleave) and split, generic over any
+//! `T: Copy` (floats, integers, bools). Values are moved bit for bit. Reshape has no kernel: a
+//! dense row-major buffer already is every reshape of itself, so the plan aliases it.
+//!
+//! Shapes are first simplified (unit dims dropped, dims that stay adjacent merged), so most
+//! real permutations become either a copy of contiguous runs or a batched 2-D transpose, which
+//! runs tile by tile to stay in cache.
+
+use super::{
+    KernelError, PAR_CHUNK, Result, check_len, contiguous_strides, numel, parallel_worth_it,
+};
+use rayon::prelude::*;
+
+/// Output shape of `transpose(x, perm)`: `out[i] = shape[perm[i]]`.
+pub fn transpose_output_shape(shape: &[usize], perm: &[usize]) -> Result<Vec<usize>> {
+    check_perm(shape.len(), perm)?;
+    Ok(perm.iter().map(|&p| shape[p]).collect())
+}
+
+fn check_perm(rank: usize, perm: &[usize]) -> Result<()> {
+    let mut seen = vec![false; rank];
+    if perm.len() != rank {
+        return Err(KernelError::new("transpose", format!("perm {perm:?} for rank {rank}")));
+    }
+    for &p in perm {
+        if p >= rank || seen[p] {
+            return Err(KernelError::new(
+                "transpose",
+                format!("perm {perm:?} is not a permutation"),
+            ));
+        }
+        seen[p] = true;
+    }
+    Ok(())
+}
+
+/// The permutation with unit dims dropped and runs that stay adjacent merged: returns the
+/// simplified input shape and perm.
+fn simplify(shape: &[usize], perm: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    // Drop unit dims, renumbering the remaining input dims.
+    let keep: Vec<usize> = (0..shape.len()).filter(|&d| shape[d] != 1).collect();
+    let renum = |d: usize| keep.iter().position(|&k| k == d);
+    let p: Vec<usize> = perm.iter().filter_map(|&d| renum(d)).collect();
+    let s: Vec<usize> = keep.iter().map(|&d| shape[d]).collect();
+    // Groups of output positions whose input dims are consecutive.
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for &d in &p {
+        match groups.last_mut() {
+            Some(g) if *g.last().unwrap() + 1 == d => g.push(d),
+            _ => groups.push(vec![d]),
+        }
+    }
+    // Input order of the groups.
+    let mut order: Vec<usize> = (0..groups.len()).collect();
+    order.sort_by_key(|&g| groups[g][0]);
+    let in_shape: Vec<usize> =
+        order.iter().map(|&g| groups[g].iter().map(|&d| s[d]).product()).collect();
+    let new_perm: Vec<usize> =
+        (0..groups.len()).map(|g| order.iter().position(|&o| o == g).unwrap()).collect();
+    (in_shape, new_perm)
+}
+
+/// `out = transpose(x, perm)`.
+pub fn transpose<T: Copy + Send + Sync>(
+    x: &[T],
+    shape: &[usize],
+    perm: &[usize],
+    out: &mut [T],
+) -> Result<()> {
+    check_len("transpose", "input", x.len(), shape)?;
+    check_perm(shape.len(), perm)?;
+    check_len("transpose", "output", out.len(), shape)?;
+    let (s, p) = simplify(shape, perm);
+    let r = s.len();
+    if r <= 1 {
+        out.copy_from_slice(x);
+        return Ok(());
+    }
+    if p[r - 1] == r - 1 {
+        // The innermost dim stays innermost: copy contiguous runs.
+        let run = s[r - 1];
+        strided_copy(x, &s, &p, out, run);
+    } else if p[r - 1] == r - 2
+        && p[r - 2] == r - 1
+        && p[..r - 2].iter().enumerate().all(|(i, &d)| i == d)
+    {
+        let (rows, cols) = (s[r - 2], s[r - 1]);
+        let batch = x.len() / (rows * cols);
+        transpose_2d_batched(x, batch, rows, cols, out);
+    } else {
+        strided_copy(x, &s, &p, out, 1);
+    }
+    Ok(())
+}
+
+/// General permutation: walks the output in order, copying runs of `run` contiguous elements
+/// (the innermost dim when it is unmoved, else single elements).
+fn strided_copy<T: Copy + Send + Sync>(
+    x: &[T],
+    s: &[usize],
+    p: &[usize],
+    out: &mut [T],
+    run: usize,
+) {
+    let in_strides = contiguous_strides(s);
+    let out_dims: Vec<usize> = p.iter().map(|&d| s[d]).collect();
+    let src_strides: Vec<usize> = p.iter().map(|&d| in_strides[d]).collect();
+    // Dims iterated by the odometer: all but the innermost when copying runs.
+    let walk = if run > 1 { out_dims.len() - 1 } else { out_dims.len() };
+    let offset_of = |mut lin: usize| {
+        let mut off = 0;
+        for d in (0..walk).rev() {
+            off += (lin % out_dims[d]) * src_strides[d];
+            lin /= out_dims[d];
+        }
+        off
+    };
+    let work = |start_run: usize, chunk: &mut [T]| {
+        let mut idx: Vec<usize> = Vec::with_capacity(walk);
+        let mut lin = start_run;
+        for d in (0..walk).rev() {
+            idx.push(lin % out_dims[d]);
+            lin /= out_dims[d];
+        }
+        idx.reverse();
+        let mut off = offset_of(start_run);
+        for o in chunk.chunks_mut(run) {
+            o.copy_from_slice(&x[off..off + run]);
+            for d in (0..walk).rev() {
+                idx[d] += 1;
+                off += src_strides[d];
+                if idx[d] < out_dims[d] {
+                    break;
+                }
+                off -= src_strides[d] * idx[d];
+                idx[d] = 0;
+            }
+        }
+    };
+    if parallel_worth_it(out.len()) {
+        let runs_per_task = (PAR_CHUNK / run).max(1);
+        out.par_chunks_mut(runs_per_task * run)
+            .enumerate()
+            .for_each(|(t, c)| work(t * runs_per_task, c));
+    } else {
+        work(0, out);
+    }
+}
+
+/// Tile edge of the blocked 2-D transpose.
+const TILE: usize = 32;
+
+/// out[b][c][r] = x[b][r][c] for `batch` matrices of rows x cols, tile by tile.
+fn transpose_2d_batched<T: Copy + Send + Sync>(
+    x: &[T],
+    batch: usize,
+    rows: usize,
+    cols: usize,
+    out: &mut [T],
+) {
+    let one = |src: &[T], dst: &mut [T], c0: usize, c1: usize| {
+        // dst holds output rows c0..c1 (each `rows` long).
+        for r0 in (0..rows).step_by(TILE) {
+            let r1 = (r0 + TILE).min(rows);
+            for c in c0..c1 {
+                let d = &mut dst[(c - c0) * rows..(c - c0 + 1) * rows];
+                for r in r0..r1 {
+                    d[r] = src[r * cols + c];
+                }
+            }
+        }
+    };
+    let mat = rows * cols;
+    if parallel_worth_it(out.len()) {
+        // Tasks own bands of TILE output rows (input columns) of one matrix.
+        out.par_chunks_mut(mat).enumerate().for_each(|(b, dst)| {
+            let src = &x[b * mat..(b + 1) * mat];
+            dst.par_chunks_mut(TILE * rows).enumerate().for_each(|(band, d)| {
+                let c0 = band * TILE;
+                one(src, d, c0, (c0 + TILE).min(cols));
+            });
+        });
+    } else {
+        for b in 0..batch {
+            let src = &x[b * mat..(b + 1) * mat];
+            let dst = &mut out[b * mat..(b + 1) * mat];
+            for c0 in (0..cols).step_by(TILE) {
+                let c1 = (c0 + TILE).min(cols);
+                one(src, &mut dst[c0 * rows..c1 * rows], c0, c1);
+            }
+        }
+    }
+}
+
+/// One axis of a slice, resolved: elements `start, start + stride, ...`, `len` of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SliceAxis {
+    pub start: usize,
+    pub stride: isize,
+    pub len: usize,
+}
+
+impl SliceAxis {
+    /// The whole axis.
+    pub fn full(dim: usize) -> Self {
+        SliceAxis { start: 0, stride: 1, len: dim }
+    }
+}
+
+/// Resolves numpy/MIL `begin:end:stride` on an axis of length `dim`: negative indices count
+/// from the end, out-of-range ones clamp, a mask means "from the start" / "to the end" in the
+/// direction of the stride.
+pub fn resolve_slice(
+    dim: usize,
+    begin: i64,
+    end: i64,
+    stride: i64,
+    begin_mask: bool,
+    end_mask: bool,
+) -> Result<SliceAxis> {
+    if stride == 0 {
+        return Err(KernelError::new("slice", "stride 0"));
+    }
+    let d = dim as i64;
+    let norm = |v: i64| if v < 0 { v + d } else { v };
+    let (start, stop) = if stride > 0 {
+        let s = if begin_mask { 0 } else { norm(begin).clamp(0, d) };
+        let e = if end_mask { d } else { norm(end).clamp(0, d) };
+        (s, e)
+    } else {
+        let s = if begin_mask { d - 1 } else { norm(begin).clamp(-1, d - 1) };
+        let e = if end_mask { -1 } else { norm(end).clamp(-1, d - 1) };
+        (s, e)
+    };
+    let len = if stride > 0 {
+        if stop > start { (stop - start + stride - 1) / stride } else { 0 }
+    } else if start > stop {
+        (start - stop + (-stride) - 1) / (-stride)
+    } else {
+        0
+    };
+    Ok(SliceAxis { start: start.max(0) as usize, stride: stride as isize, len: len as usize })
+}
+
+/// `out = x[axes[0], axes[1], ...]`; `out` holds the product of the `len`s.
+pub fn slice<T: Copy>(x: &[T], shape: &[usize], axes: &[SliceAxis], out: &mut [T]) -> Result<()> {
+    check_len("slice", "input", x.len(), shape)?;
+    if axes.len() != shape.len() {
+        return Err(KernelError::new(
+            "slice",
+            format!("{} axes for rank {}", axes.len(), shape.len()),
+        ));
+    }
+    for (i, (a, &d)) in axes.iter().zip(shape).enumerate() {
+        let last = a.start as isize + (a.len as isize - 1) * a.stride;
+        if a.len > 0 && (a.start >= d || last < 0 || last >= d as isize) {
+            return Err(KernelError::new("slice", format!("axis {i}: {a:?} outside dim {d}")));
+        }
+    }
+    let out_shape: Vec<usize> = axes.iter().map(|a| a.len).collect();
+    check_len("slice", "output", out.len(), &out_shape)?;
+    if out.is_empty() {
+        return Ok(());
+    }
+    let strides = contiguous_strides(shape);
+    let r = shape.len();
+    if r == 0 {
+        out[0] = x[0];
+        return Ok(());
+    }
+    let base: isize = axes.iter().zip(&strides).map(|(a, &s)| (a.start * s) as isize).sum();
+    let step: Vec<isize> = axes.iter().zip(&strides).map(|(a, &s)| a.stride * s as isize).collect();
+    let inner = axes[r - 1];
+    let mut idx = vec![0usize; r - 1];
+    let mut off = base;
+    for o in out.chunks_mut(inner.len) {
+        if inner.stride == 1 {
+            let s = off as usize;
+            o.copy_from_slice(&x[s..s + inner.len]);
+        } else {
+            for (j, v) in o.iter_mut().enumerate() {
+                *v = x[(off + j as isize * inner.stride) as usize];
+            }
+        }
+        for d in (0..r - 1).rev() {
+            idx[d] += 1;
+            off += step[d];
+            if idx[d] < axes[d].len {
+                break;
+            }
+            off -= step[d] * idx[d] as isize;
+            idx[d] = 0;
+        }
+    }
+    Ok(())
+}
+
+/// Output shape of a concat along `axis`; with `interleave` all inputs must have the same
+/// shape and the axis grows by their count all the same.
+pub fn concat_output_shape(
+    shapes: &[&[usize]],
+    axis: usize,
+    interleave: bool,
+) -> Result<Vec<usize>> {
+    let first = shapes.first().ok_or_else(|| KernelError::new("concat", "no inputs"))?;
+    if axis >= first.len() {
+        return Err(KernelError::new("concat", format!("axis {axis} for rank {}", first.len())));
+    }
+    let mut out = first.to_vec();
+    out[axis] = 0;
+    for s in shapes {
+        let same_rest = s.len() == first.len()
+            && s.iter().zip(first.iter()).enumerate().all(|(i, (a, b))| i == axis || a == b);
+        if !same_rest || (interleave && s[axis] != first[axis]) {
+            return Err(KernelError::new(
+                "concat",
+                format!("input shape {s:?} does not fit {first:?} along axis {axis}"),
+            ));
+        }
+        out[axis] += s[axis];
+    }
+    Ok(out)
+}
+
+/// Concatenates `inputs` (data, shape) along `axis`. With `interleave`, the output takes one
+/// slice of each input in turn along the axis: `out[i::n] = inputs[i]`.
+pub fn concat<T: Copy>(
+    inputs: &[(&[T], &[usize])],
+    axis: usize,
+    interleave: bool,
+    out: &mut [T],
+) -> Result<()> {
+    let shapes: Vec<&[usize]> = inputs.iter().map(|(_, s)| *s).collect();
+    let out_shape = concat_output_shape(&shapes, axis, interleave)?;
+    for (x, s) in inputs {
+        check_len("concat", "input", x.len(), s)?;
+    }
+    check_len("concat", "output", out.len(), &out_shape)?;
+    let outer: usize = out_shape[..axis].iter().product();
+    let inner: usize = out_shape[axis + 1..].iter().product();
+    let mut pos = 0;
+    for o in 0..outer {
+        if interleave {
+            let d = inputs[0].1[axis];
+            for j in 0..d {
+                for (x, _) in inputs {
+                    let s = (o * d + j) * inner;
+                    out[pos..pos + inner].copy_from_slice(&x[s..s + inner]);
+                    pos += inner;
+                }
+            }
+        } else {
+            for (x, s) in inputs {
+                let run = s[axis] * inner;
+                out[pos..pos + run].copy_from_slice(&x[o * run..(o + 1) * run]);
+                pos += run;
+            }
+        }
+    }
+    debug_assert_eq!(pos, numel(&out_shape));
+    Ok(())
+}
+
+/// Splits `x` along `axis` into pieces of `sizes[i]` elements of that axis, written to
+/// `outs[i]`; the sizes must add up to the dim.
+pub fn split<T: Copy>(
+    x: &[T],
+    shape: &[usize],
+    axis: usize,
+    sizes: &[usize],
+    outs: &mut [&mut [T]],
+) -> Result<()> {
+    check_len("split", "input", x.len(), shape)?;
+    if axis >= shape.len()
+        || sizes.iter().sum::<usize>() != shape[axis]
+        || sizes.len() != outs.len()
+    {
+        return Err(KernelError::new(
+            "split",
+            format!(
+                "sizes {sizes:?} do not split axis {axis} of {shape:?} into {} outputs",
+                outs.len()
+            ),
+        ));
+    }
+    let outer: usize = shape[..axis].iter().product();
+    let inner: usize = shape[axis + 1..].iter().product();
+    for (o, &s) in outs.iter().zip(sizes) {
+        if o.len() != outer * s * inner {
+            return Err(KernelError::new(
+                "split",
+                format!("output of {} elements, want {}", o.len(), outer * s * inner),
+            ));
+        }
+    }
+    let mut src = 0;
+    for b in 0..outer {
+        for (o, &s) in outs.iter_mut().zip(sizes) {
+            let run = s * inner;
+            o[b * run..(b + 1) * run].copy_from_slice(&x[src..src + run]);
+            src += run;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iota(n: usize) -> Vec<i32> {
+        (0..n as i32).collect()
+    }
+
+    /// Naive transpose by index arithmetic.
+    fn reference_transpose(x: &[i32], shape: &[usize], perm: &[usize]) -> Vec<i32> {
+        let out_shape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+        let in_strides = contiguous_strides(shape);
+        (0..x.len())
+            .map(|lin| {
+                let (mut rest, mut off) = (lin, 0);
+                for d in (0..out_shape.len()).rev() {
+                    off += (rest % out_shape[d]) * in_strides[perm[d]];
+                    rest /= out_shape[d];
+                }
+                x[off]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn transposes_match_naive_indexing() {
+        let cases: &[(&[usize], &[usize])] = &[
+            (&[3, 17], &[1, 0]),
+            (&[2, 3, 4, 5], &[0, 2, 1, 3]),
+            (&[2, 3, 4, 5], &[0, 1, 3, 2]),
+            (&[2, 3, 4, 5], &[3, 2, 1, 0]),
+            (&[2, 3, 4, 5], &[1, 3, 0, 2]),
+            (&[1, 33, 1, 65], &[0, 3, 2, 1]),
+            (&[4, 1, 6], &[2, 1, 0]),
+            (&[5], &[0]),
+            (&[], &[]),
+            (&[7, 1], &[1, 0]),
+            (&[2, 200, 300], &[0, 2, 1]),
+            (&[64, 40, 50], &[1, 2, 0]),
+        ];
+        for (shape, perm) in cases {
+            let x = iota(numel(shape));
+            let mut out = vec![0; x.len()];
+            transpose(&x, shape, perm, &mut out).unwrap();
+            assert_eq!(out, reference_transpose(&x, shape, perm), "{shape:?} {perm:?}");
+        }
+        assert!(transpose(&[1, 2], &[2], &[1], &mut [0, 0]).is_err());
+        assert!(transpose(&[1, 2], &[1, 2], &[0, 0], &mut [0, 0]).is_err());
+    }
+
+    #[test]
+    fn transpose_works_for_floats_and_bytes() {
+        let x: Vec<u8> = (0..6).collect();
+        let mut out = vec![0u8; 6];
+        transpose(&x, &[2, 3], &[1, 0], &mut out).unwrap();
+        assert_eq!(out, vec![0, 3, 1, 4, 2, 5]);
+    }
+
+    #[test]
+    fn slices_with_strides_and_negative_steps() {
+        let x = iota(4 * 5);
+        let a0 = resolve_slice(4, 1, -1, 1, false, false).unwrap();
+        let a1 = resolve_slice(5, 0, 0, 2, false, true).unwrap();
+        assert_eq!(a0, SliceAxis { start: 1, stride: 1, len: 2 });
+        assert_eq!(a1, SliceAxis { start: 0, stride: 2, len: 3 });
+        let mut out = vec![0; 6];
+        slice(&x, &[4, 5], &[a0, a1], &mut out).unwrap();
+        assert_eq!(out, vec![5, 7, 9, 10, 12, 14]);
+        // Reversed rows and columns, numpy's x[::-1, 3:0:-2].
+        let r0 = resolve_slice(4, 0, 0, -1, true, true).unwrap();
+        let r1 = resolve_slice(5, 3, 0, -2, false, false).unwrap();
+        assert_eq!(r1, SliceAxis { start: 3, stride: -2, len: 2 });
+        let mut out = vec![0; 8];
+        slice(&x, &[4, 5], &[r0, r1], &mut out).unwrap();
+        assert_eq!(out, vec![18, 16, 13, 11, 8, 6, 3, 1]);
+        // Clamping and empty results.
+        assert_eq!(resolve_slice(5, -100, 100, 1, false, false).unwrap().len, 5);
+        assert_eq!(resolve_slice(5, 4, 2, 1, false, false).unwrap().len, 0);
+        assert!(resolve_slice(5, 0, 5, 0, false, false).is_err());
+        let bad = SliceAxis { start: 3, stride: 1, len: 3 };
+        assert!(slice(&x, &[4, 5], &[SliceAxis::full(4), bad], &mut [0; 12]).is_err());
+    }
+
+    #[test]
+    fn concat_plain_and_interleaved() {
+        let a = iota(6); // [2, 3]
+        let b: Vec<i32> = (100..104).collect(); // [2, 2]
+        let mut out = vec![0; 10];
+        concat(&[(&a, &[2, 3]), (&b, &[2, 2])], 1, false, &mut out).unwrap();
+        assert_eq!(out, vec![0, 1, 2, 100, 101, 3, 4, 5, 102, 103]);
+        let mut out = vec![0; 12];
+        concat(&[(&a, &[2, 3]), (&a, &[2, 3])], 0, false, &mut out).unwrap();
+        assert_eq!(out, [a.clone(), a.clone()].concat());
+        // interleave: out[i::n] = in_i along the axis.
+        let c: Vec<i32> = (10..16).collect();
+        let mut out = vec![0; 12];
+        concat(&[(&a, &[2, 3]), (&c, &[2, 3])], 1, true, &mut out).unwrap();
+        assert_eq!(out, vec![0, 10, 1, 11, 2, 12, 3, 13, 4, 14, 5, 15]);
+        concat(&[(&a, &[2, 3]), (&c, &[2, 3])], 0, true, &mut out).unwrap();
+        assert_eq!(out, vec![0, 1, 2, 10, 11, 12, 3, 4, 5, 13, 14, 15]);
+        assert!(concat(&[(&a, &[2, 3]), (&b, &[2, 2])], 1, true, &mut [0; 10]).is_err());
+        assert!(concat(&[(&a, &[2, 3]), (&b, &[2, 2])], 0, false, &mut [0; 10]).is_err());
+    }
+
+    #[test]
+    fn split_inverts_concat() {
+        let x = iota(2 * 5 * 3);
+        let (mut p, mut q) = (vec![0; 2 * 2 * 3], vec![0; 2 * 3 * 3]);
+        split(&x, &[2, 5, 3], 1, &[2, 3], &mut [&mut p, &mut q]).unwrap();
+        let mut back = vec![0; x.len()];
+        concat(&[(&p, &[2, 2, 3]), (&q, &[2, 3, 3])], 1, false, &mut back).unwrap();
+        assert_eq!(back, x);
+        assert!(split(&x, &[2, 5, 3], 1, &[2, 2], &mut [&mut p, &mut q]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A shape of rank 0..=5 with small dims and a permutation of it.
+    fn shape_and_perm() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
+        prop::collection::vec(1usize..5, 0..=5).prop_flat_map(|shape| {
+            let perm: Vec<usize> = (0..shape.len()).collect();
+            (Just(shape), Just(perm).prop_shuffle())
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn transpose_then_inverse_is_identity((shape, perm) in shape_and_perm()) {
+            let x: Vec<u16> = (0..numel(&shape) as u16).collect();
+            let mut y = vec![0; x.len()];
+            transpose(&x, &shape, &perm, &mut y).unwrap();
+            let out_shape = transpose_output_shape(&shape, &perm).unwrap();
+            let mut inverse = vec![0; perm.len()];
+            for (i, &p) in perm.iter().enumerate() {
+                inverse[p] = i;
+            }
+            let mut back = vec![0; x.len()];
+            transpose(&y, &out_shape, &inverse, &mut back).unwrap();
+            prop_assert_eq!(back, x);
+        }
+
+        #[test]
+        fn slice_matches_index_arithmetic(
+            dims in prop::collection::vec(1usize..6, 1..=3),
+            picks in prop::collection::vec((-7i64..7, -7i64..7, prop_oneof![-3i64..0, 1i64..4]), 3),
+        ) {
+            let x: Vec<i32> = (0..numel(&dims) as i32).collect();
+            let axes: Vec<SliceAxis> = dims
+                .iter()
+                .zip(&picks)
+                .map(|(&d, &(b, e, s))| resolve_slice(d, b, e, s, false, false).unwrap())
+                .collect();
+            let mut out = vec![0; axes.iter().map(|a| a.len).product()];
+            slice(&x, &dims, &axes, &mut out).unwrap();
+            let strides = contiguous_strides(&dims);
+            for (lin, got) in out.iter().enumerate() {
+                let mut rest = lin;
+                let mut off = 0isize;
+                for d in (0..dims.len()).rev() {
+                    let i = rest % axes[d].len;
+                    rest /= axes[d].len;
+                    off += (axes[d].start as isize + i as isize * axes[d].stride) * strides[d] as isize;
+                }
+                prop_assert_eq!(*got, x[off as usize]);
+            }
+        }
+    }
+}
