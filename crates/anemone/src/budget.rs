@@ -37,7 +37,10 @@ pub struct CompileBudget {
 pub enum Charge {
     Ok,
     /// Past the warning threshold: `remaining` compiles are left.
-    Warn { used: usize, remaining: usize },
+    Warn {
+        used: usize,
+        remaining: usize,
+    },
 }
 
 impl CompileBudget {

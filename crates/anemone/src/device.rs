@@ -12,7 +12,8 @@ use crate::budget::{BudgetLimits, Charge, CompileBudget};
 use crate::error::{Error, Result};
 use crate::model::{Model, ModelOptions};
 use crate::surface::Surface;
-use crate::weights::Weights;
+use anemone_mil::blob::ReadMode;
+use anemone_mil::package::Weights;
 
 /// Which backend a device runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -55,6 +56,8 @@ pub struct CompileJob<'a> {
     /// The program as MIL text (what the ANE compiler reads).
     pub text: &'a str,
     pub weights: &'a Weights,
+    /// How strictly weight records are read.
+    pub read_mode: ReadMode,
     /// Inputs and outputs, in the backend's binding order.
     pub inputs: &'a [(String, TensorType)],
     pub outputs: &'a [(String, TensorType)],
@@ -88,6 +91,10 @@ pub trait Executable: Send {
     fn overwrite_weight_file(&mut self, blob_path: &str, bytes: &[u8]) -> Result<()>;
     /// Bytes of working memory the executable holds at its peak (activations, scratch).
     fn peak_memory_bytes(&self) -> usize {
+        0
+    }
+    /// Bytes all intermediate tensors would take without buffer reuse.
+    fn intermediate_bytes(&self) -> usize {
         0
     }
 }
@@ -135,6 +142,14 @@ impl Device {
         Device::from_backend(
             Box::new(crate::sim::SimBackend::new()),
             Arc::new(CompileBudget::new(limits, " per simulator device")),
+        )
+    }
+
+    /// The CPU simulator with options (e.g. applying `attn_mask`, which the ANE ignores).
+    pub fn simulator_with(options: crate::sim::SimOptions) -> Device {
+        Device::from_backend(
+            Box::new(crate::sim::SimBackend::with_options(options)),
+            Arc::new(CompileBudget::new(BudgetLimits::default(), " per simulator device")),
         )
     }
 

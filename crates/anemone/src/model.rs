@@ -7,16 +7,20 @@ use std::time::Instant;
 
 use anemone_mil::{Program, TensorType, Type, text, validate};
 
-use crate::device::{BindingOrder, CacheKey, CompileJob, Compiled, Device, Executable};
+use crate::device::{BindingOrder, CacheKey, CompileJob, Device, Executable};
 use crate::error::{Error, Result};
 use crate::surface::Surface;
-use crate::weights::Weights;
+use anemone_mil::blob::ReadMode;
+use anemone_mil::package::{self, Weights};
 
 /// Options for `Device::compile_with`.
 #[derive(Clone, Debug, Default)]
 pub struct ModelOptions {
     /// The function to run (default: `main`, else the first).
     pub function: Option<String>,
+    /// How weight records are read: strictly (default) or leniently, as the ANE compiler
+    /// does, for the irregular files some research code writes.
+    pub read_mode: ReadMode,
 }
 
 /// Timings and sizes of a model, for `anemone run --stats` and benchmarks.
@@ -45,8 +49,6 @@ pub struct Model {
     program: Arc<Program>,
     function: String,
     weights: Weights,
-    key: CacheKey,
-    compiled: Arc<dyn Compiled>,
     exec: Box<dyn Executable>,
     /// Surfaces in declaration order.
     inputs: Vec<Surface>,
@@ -93,7 +95,8 @@ impl Prepared {
         }
         let func = match &options.function {
             Some(name) => program.function(name).ok_or_else(|| {
-                let names: Vec<_> = program.functions.iter().map(|f| f.name.name.as_str()).collect();
+                let names: Vec<_> =
+                    program.functions.iter().map(|f| f.name.name.as_str()).collect();
                 Error::UnknownName(format!(
                     "the program has no function `{name}` (it has: {})",
                     names.join(", ")
@@ -124,9 +127,15 @@ impl Prepared {
                 Ok((o.name.clone(), as_tensor(&o.name, ty)?))
             })
             .collect::<Result<Vec<_>>>()?;
-        weights.check_program(program)?;
+        let blob_errors: Vec<_> = package::check_blob_refs(program, weights, options.read_mode)
+            .into_iter()
+            .filter(|d| d.is_error())
+            .collect();
+        if let Some(first) = blob_errors.first() {
+            return Err(Error::Weights(first.message.clone()));
+        }
         let text = text::print(program);
-        let key = cache_key(&text, &func.name.name, weights);
+        let key = cache_key(&text, &func.name.name, weights, options.read_mode);
         let order = device.binding_order();
         Ok(Prepared {
             function: func.name.name.clone(),
@@ -150,13 +159,19 @@ fn binding(io: &[(String, TensorType)], order: BindingOrder) -> Vec<usize> {
 }
 
 /// A hash of everything a compile depends on.
-fn cache_key(text: &str, function: &str, weights: &Weights) -> CacheKey {
+fn cache_key(text: &str, function: &str, weights: &Weights, mode: ReadMode) -> CacheKey {
     let mut h = blake3::Hasher::new();
-    h.update(&(text.len() as u64).to_le_bytes());
-    h.update(text.as_bytes());
-    h.update(&(function.len() as u64).to_le_bytes());
-    h.update(function.as_bytes());
-    weights.hash_into(&mut h);
+    let mut field = |bytes: &[u8]| {
+        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    field(text.as_bytes());
+    field(function.as_bytes());
+    field(&[mode as u8]);
+    for (path, file) in weights.iter() {
+        field(path.as_bytes());
+        field(file.bytes());
+    }
     *h.finalize().as_bytes()
 }
 
@@ -168,8 +183,9 @@ impl Model {
         options: &ModelOptions,
     ) -> Result<Model> {
         let prep = Prepared::new(device, program, weights, options)?;
-        // Weights are snapshotted here: the model keeps its own copy of the bytes.
-        let weights = weights.snapshot(program);
+        // The backend copies what it needs out of the weights while compiling: later changes
+        // to the files (or to `weights`) do not reach this model, as on the ANE.
+        let weights = weights.clone();
         let in_bound: Vec<_> = prep.input_binding.iter().map(|&i| prep.inputs[i].clone()).collect();
         let out_bound: Vec<_> =
             prep.output_binding.iter().map(|&i| prep.outputs[i].clone()).collect();
@@ -178,6 +194,7 @@ impl Model {
             function: &prep.function,
             text: &prep.text,
             weights: &weights,
+            read_mode: options.read_mode,
             inputs: &in_bound,
             outputs: &out_bound,
         };
@@ -188,8 +205,6 @@ impl Model {
             program: Arc::new(program.clone()),
             function: prep.function,
             weights,
-            key: prep.key,
-            compiled: outcome.compiled,
             exec,
             inputs: Vec::new(),
             outputs: Vec::new(),
@@ -250,6 +265,11 @@ impl Model {
     /// Peak working memory of the executable (activations and scratch), in bytes.
     pub fn peak_memory_bytes(&self) -> usize {
         self.exec.peak_memory_bytes()
+    }
+
+    /// What all intermediate tensors would take without buffer reuse, in bytes.
+    pub fn intermediate_bytes(&self) -> usize {
+        self.exec.intermediate_bytes()
     }
 
     /// Input names in declaration order.
@@ -325,17 +345,5 @@ impl Model {
         self.exec.evaluate(&inputs, &mut outputs)?;
         self.stats.evaluate_seconds = t.elapsed().as_secs_f64();
         Ok(())
-    }
-
-    pub(crate) fn executable_mut(&mut self) -> &mut dyn Executable {
-        self.exec.as_mut()
-    }
-
-    pub(crate) fn cache_key(&self) -> CacheKey {
-        self.key
-    }
-
-    pub(crate) fn compiled(&self) -> &Arc<dyn Compiled> {
-        &self.compiled
     }
 }

@@ -6,6 +6,7 @@
 
 use anemone_mil::{DType, TensorType, f16};
 
+use crate::aligned::AlignedBytes;
 use crate::error::{Error, Result};
 
 /// The memory behind a surface. Access goes through closures so that a backend can lock
@@ -24,39 +25,27 @@ pub trait SurfaceMemory: Send {
     fn as_any(&self) -> &dyn std::any::Any;
 }
 
-/// Heap memory aligned to 64 bytes (backed by 64-byte blocks, viewed as bytes).
-pub struct HeapMemory {
-    words: Vec<AlignedBlock>,
-    len: usize,
-}
-
-#[derive(Clone, Copy, Default)]
-#[repr(C, align(64))]
-struct AlignedBlock([u8; 64]);
+/// Heap memory aligned to 64 bytes: the simulator's surfaces.
+pub struct HeapMemory(AlignedBytes);
 
 impl HeapMemory {
     /// Zeroed memory of `len` bytes.
     pub fn zeroed(len: usize) -> HeapMemory {
-        HeapMemory { words: vec![AlignedBlock::default(); len.div_ceil(64)], len }
+        HeapMemory(AlignedBytes::zeroed(len))
     }
 
     pub fn bytes(&self) -> &[u8] {
-        &bytemuck::cast_slice(self.words.as_slice())[..self.len]
+        self.0.bytes()
     }
 
     pub fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut bytemuck::cast_slice_mut(self.words.as_mut_slice())[..self.len]
+        self.0.bytes_mut()
     }
 }
 
-// SAFETY: AlignedBlock is repr(C) around [u8; 64]: no padding, every bit pattern valid.
-unsafe impl bytemuck::Zeroable for AlignedBlock {}
-// SAFETY: as above; it is Copy and 'static.
-unsafe impl bytemuck::Pod for AlignedBlock {}
-
 impl SurfaceMemory for HeapMemory {
     fn len(&self) -> usize {
-        self.len
+        self.0.len()
     }
     fn read(&self, f: &mut dyn FnMut(&[u8])) {
         f(self.bytes())
@@ -252,10 +241,7 @@ impl Surface {
 
     fn expect_dtype(&self, dtype: DType) -> Result<()> {
         if self.ty.dtype != dtype {
-            return Err(Error::Shape(format!(
-                "`{}` is {}, not {dtype}",
-                self.name, self.ty
-            )));
+            return Err(Error::Shape(format!("`{}` is {}, not {dtype}", self.name, self.ty)));
         }
         Ok(())
     }
@@ -358,12 +344,5 @@ mod tests {
         let e = s.write_f32(&[1.0]).unwrap_err().to_string();
         assert!(e.contains("4 elements") && e.contains("got 1"), "{e}");
         assert!(s.write_bytes_at(14, &[0; 4]).is_err());
-    }
-
-    #[test]
-    fn heap_memory_is_64_byte_aligned() {
-        let m = HeapMemory::zeroed(130);
-        assert_eq!(m.bytes().as_ptr() as usize % 64, 0);
-        assert_eq!(m.bytes().len(), 130);
     }
 }

@@ -15,9 +15,9 @@ use std::fs;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use crate::blob::{BlobBytes, BlobError, BlobFile, ReadMode, write_file_atomic};
+use crate::blob::{BlobBytes, BlobError, BlobFile, BlobWriter, ReadMode, write_file_atomic};
 use crate::diag::{Diagnostic, Severity};
-use crate::ir::{BlobRef, Program, Span, TensorType};
+use crate::ir::{BlobRef, DType, Program, Span, TensorType};
 
 /// The prefix every BLOBFILE path carries.
 pub const MODEL_PATH_PREFIX: &str = "@model_path/";
@@ -404,6 +404,66 @@ fn check_refs(
         }
     }
     out
+}
+
+/// Weights of the declared types for every BLOBFILE reference of `program`, with
+/// deterministic pseudo-random values (seeded): for running programs that come without
+/// weight files, in tests and benchmarks. Floats are uniform in [-scale, scale) with
+/// `scale = 1 / sqrt(fan-in)` (the last dims after the first), so activations stay in fp16
+/// range through deep programs; integers are small (within ±8).
+///
+/// Each file's records are written in offset order; it is an error when the program's
+/// offsets are not where a conforming writer puts them.
+pub fn synthetic_weights(program: &Program, seed: u64) -> Result<Weights, String> {
+    let mut by_path: BTreeMap<&str, Vec<(u64, TensorType)>> = BTreeMap::new();
+    for (blob, ty, _) in program.blob_refs() {
+        let ty = ty.as_tensor().ok_or_else(|| format!("BLOBFILE of type {ty}"))?;
+        let refs = by_path.entry(blob.path.as_str()).or_default();
+        if !refs.iter().any(|(o, _)| *o == blob.offset) {
+            refs.push((blob.offset, ty));
+        }
+    }
+    let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        // splitmix64
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let mut weights = Weights::new();
+    for (path, mut refs) in by_path {
+        refs.sort_by_key(|(o, _)| *o);
+        let mut writer = BlobWriter::new();
+        for (offset, ty) in refs {
+            let n = ty.checked_element_count().ok_or_else(|| format!("{ty} is too large"))?;
+            let fan_in: usize = ty.shape.iter().skip(1).product::<usize>().max(1);
+            let scale = 1.0 / (fan_in as f32).sqrt();
+            let mut uniform = || ((next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale;
+            let at = match ty.dtype {
+                DType::Fp16 => {
+                    writer.add_f32_as_fp16(&(0..n).map(|_| uniform()).collect::<Vec<_>>())
+                }
+                DType::Fp32 => writer.add_f32(&(0..n).map(|_| uniform()).collect::<Vec<_>>()),
+                DType::Int8 => {
+                    writer.add_i8(&(0..n).map(|_| (next() % 17) as i8 - 8).collect::<Vec<_>>())
+                }
+                DType::UInt8 => {
+                    writer.add_u8(&(0..n).map(|_| (next() % 9) as u8).collect::<Vec<_>>())
+                }
+                other => return Err(format!("{path}: cannot make {other} weights")),
+            };
+            if at != offset {
+                return Err(format!(
+                    "{path}: the program reads a blob at offset {offset}, but records written in \
+                     order put it at {at}"
+                ));
+            }
+        }
+        weights.insert(path, writer.finish());
+    }
+    Ok(weights)
 }
 
 #[cfg(test)]

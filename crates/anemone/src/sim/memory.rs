@@ -47,8 +47,9 @@ pub fn plan(lifetimes: &[Lifetime]) -> MemoryPlan {
         let best_fit = (0..buffer_sizes.len())
             .filter(|&b| free(b) && buffer_sizes[b] >= t.bytes)
             .min_by_key(|&b| buffer_sizes[b]);
-        let chosen = best_fit
-            .or_else(|| (0..buffer_sizes.len()).filter(|&b| free(b)).max_by_key(|&b| buffer_sizes[b]));
+        let chosen = best_fit.or_else(|| {
+            (0..buffer_sizes.len()).filter(|&b| free(b)).max_by_key(|&b| buffer_sizes[b])
+        });
         let b = match chosen {
             Some(b) => {
                 buffer_sizes[b] = buffer_sizes[b].max(t.bytes);

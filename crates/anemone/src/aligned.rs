@@ -1,0 +1,59 @@
+//! Byte buffers aligned to 64 bytes, so that typed views of any element type (f16, f32,
+//! i64...) over them are sound and kernels see cache-line-aligned data.
+
+/// Zero-initialised bytes aligned to 64.
+#[derive(Clone, Debug, Default)]
+pub struct AlignedBytes {
+    blocks: Vec<Block>,
+    len: usize,
+}
+
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
+struct Block([u8; 64]);
+
+// SAFETY: Block is repr(C) around [u8; 64]: no padding, and all-zero bytes are a valid value.
+unsafe impl bytemuck::Zeroable for Block {}
+// SAFETY: as above; every bit pattern is valid, and Block is Copy and 'static.
+unsafe impl bytemuck::Pod for Block {}
+
+impl AlignedBytes {
+    pub fn zeroed(len: usize) -> AlignedBytes {
+        AlignedBytes { blocks: vec![bytemuck::Zeroable::zeroed(); len.div_ceil(64)], len }
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> AlignedBytes {
+        let mut a = AlignedBytes::zeroed(bytes.len());
+        a.bytes_mut().copy_from_slice(bytes);
+        a
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &bytemuck::cast_slice(&self.blocks)[..self.len]
+    }
+
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut bytemuck::cast_slice_mut(&mut self.blocks)[..self.len]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_and_zeroed() {
+        let a = AlignedBytes::zeroed(130);
+        assert_eq!(a.bytes().as_ptr() as usize % 64, 0);
+        assert_eq!(a.bytes(), &[0u8; 130][..]);
+        assert_eq!(AlignedBytes::from_bytes(&[1, 2, 3]).bytes(), &[1, 2, 3]);
+    }
+}

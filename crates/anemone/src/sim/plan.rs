@@ -1,0 +1,620 @@
+//! Compiling a MIL function for the simulator: every operation becomes a kernel step with
+//! its parameters resolved by the op registry, constants are decoded once (weights are
+//! snapshotted here, as the ANE compiler does), reshapes alias their input, and every
+//! intermediate tensor gets a buffer from the live-range memory plan.
+
+use std::collections::HashMap;
+
+use anemone_mil::blob::ReadMode;
+use anemone_mil::ops::{self, ConstValues, OpContext, OpKind};
+use anemone_mil::package::Weights;
+use anemone_mil::validate::{self, ResolvedOp};
+use anemone_mil::{Argument, DType, Literal, LiteralData, Program, TensorData, TensorType, f16};
+
+use super::kernels::conv::ConvParams as KernelConv;
+use super::kernels::elementwise::{BinaryOp, GeluMode, UnaryOp};
+use super::kernels::layout::SliceAxis;
+use super::kernels::reduce::ReduceOp;
+use super::memory::{self, Lifetime, MemoryPlan};
+use crate::aligned::AlignedBytes;
+use crate::error::{Error, Result};
+
+/// Index of a value in [`Plan::values`].
+pub type ValueId = usize;
+
+/// Where a value's bytes live while the program runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// Input surface `i` (binding order).
+    Input(usize),
+    /// Constant `i`, decoded at compile time.
+    Const(usize),
+    /// Activation buffer `i` of the memory plan.
+    Buffer(usize),
+}
+
+/// A tensor the program computes with.
+#[derive(Clone, Debug)]
+pub struct Value {
+    pub name: String,
+    pub ty: TensorType,
+    pub storage: Storage,
+}
+
+/// A constant's bytes in its dtype, plus its fp16 values widened to f32 when a GEMM uses it
+/// (so evaluate does not convert weights every time; the values are identical).
+#[derive(Clone, Debug)]
+pub struct Constant {
+    pub bytes: AlignedBytes,
+    pub widened: Option<Vec<f32>>,
+}
+
+/// A kernel with its parameters resolved.
+#[derive(Clone, Debug)]
+pub enum Kernel {
+    /// Element conversion to the output's dtype.
+    Cast,
+    Conv {
+        params: KernelConv,
+    },
+    Matmul {
+        transpose_x: bool,
+        transpose_y: bool,
+    },
+    Binary(BinaryOp),
+    Unary(UnaryOp),
+    Transpose {
+        perm: Vec<usize>,
+    },
+    Slice {
+        axes: Vec<SliceAxis>,
+    },
+    Concat {
+        axis: usize,
+        interleave: bool,
+    },
+    Split {
+        axis: usize,
+        sizes: Vec<usize>,
+    },
+    Reduce {
+        op: ReduceOp,
+        axes: Vec<usize>,
+    },
+    Softmax {
+        axis: usize,
+    },
+    Attention {
+        apply_mask: bool,
+    },
+    Quantize(Quant),
+    Dequantize(Quant),
+}
+
+/// Quantization parameters with the zero point kept as f32 (the kernel converts it to the
+/// integer type it works on).
+#[derive(Clone, Debug)]
+pub struct Quant {
+    pub scale: Vec<f32>,
+    pub zero_point: Vec<f32>,
+    pub axis: Option<usize>,
+}
+
+/// One kernel call.
+#[derive(Clone, Debug)]
+pub struct Step {
+    /// The MIL op it comes from (its `name` attribute, else its first result).
+    pub op_name: String,
+    pub kind: OpKind,
+    pub kernel: Kernel,
+    pub inputs: Vec<ValueId>,
+    pub outputs: Vec<ValueId>,
+}
+
+/// A compiled function.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub values: Vec<Value>,
+    pub constants: Vec<Constant>,
+    pub steps: Vec<Step>,
+    /// Function inputs and outputs, in binding order.
+    pub inputs: Vec<ValueId>,
+    pub outputs: Vec<ValueId>,
+    pub memory: MemoryPlan,
+    /// Bytes of every intermediate tensor together (what a plan without reuse would take).
+    pub intermediate_bytes: usize,
+}
+
+/// How the simulator treats behaviours where MIL's meaning and the ANE's differ.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SimOptions {
+    /// Apply `attn_mask` of scaled_dot_product_attention. The ANE ignores it (REFERENCE.md
+    /// §2, measured), and so does the simulator by default; set this for MIL's meaning.
+    pub apply_attention_mask: bool,
+}
+
+impl Plan {
+    pub fn constant_bytes(&self) -> usize {
+        self.constants
+            .iter()
+            .map(|c| c.bytes.len() + c.widened.as_ref().map_or(0, |w| w.len() * 4))
+            .sum()
+    }
+}
+
+/// Compiles `function` of `program`. `inputs`/`outputs` name the I/O in binding order.
+pub fn compile(
+    program: &Program,
+    function: &str,
+    weights: &Weights,
+    mode: ReadMode,
+    inputs: &[(String, TensorType)],
+    outputs: &[(String, TensorType)],
+    options: SimOptions,
+) -> Result<Plan> {
+    let func = program
+        .function(function)
+        .ok_or_else(|| Error::UnknownName(format!("the program has no function `{function}`")))?;
+    let resolved = validate::resolve_function(func);
+    if resolved.diagnostics.iter().any(|d| d.is_error()) {
+        return Err(Error::Invalid(resolved.diagnostics));
+    }
+    let mut b = PlanBuilder {
+        weights,
+        mode,
+        options,
+        values: Vec::new(),
+        alias_of: Vec::new(),
+        names: HashMap::new(),
+        constants: Vec::new(),
+        steps: Vec::new(),
+    };
+    let mut input_ids = Vec::with_capacity(inputs.len());
+    for (i, (name, ty)) in inputs.iter().enumerate() {
+        input_ids.push(b.define(name, ty.clone(), Storage::Input(i), None));
+    }
+    for r in &resolved.ops {
+        b.operation(r)?;
+    }
+    let output_ids = outputs.iter().map(|(name, _)| b.value(name)).collect::<Result<Vec<_>>>()?;
+    b.widen_gemm_constants();
+    Ok(b.finish(input_ids, output_ids))
+}
+
+struct PlanBuilder<'a> {
+    weights: &'a Weights,
+    mode: ReadMode,
+    options: SimOptions,
+    values: Vec<Value>,
+    /// For a reshape result, the value whose storage it shares.
+    alias_of: Vec<Option<ValueId>>,
+    names: HashMap<String, ValueId>,
+    constants: Vec<Constant>,
+    steps: Vec<Step>,
+}
+
+/// A value whose buffer the memory plan assigns.
+const PENDING: Storage = Storage::Buffer(usize::MAX);
+
+/// The inputs of each op that carry tensor data (the others are parameters the registry
+/// resolves at compile time).
+fn data_inputs(kind: OpKind) -> &'static [&'static str] {
+    match kind {
+        OpKind::Conv => &["x", "weight", "bias"],
+        OpKind::Matmul => &["x", "y"],
+        OpKind::Concat => &["values"],
+        OpKind::ScaledDotProductAttention => &["query", "key", "value", "attn_mask"],
+        OpKind::Quantize | OpKind::Dequantize => &["input"],
+        k if k.is_elementwise_binary() => &["x", "y"],
+        _ => &["x"],
+    }
+}
+
+impl PlanBuilder<'_> {
+    fn define(
+        &mut self,
+        name: &str,
+        ty: TensorType,
+        storage: Storage,
+        alias: Option<ValueId>,
+    ) -> ValueId {
+        let id = self.values.len();
+        self.values.push(Value { name: name.to_string(), ty, storage });
+        self.alias_of.push(alias);
+        self.names.insert(name.to_string(), id);
+        id
+    }
+
+    fn value(&self, name: &str) -> Result<ValueId> {
+        self.names.get(name).copied().ok_or_else(|| {
+            Error::Unsupported(format!("`{name}` is not a tensor the simulator can compute with"))
+        })
+    }
+
+    fn push_constant(&mut self, bytes: Vec<u8>) -> usize {
+        self.constants.push(Constant { bytes: AlignedBytes::from_bytes(&bytes), widened: None });
+        self.constants.len() - 1
+    }
+
+    /// The value an argument stands for; an inline literal becomes a constant.
+    fn argument(&mut self, arg: &Argument, hint: &str) -> Result<ValueId> {
+        match arg {
+            Argument::Var(v) => self.value(&v.name),
+            Argument::Literal(lit) => {
+                let ty = lit.ty.as_tensor().ok_or_else(|| {
+                    Error::Unsupported(format!("`{hint}`: a {} literal is not a tensor", lit.ty))
+                })?;
+                let bytes = self.literal_bytes(lit, &ty)?;
+                let c = self.push_constant(bytes);
+                Ok(self.define(hint, ty, Storage::Const(c), None))
+            }
+            Argument::Tuple(..) => Err(Error::Unsupported(format!("`{hint}`: nested tuple"))),
+        }
+    }
+
+    fn operation(&mut self, r: &ResolvedOp) -> Result<()> {
+        let (ctx, op) = (&r.context, r.op);
+        let op_name = op.name_attribute().unwrap_or(&op.outputs[0].name.name).to_string();
+        let first_output = op.outputs[0].name.name.clone();
+        let out_types: Vec<TensorType> = r
+            .inferred
+            .iter()
+            .map(|t| {
+                t.as_tensor().ok_or_else(|| {
+                    Error::Unsupported(format!("{} `{op_name}` yields {t}", ctx.kind))
+                })
+            })
+            .collect::<Result<_>>()?;
+        match ctx.kind {
+            OpKind::Const => {
+                let lit =
+                    op.attribute("val").ok_or_else(|| Error::Shape("const without val".into()))?;
+                // Strings and dicts parameterise other ops; only tensors need bytes.
+                if let Some(ty) = lit.ty.as_tensor().filter(|t| t.dtype != DType::String) {
+                    let bytes = self.literal_bytes(lit, &ty)?;
+                    let c = self.push_constant(bytes);
+                    self.define(&first_output, ty, Storage::Const(c), None);
+                }
+                return Ok(());
+            }
+            OpKind::ConstexprAffineDequantize => {
+                let q = ops::QuantParams::resolve(ctx).map_err(|e| op_error(ctx, &op_name, e))?;
+                let values = self.dequantized(&q)?;
+                let ty = out_types[0].clone();
+                let c = self.push_constant(encode_f32(&values, ty.dtype)?);
+                self.define(&first_output, ty, Storage::Const(c), None);
+                return Ok(());
+            }
+            OpKind::Reshape => {
+                // No kernel: the result is the input's storage under another shape.
+                let arg = op.input("x").ok_or_else(|| Error::Shape("reshape without x".into()))?;
+                let src = self.argument(arg, &format!("{op_name}_x"))?;
+                let storage = self.values[src].storage;
+                self.define(&first_output, out_types[0].clone(), storage, Some(src));
+                return Ok(());
+            }
+            _ => {}
+        }
+        let kernel = self.kernel(ctx, &op_name)?;
+        let mut inputs = Vec::new();
+        for &name in data_inputs(ctx.kind) {
+            match op.input(name) {
+                Some(Argument::Tuple(items, _)) => {
+                    for (i, item) in items.iter().enumerate() {
+                        inputs.push(self.argument(item, &format!("{op_name}_{name}_{i}"))?);
+                    }
+                }
+                Some(arg) => inputs.push(self.argument(arg, &format!("{op_name}_{name}"))?),
+                None => {}
+            }
+        }
+        let outputs = op
+            .outputs
+            .iter()
+            .zip(out_types)
+            .map(|(o, ty)| self.define(&o.name.name, ty, PENDING, None))
+            .collect();
+        self.steps.push(Step { op_name, kind: ctx.kind, kernel, inputs, outputs });
+        Ok(())
+    }
+
+    /// The kernel for one op, its parameters resolved by the registry.
+    fn kernel(&mut self, ctx: &OpContext, op_name: &str) -> Result<Kernel> {
+        let e = |err| op_error(ctx, op_name, err);
+        Ok(match ctx.kind {
+            OpKind::Cast => Kernel::Cast,
+            OpKind::Conv => {
+                let p = ops::ConvParams::resolve(ctx).map_err(e)?;
+                Kernel::Conv {
+                    params: KernelConv {
+                        strides: p.strides,
+                        dilations: p.dilations,
+                        pad_before: p.pad_before,
+                        pad_after: p.pad_after,
+                        groups: p.groups,
+                    },
+                }
+            }
+            OpKind::Matmul => {
+                let p = ops::MatmulParams::resolve(ctx).map_err(e)?;
+                Kernel::Matmul { transpose_x: p.transpose_x, transpose_y: p.transpose_y }
+            }
+            OpKind::Add => Kernel::Binary(BinaryOp::Add),
+            OpKind::Sub => Kernel::Binary(BinaryOp::Sub),
+            OpKind::Mul => Kernel::Binary(BinaryOp::Mul),
+            OpKind::RealDiv => Kernel::Binary(BinaryOp::RealDiv),
+            OpKind::Pow => Kernel::Binary(BinaryOp::Pow),
+            OpKind::Maximum => Kernel::Binary(BinaryOp::Maximum),
+            OpKind::Minimum => Kernel::Binary(BinaryOp::Minimum),
+            OpKind::Exp => Kernel::Unary(UnaryOp::Exp),
+            OpKind::Log => Kernel::Unary(UnaryOp::Log),
+            OpKind::Sqrt => Kernel::Unary(UnaryOp::Sqrt),
+            OpKind::Tanh => Kernel::Unary(UnaryOp::Tanh),
+            OpKind::Relu => Kernel::Unary(UnaryOp::Relu),
+            OpKind::Sigmoid => Kernel::Unary(UnaryOp::Sigmoid),
+            OpKind::Silu => Kernel::Unary(UnaryOp::Silu),
+            OpKind::Rsqrt => {
+                let eps = ops::EpsilonParams::resolve(ctx).map_err(e)?.epsilon as f32;
+                Kernel::Unary(UnaryOp::Rsqrt { epsilon: eps })
+            }
+            OpKind::Inverse => {
+                let eps = ops::EpsilonParams::resolve(ctx).map_err(e)?.epsilon as f32;
+                Kernel::Unary(UnaryOp::Inverse { epsilon: eps })
+            }
+            OpKind::Gelu => {
+                Kernel::Unary(UnaryOp::Gelu(match ops::GeluMode::resolve(ctx).map_err(e)? {
+                    ops::GeluMode::Exact => GeluMode::Exact,
+                    ops::GeluMode::TanhApproximation => GeluMode::TanhApproximation,
+                    ops::GeluMode::SigmoidApproximation => GeluMode::SigmoidApproximation,
+                }))
+            }
+            OpKind::Transpose => {
+                Kernel::Transpose { perm: ops::TransposeParams::resolve(ctx).map_err(e)?.perm }
+            }
+            OpKind::SliceBySize | OpKind::SliceByIndex => {
+                let p = ops::SliceParams::resolve(ctx).map_err(e)?;
+                let axes = (0..p.begin.len())
+                    .map(|i| SliceAxis {
+                        start: p.begin[i],
+                        stride: p.stride[i] as isize,
+                        len: p.size[i],
+                    })
+                    .collect();
+                Kernel::Slice { axes }
+            }
+            OpKind::Concat => {
+                let p = ops::ConcatParams::resolve(ctx).map_err(e)?;
+                Kernel::Concat { axis: p.axis, interleave: p.interleave }
+            }
+            OpKind::Split => {
+                let p = ops::SplitParams::resolve(ctx).map_err(e)?;
+                Kernel::Split { axis: p.axis, sizes: p.sizes }
+            }
+            OpKind::ReduceSum | OpKind::ReduceMean | OpKind::ReduceMax => {
+                let p = ops::ReduceParams::resolve(ctx).map_err(e)?;
+                let op = match ctx.kind {
+                    OpKind::ReduceSum => ReduceOp::Sum,
+                    OpKind::ReduceMean => ReduceOp::Mean,
+                    _ => ReduceOp::Max,
+                };
+                Kernel::Reduce { op, axes: p.axes }
+            }
+            OpKind::Softmax => {
+                Kernel::Softmax { axis: ops::SoftmaxParams::resolve(ctx).map_err(e)?.axis }
+            }
+            OpKind::ScaledDotProductAttention => {
+                ops::AttentionParams::resolve(ctx).map_err(e)?;
+                Kernel::Attention { apply_mask: self.options.apply_attention_mask }
+            }
+            OpKind::Quantize | OpKind::Dequantize => {
+                let q = ops::QuantParams::resolve(ctx).map_err(e)?;
+                let quant = Quant {
+                    scale: self.const_values(&q.scale)?,
+                    zero_point: self.const_values(&q.zero_point)?,
+                    axis: q.axis,
+                };
+                if ctx.kind == OpKind::Quantize {
+                    Kernel::Quantize(quant)
+                } else {
+                    Kernel::Dequantize(quant)
+                }
+            }
+            OpKind::Const | OpKind::ConstexprAffineDequantize | OpKind::Reshape => {
+                unreachable!("handled without a kernel")
+            }
+        })
+    }
+
+    /// A literal's elements as bytes of `ty`: inline values encoded, BLOBFILE data copied
+    /// out of the weight file (the compile-time snapshot).
+    fn literal_bytes(&self, lit: &Literal, ty: &TensorType) -> Result<Vec<u8>> {
+        match &lit.data {
+            LiteralData::Tensor(data) => encode_literal(data, ty.dtype),
+            LiteralData::Blob(blob) => self
+                .weights
+                .read(blob, ty, self.mode)
+                .map(<[u8]>::to_vec)
+                .map_err(|e| Error::Weights(e.to_string())),
+            LiteralData::Dict(_) => Err(Error::Unsupported("a dict is not a tensor".into())),
+        }
+    }
+
+    /// Values of a quantization parameter, inline or read from a weight file.
+    fn const_values(&self, v: &ConstValues<f32>) -> Result<Vec<f32>> {
+        match v {
+            ConstValues::Inline(values) => Ok(values.clone()),
+            ConstValues::Blob { blob, dtype, len } => {
+                let ty = TensorType::new(*dtype, [*len]);
+                let bytes = self
+                    .weights
+                    .read(blob, &ty, self.mode)
+                    .map_err(|e| Error::Weights(e.to_string()))?;
+                decode_to_f32(bytes, *dtype)
+            }
+        }
+    }
+
+    /// constexpr_affine_dequantize, evaluated once at compile time.
+    fn dequantized(&self, q: &ops::QuantParams) -> Result<Vec<f32>> {
+        let data = q.data.as_ref().ok_or_else(|| {
+            Error::Shape("constexpr_affine_dequantize without quantized_data".into())
+        })?;
+        let data = self.const_values(data)?;
+        let scale = self.const_values(&q.scale)?;
+        let zero = self.const_values(&q.zero_point)?;
+        let inner: usize = q.axis.map_or(1, |a| q.shape[a + 1..].iter().product());
+        let channels = scale.len().max(1);
+        Ok(data
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let c = if channels == 1 { 0 } else { (i / inner) % channels };
+                let z = if zero.len() == 1 { zero[0] } else { zero[c] };
+                scale[c.min(scale.len() - 1)] * (v - z)
+            })
+            .collect())
+    }
+
+    /// GEMM operands that are fp16 constants are kept widened to f32 as well, so that
+    /// evaluate does not convert weights on every call (the values are identical).
+    fn widen_gemm_constants(&mut self) {
+        for step in &self.steps {
+            let operands: &[usize] = match step.kind {
+                OpKind::Conv => &[1, 2],
+                OpKind::Matmul => &[0, 1],
+                _ => &[],
+            };
+            for &i in operands {
+                let Some(&v) = step.inputs.get(i) else { continue };
+                let value = &self.values[v];
+                if let (Storage::Const(c), DType::Fp16) = (value.storage, value.ty.dtype) {
+                    let constant = &mut self.constants[c];
+                    if constant.widened.is_none() {
+                        let halves: &[f16] = bytemuck::cast_slice(constant.bytes.bytes());
+                        constant.widened = Some(halves.iter().map(|h| h.to_f32()).collect());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Assigns buffers by live range and returns the plan.
+    fn finish(mut self, inputs: Vec<ValueId>, outputs: Vec<ValueId>) -> Plan {
+        let root = |mut v: ValueId, alias_of: &[Option<ValueId>]| {
+            while let Some(a) = alias_of[v] {
+                v = a;
+            }
+            v
+        };
+        // Lifetimes of every buffer-backed root value: from its step to its last use.
+        let mut first = vec![usize::MAX; self.values.len()];
+        let mut last = vec![0usize; self.values.len()];
+        for (s, step) in self.steps.iter().enumerate() {
+            for &o in &step.outputs {
+                first[o] = s;
+                last[o] = last[o].max(s);
+            }
+            for &i in &step.inputs {
+                let r = root(i, &self.alias_of);
+                last[r] = last[r].max(s);
+            }
+        }
+        let end = self.steps.len();
+        for &o in &outputs {
+            let r = root(o, &self.alias_of);
+            last[r] = end;
+        }
+        let roots: Vec<ValueId> = (0..self.values.len())
+            .filter(|&v| self.values[v].storage == PENDING && self.alias_of[v].is_none())
+            .collect();
+        let lifetimes: Vec<Lifetime> = roots
+            .iter()
+            .map(|&v| Lifetime {
+                bytes: self.values[v].ty.byte_size().unwrap_or(0) as usize,
+                first: first[v].min(end),
+                last: last[v].max(first[v].min(end)),
+            })
+            .collect();
+        let memory = memory::plan(&lifetimes);
+        for (k, &v) in roots.iter().enumerate() {
+            self.values[v].storage = Storage::Buffer(memory.assignment[k]);
+        }
+        for v in 0..self.values.len() {
+            if self.alias_of[v].is_some() {
+                self.values[v].storage = self.values[root(v, &self.alias_of)].storage;
+            }
+        }
+        let intermediate_bytes = lifetimes.iter().map(|l| l.bytes).sum();
+        Plan {
+            values: self.values,
+            constants: self.constants,
+            steps: self.steps,
+            inputs,
+            outputs,
+            memory,
+            intermediate_bytes,
+        }
+    }
+}
+
+fn op_error(ctx: &OpContext, op_name: &str, e: ops::OpError) -> Error {
+    Error::Shape(format!("{} `{op_name}`: {}", ctx.kind, e.message))
+}
+
+/// Inline literal elements as little-endian bytes of `dtype`.
+fn encode_literal(data: &TensorData, dtype: DType) -> Result<Vec<u8>> {
+    let unsupported = || Error::Unsupported(format!("{dtype} constants"));
+    Ok(match (data, dtype) {
+        (TensorData::F16(v), _) => bytemuck::cast_slice(v).to_vec(),
+        (TensorData::BF16(v), _) => bytemuck::cast_slice(v).to_vec(),
+        (TensorData::F32(v), _) => bytemuck::cast_slice(v).to_vec(),
+        (TensorData::F64(v), _) => bytemuck::cast_slice(v).to_vec(),
+        (TensorData::Bool(v), _) => v.iter().map(|&b| b as u8).collect(),
+        (TensorData::Int(v), DType::Int8) => v.iter().map(|&x| x as i8 as u8).collect(),
+        (TensorData::Int(v), DType::Int16) => {
+            v.iter().flat_map(|&x| (x as i16).to_le_bytes()).collect()
+        }
+        (TensorData::Int(v), DType::Int32) => {
+            v.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect()
+        }
+        (TensorData::Int(v), DType::Int64) => v.iter().flat_map(|&x| x.to_le_bytes()).collect(),
+        (TensorData::UInt(v), DType::UInt8 | DType::Fp8E4M3 | DType::Fp8E5M2) => {
+            v.iter().map(|&x| x as u8).collect()
+        }
+        (TensorData::UInt(v), DType::UInt16) => {
+            v.iter().flat_map(|&x| (x as u16).to_le_bytes()).collect()
+        }
+        (TensorData::UInt(v), DType::UInt32) => {
+            v.iter().flat_map(|&x| (x as u32).to_le_bytes()).collect()
+        }
+        (TensorData::UInt(v), DType::UInt64) => v.iter().flat_map(|&x| x.to_le_bytes()).collect(),
+        _ => return Err(unsupported()),
+    })
+}
+
+/// f32 values as bytes of `dtype` (fp16 rounds to nearest even).
+pub fn encode_f32(values: &[f32], dtype: DType) -> Result<Vec<u8>> {
+    match dtype {
+        DType::Fp32 => Ok(bytemuck::cast_slice(values).to_vec()),
+        DType::Fp16 => {
+            let halves: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
+            Ok(bytemuck::cast_slice(&halves).to_vec())
+        }
+        other => Err(Error::Unsupported(format!("{other} results of a dequantized constant"))),
+    }
+}
+
+/// Little-endian elements of `dtype` as f32.
+fn decode_to_f32(bytes: &[u8], dtype: DType) -> Result<Vec<f32>> {
+    Ok(match dtype {
+        DType::Fp16 => {
+            bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+        }
+        DType::Fp32 => {
+            bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        }
+        DType::Int8 => bytes.iter().map(|&b| b as i8 as f32).collect(),
+        DType::UInt8 => bytes.iter().map(|&b| b as f32).collect(),
+        other => return Err(Error::Unsupported(format!("{other} quantization parameters"))),
+    })
+}
