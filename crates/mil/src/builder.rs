@@ -395,6 +395,60 @@ impl FunctionBuilder<'_> {
         self.function.block.outputs.push(Ident::new(v.name.clone()));
     }
 
+    /// Marks `v` as a function output under `name` (renaming it everywhere).
+    pub fn output_named(&mut self, v: &Var, name: &str) -> Result<Var, BuildError> {
+        let renamed = self.rename(v, name)?;
+        self.output(&renamed);
+        Ok(renamed)
+    }
+
+    /// Gives `v` another name, everywhere it is used so far. Fails when the name is taken
+    /// or is not an identifier.
+    pub fn rename(&mut self, v: &Var, name: &str) -> Result<Var, BuildError> {
+        let err = |message: String| BuildError::Op { op: "rename", name: v.name.clone(), message };
+        let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(err(format!("`{name}` is not an identifier")));
+        }
+        if name == v.name {
+            return Ok(v.clone());
+        }
+        if self.names.contains(name) {
+            return Err(err(format!("`{name}` is already defined")));
+        }
+        let old = v.name.clone();
+        let rename = |ident: &mut Ident| {
+            if ident.name == old {
+                ident.name = name.to_string();
+            }
+        };
+        for input in &mut self.function.inputs {
+            rename(&mut input.name);
+        }
+        for op in &mut self.function.block.operations {
+            op.outputs.iter_mut().for_each(|o| rename(&mut o.name));
+            for input in &mut op.inputs {
+                match &mut input.value {
+                    Argument::Var(i) => rename(i),
+                    Argument::Tuple(items, _) => items.iter_mut().for_each(|a| {
+                        if let Argument::Var(i) = a {
+                            rename(i)
+                        }
+                    }),
+                    Argument::Literal(_) => {}
+                }
+            }
+        }
+        self.function.block.outputs.iter_mut().for_each(rename);
+        if let Some(entry) = self.values.remove(&old) {
+            self.values.insert(name.to_string(), entry);
+        }
+        self.names.remove(&old);
+        self.names.insert(name.to_string());
+        Ok(Var { name: name.to_string(), ty: v.ty.clone() })
+    }
+
     /// Adds the function to the program.
     pub fn finish(self) {
         self.builder.functions.push(self.function);
