@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use anemone_mil::{Program, TensorType};
 
@@ -89,8 +88,12 @@ pub trait Executable: Send {
     /// Overwrites a weight file where the compiled program was built from (the seed's
     /// experiment). Whether a later unload + load picks it up is the device's business.
     fn overwrite_weight_file(&mut self, blob_path: &str, bytes: &[u8]) -> Result<()>;
-    /// Bytes of working memory the executable holds at its peak (activations, scratch).
+    /// Bytes of activation memory the executable holds (its buffers at their peak).
     fn peak_memory_bytes(&self) -> usize {
+        0
+    }
+    /// Bytes of kernel scratch space held now (im2col, widened operands).
+    fn scratch_bytes(&self) -> usize {
         0
     }
     /// Bytes all intermediate tensors would take without buffer reuse.
@@ -127,7 +130,6 @@ impl std::fmt::Debug for Device {
 pub(crate) struct CompileOutcome {
     pub compiled: Arc<dyn Compiled>,
     pub cache_hit: bool,
-    pub seconds: f64,
 }
 
 impl Device {
@@ -225,13 +227,8 @@ impl Device {
     /// Compiles through the cache: an identical program and weights reuse the earlier
     /// result and spend no budget.
     pub(crate) fn compile_cached(&self, key: CacheKey, job: &CompileJob) -> Result<CompileOutcome> {
-        let start = Instant::now();
         if let Some(hit) = self.cache().get(&key).cloned() {
-            return Ok(CompileOutcome {
-                compiled: hit,
-                cache_hit: true,
-                seconds: start.elapsed().as_secs_f64(),
-            });
+            return Ok(CompileOutcome { compiled: hit, cache_hit: true });
         }
         if let Charge::Warn { used, remaining } = self.inner.budget.charge()? {
             eprintln!(
@@ -242,7 +239,7 @@ impl Device {
         }
         let compiled = self.inner.backend.compile(job)?;
         self.cache().insert(key, compiled.clone());
-        Ok(CompileOutcome { compiled, cache_hit: false, seconds: start.elapsed().as_secs_f64() })
+        Ok(CompileOutcome { compiled, cache_hit: false })
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, Arc<dyn Compiled>>> {

@@ -26,7 +26,8 @@ pub struct ModelOptions {
 /// Timings and sizes of a model, for `anemone run --stats` and benchmarks.
 #[derive(Clone, Debug, Default)]
 pub struct ModelStats {
-    /// Seconds spent compiling (near zero on a cache hit).
+    /// Seconds spent compiling: validation, printing, hashing for the cache, and the
+    /// backend's compile (skipped on a cache hit).
     pub compile_seconds: f64,
     /// Whether the compile was served by the device's cache.
     pub cache_hit: bool,
@@ -182,6 +183,7 @@ impl Model {
         weights: &Weights,
         options: &ModelOptions,
     ) -> Result<Model> {
+        let start = Instant::now();
         let prep = Prepared::new(device, program, weights, options)?;
         // The backend copies what it needs out of the weights while compiling: later changes
         // to the files (or to `weights`) do not reach this model, as on the ANE.
@@ -199,6 +201,8 @@ impl Model {
             outputs: &out_bound,
         };
         let outcome = device.compile_cached(prep.key, &job)?;
+        // Validation, printing and hashing are part of what a compile costs.
+        let compile_seconds = start.elapsed().as_secs_f64();
         let exec = outcome.compiled.clone().instantiate()?;
         let mut model = Model {
             device: device.clone(),
@@ -211,7 +215,7 @@ impl Model {
             input_binding: prep.input_binding,
             output_binding: prep.output_binding,
             stats: ModelStats {
-                compile_seconds: outcome.seconds,
+                compile_seconds,
                 cache_hit: outcome.cache_hit,
                 ..ModelStats::default()
             },
@@ -262,9 +266,14 @@ impl Model {
         &self.stats
     }
 
-    /// Peak working memory of the executable (activations and scratch), in bytes.
+    /// Peak activation memory of the executable (its buffers), in bytes.
     pub fn peak_memory_bytes(&self) -> usize {
         self.exec.peak_memory_bytes()
+    }
+
+    /// Kernel scratch space held now, in bytes.
+    pub fn scratch_bytes(&self) -> usize {
+        self.exec.scratch_bytes()
     }
 
     /// What all intermediate tensors would take without buffer reuse, in bytes.

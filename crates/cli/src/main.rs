@@ -4,9 +4,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod check;
 mod fmt;
 mod npy;
+mod run;
 mod source;
 mod weights;
 
@@ -28,6 +30,11 @@ enum Command {
     Check(check::CheckArgs),
     /// Print a MIL program in canonical form (the form the ANE compiler takes).
     Fmt(fmt::FmtArgs),
+    /// Compile a program on a device, evaluate it on .npy inputs, write .npy outputs.
+    Run(run::RunArgs),
+    /// Time a fixed suite of programs on a device: evaluate time, GFLOP/s, ratio to this
+    /// machine's f32 FMA peak, and compile, load and unload times.
+    Bench(bench::BenchArgs),
     /// Write and inspect MILBlob v2 weight files (weights/*.bin).
     Weights {
         #[command(subcommand)]
@@ -43,6 +50,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check(args) => check::run(&args),
         Command::Fmt(args) => fmt::run(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Bench(args) => bench::run(&args),
         Command::Weights { cmd } => weights::run(cmd),
     }
 }

@@ -1,8 +1,10 @@
 //! .npy arrays in and out, through the npyz crate: reading any plain numeric array (fp16
 //! included, either byte order, C or Fortran order) and writing fp16 and fp32 arrays.
 
+use std::path::Path;
+
 use anemone_mil::f16;
-use npyz::{DType as NpyDType, NpyFile, Order, TypeChar};
+use npyz::{DType as NpyDType, NpyFile, Order, TypeChar, WriterBuilder};
 
 /// A decoded array.
 pub struct Array {
@@ -62,6 +64,15 @@ impl Data {
             Data::F64(v) => float(v[i]),
         }
     }
+
+    /// Every element as f32 (fp16 and fp32 exactly; others rounded).
+    pub fn to_f32(&self) -> Vec<f32> {
+        match self {
+            Data::F32(v) => v.clone(),
+            Data::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            _ => (0..self.len()).map(|i| self.get_f64(i) as f32).collect(),
+        }
+    }
 }
 
 /// `element [i, j, k]` for flat C-order index `i`.
@@ -78,6 +89,12 @@ pub fn index_name(shape: &[usize], mut i: usize) -> String {
     }
     let parts: Vec<String> = idx.iter().map(usize::to_string).collect();
     format!("element [{}]", parts.join(", "))
+}
+
+/// Reads a .npy file; the error names the file and says what is wrong.
+pub fn read(path: &Path) -> Result<Array, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Decodes .npy bytes.
@@ -167,9 +184,47 @@ impl Data {
     }
 }
 
+/// A C-order .npy file of fp16 values ('<f2').
+pub fn encode_f16(shape: &[u64], values: &[f16]) -> Result<Vec<u8>, String> {
+    encode(shape, values)
+}
+
+/// A C-order .npy file of fp32 values ('<f4').
+pub fn encode_f32(shape: &[u64], values: &[f32]) -> Result<Vec<u8>, String> {
+    encode(shape, values)
+}
+
+fn encode<T: npyz::Serialize + npyz::AutoSerialize>(
+    shape: &[u64],
+    values: &[T],
+) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let err = |e: std::io::Error| format!("cannot encode .npy: {e}");
+    let mut w = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(&mut out)
+        .begin_nd()
+        .map_err(err)?;
+    w.extend(values.iter()).map_err(err)?;
+    w.finish().map_err(err)?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fp16_and_fp32_round_trip() {
+        let v16: Vec<f16> = [1.0f32, -2.5, 65504.0].iter().map(|&x| f16::from_f32(x)).collect();
+        let a = parse(&encode_f16(&[3], &v16).unwrap()).unwrap();
+        assert_eq!(a.shape, vec![3]);
+        assert!(matches!(&a.data, Data::F16(v) if *v == v16));
+        let a = parse(&encode_f32(&[1, 2], &[0.5, 7.0]).unwrap()).unwrap();
+        assert_eq!(a.shape, vec![1, 2]);
+        assert_eq!(a.data.to_f32(), vec![0.5, 7.0]);
+    }
 
     #[test]
     fn truncated_and_garbage_files_are_errors() {

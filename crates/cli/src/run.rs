@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anemone::{Device, Model, ModelOptions, Weights};
+use anemone::{Device, Model, ModelOptions};
+use anemone_mil::blob::ReadMode;
 use anemone_mil::{DType, diag, text};
 
 use crate::EXIT_USAGE;
@@ -70,18 +71,21 @@ fn run_inner(args: &RunArgs) -> Result<(), Failure> {
         eprint!("{}", diag::render(&d, &src.display_name, &src.text, color));
         data("")
     })?;
-    let mut weights =
-        Weights::from_model_dir(&src.model_dir, &program).map_err(|e| usage(e.to_string()))?;
-    if args.lenient {
-        weights = weights.lenient();
-    }
+    let weights = src.model_dir.load_weights(&program).map_err(|diags| {
+        let color = std::io::stderr().is_terminal();
+        for d in &diags {
+            eprint!("{}", diag::render(d, &src.display_name, &src.text, color));
+        }
+        usage("the weight files could not be read")
+    })?;
     let device = match &args.device {
         Some(name) => Device::by_name(name),
         None => Device::from_env(),
     }
     .map_err(|e| usage(e.to_string()))?;
 
-    let options = ModelOptions { function: args.function.clone() };
+    let read_mode = if args.lenient { ReadMode::Lenient } else { ReadMode::Strict };
+    let options = ModelOptions { function: args.function.clone(), read_mode };
     let t = Instant::now();
     let mut model = device.compile_with(&program, &weights, &options).map_err(|e| match e {
         anemone::Error::Invalid(diags) => {
@@ -116,6 +120,11 @@ fn feed_inputs(model: &mut Model, specs: &[String]) -> Result<(), Failure> {
         }
         let surface = model.input(name).map_err(|e| usage(e.to_string()))?;
         let array = npy::read(Path::new(file)).map_err(usage)?;
+        if !matches!(array.data, npy::Data::F32(_) | npy::Data::F16(_)) {
+            return Err(data(format!(
+                "input `{name}`: {file} must hold float32 or float16 values"
+            )));
+        }
         if array.shape != surface.shape() {
             return Err(data(format!(
                 "input `{name}`: {file} has shape {:?} but the program declares {}",
@@ -123,7 +132,7 @@ fn feed_inputs(model: &mut Model, specs: &[String]) -> Result<(), Failure> {
                 surface.tensor_type()
             )));
         }
-        surface.write_f32(&array.values).map_err(|e| data(e.to_string()))?;
+        surface.write_f32(&array.data.to_f32()).map_err(|e| data(e.to_string()))?;
         given.push(name.to_string());
     }
     let missing: Vec<&str> =
@@ -144,7 +153,9 @@ fn write_outputs(model: &Model, dir: &Path) -> Result<(), Failure> {
         let path = dir.join(format!("{}.npy", surface.name()));
         let shape: Vec<u64> = surface.shape().iter().map(|&d| d as u64).collect();
         let bytes = match surface.dtype() {
-            DType::Fp16 => npy::encode_f16(&shape, &surface.read_f16().map_err(|e| data(e.to_string()))?),
+            DType::Fp16 => {
+                npy::encode_f16(&shape, &surface.read_f16().map_err(|e| data(e.to_string()))?)
+            }
             _ => npy::encode_f32(&shape, &surface.read_f32().map_err(|e| data(e.to_string()))?),
         }
         .map_err(data)?;
@@ -165,9 +176,17 @@ fn print_stats(model: &Model, compile_and_load: f64) {
         if s.cache_hit { " (cache hit)" } else { "" }
     );
     println!("load             {:.3} ms", ms(s.load_seconds));
-    println!("compile+load     {:.3} ms (wall, with validation and weight snapshot)", ms(compile_and_load));
+    println!(
+        "compile+load     {:.3} ms (wall, with validation and weight snapshot)",
+        ms(compile_and_load)
+    );
     println!("evaluate         {:.3} ms", ms(s.evaluate_seconds));
-    println!("peak activations {}", human_bytes(model.peak_memory_bytes()));
+    println!(
+        "peak activations {} (all intermediates together: {})",
+        human_bytes(model.peak_memory_bytes()),
+        human_bytes(model.intermediate_bytes())
+    );
+    println!("kernel scratch   {}", human_bytes(model.scratch_bytes()));
     println!("input surfaces   {}", human_bytes(s.input_bytes));
     println!("output surfaces  {}", human_bytes(s.output_bytes));
     println!("surface padding  {}", human_bytes(s.padding_bytes));

@@ -311,6 +311,25 @@ impl FunctionBuilder<'_> {
         hint: &str,
         inputs: &[(&str, Arg)],
     ) -> Result<Vec<Var>, BuildError> {
+        // Every variable must belong to this function as it is now.
+        for (input_name, arg) in inputs {
+            let vars: Vec<&Var> = match arg {
+                Arg::Var(v) => vec![v],
+                Arg::Tuple(vs) => vs.iter().collect(),
+                Arg::Lit(_) => Vec::new(),
+            };
+            if let Some(v) = vars.iter().find(|v| !self.values.contains_key(&v.name)) {
+                return Err(BuildError::Op {
+                    op: kind.name(),
+                    name: hint.to_string(),
+                    message: format!(
+                        "input `{input_name}`: `{}` is not defined in this function (is it from \
+                         another function, or was it renamed? use the Var that rename returned)",
+                        v.name
+                    ),
+                });
+            }
+        }
         let mut bound: Vec<Named<Argument>> = Vec::with_capacity(inputs.len());
         for (input_name, arg) in inputs {
             let value = match arg {

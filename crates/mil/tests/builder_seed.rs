@@ -83,3 +83,24 @@ fn builder_errors_name_the_op_and_the_shapes() {
     let e = f.weight("V", TensorType::new(DType::Fp16, [2, 2]), &[1.0]).unwrap_err().to_string();
     assert!(e.contains("needs 4 values, got 1"), "{e}");
 }
+
+#[test]
+fn renamed_values_are_renamed_everywhere_and_stale_handles_are_refused() {
+    let mut b = Builder::new();
+    let mut f = b.function("main");
+    let x = f.input("x", TensorType::new(DType::Fp16, [1, 4, 1, 16]));
+    let r = f.unary(anemone_mil::ops::OpKind::Relu, &x).unwrap();
+    let y = f.output_named(&r, "y").unwrap();
+    assert_eq!(y.name(), "y");
+    let e = f.unary(anemone_mil::ops::OpKind::Relu, &r).unwrap_err().to_string();
+    assert!(e.contains("`relu` is not defined in this function"), "{e}");
+    assert!(f.rename(&y, "x").is_err(), "x is taken");
+    assert!(f.rename(&y, "not an identifier").is_err());
+    let z = f.unary(anemone_mil::ops::OpKind::Sigmoid, &y).unwrap();
+    f.output(&z);
+    f.finish();
+    let built = b.build().unwrap();
+    let text = built.text();
+    assert!(text.contains("> y = relu(x = x)") && text.contains("sigmoid(x = y)"), "{text}");
+    assert!(text.contains("} -> (y, sigmoid);"), "{text}");
+}

@@ -2,7 +2,7 @@
 //! fp16/fp32 buffers, checking the ANE's rules on every evaluate (equal surface sizes,
 //! loaded before evaluate).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anemone_mil::{DType, TensorType, f16};
 
@@ -53,7 +53,7 @@ impl Backend for SimBackend {
             job.outputs,
             self.options,
         )?;
-        Ok(Arc::new(SimCompiled { plan }))
+        Ok(Arc::new(SimCompiled { plan, widened: OnceLock::new() }))
     }
 }
 
@@ -61,6 +61,23 @@ impl Backend for SimBackend {
 #[derive(Debug)]
 pub struct SimCompiled {
     pub plan: Plan,
+    /// GEMM weights widened to f32 by the first load, indexed by constant.
+    widened: OnceLock<Vec<Option<Vec<f32>>>>,
+}
+
+impl SimCompiled {
+    fn widen(&self) -> &[Option<Vec<f32>>] {
+        self.widened.get_or_init(|| {
+            let mut out = vec![None; self.plan.constants.len()];
+            for &c in &self.plan.widen {
+                let halves: &[f16] = bytemuck::cast_slice(self.plan.constants[c].bytes());
+                let mut wide = vec![0f32; halves.len()];
+                super::numerics::f16_slice_to_f32(halves, &mut wide);
+                out[c] = Some(wide);
+            }
+            out
+        })
+    }
 }
 
 impl Compiled for SimCompiled {
@@ -85,6 +102,7 @@ pub struct SimExecutable {
 impl Executable for SimExecutable {
     fn load(&mut self) -> Result<()> {
         if !self.loaded {
+            self.compiled.widen();
             self.buffers = self
                 .compiled
                 .plan
@@ -120,6 +138,7 @@ impl Executable for SimExecutable {
         check_equal_sizes("input", inputs.iter().map(|s| (s.name(), s.alloc_size())))?;
         check_equal_sizes("output", outputs.iter().map(|s| (s.name(), s.alloc_size())))?;
         let plan = &self.compiled.plan;
+        let widened = self.compiled.widen();
         if inputs.len() != plan.inputs.len() || outputs.len() != plan.outputs.len() {
             return Err(Error::State(format!(
                 "evaluate got {} inputs and {} outputs; the program has {} and {}",
@@ -143,7 +162,7 @@ impl Executable for SimExecutable {
                 })
                 .collect::<Result<_>>()?;
             let result = {
-                let env = Env { plan, inputs: &input_bytes, buffers: &self.buffers };
+                let env = Env { plan, widened, inputs: &input_bytes, buffers: &self.buffers };
                 run_step(&env, step, &mut outs, &mut self.scratch)
             };
             for (&o, buf) in step.outputs.iter().zip(outs) {
@@ -156,7 +175,7 @@ impl Executable for SimExecutable {
                 message: format!("{} `{}`: {e}", step.kind, step.op_name),
             })?;
         }
-        let env = Env { plan, inputs: &input_bytes, buffers: &self.buffers };
+        let env = Env { plan, widened, inputs: &input_bytes, buffers: &self.buffers };
         for (&v, surface) in plan.outputs.iter().zip(outputs.iter_mut()) {
             let src = env.bytes(v);
             let n = src.len();
@@ -172,7 +191,11 @@ impl Executable for SimExecutable {
     }
 
     fn peak_memory_bytes(&self) -> usize {
-        self.compiled.plan.memory.peak_bytes() + self.scratch.bytes()
+        self.compiled.plan.memory.peak_bytes()
+    }
+
+    fn scratch_bytes(&self) -> usize {
+        self.scratch.bytes()
     }
 
     fn intermediate_bytes(&self) -> usize {
@@ -205,6 +228,7 @@ fn heap_bytes(s: &Surface) -> Result<&[u8]> {
 /// Read access to every value during one step.
 struct Env<'a> {
     plan: &'a Plan,
+    widened: &'a [Option<Vec<f32>>],
     inputs: &'a [&'a [u8]],
     buffers: &'a [AlignedBytes],
 }
@@ -215,7 +239,7 @@ impl<'a> Env<'a> {
         let n = value.ty.byte_size().unwrap_or(0) as usize;
         match value.storage {
             Storage::Input(i) => &self.inputs[i][..n],
-            Storage::Const(c) => &self.plan.constants[c].bytes.bytes()[..n],
+            Storage::Const(c) => &self.plan.constants[c].bytes()[..n],
             Storage::Buffer(b) => &self.buffers[b].bytes()[..n],
         }
     }
@@ -226,7 +250,7 @@ impl<'a> Env<'a> {
 
     fn widened(&self, v: ValueId) -> Option<&'a [f32]> {
         match self.plan.values[v].storage {
-            Storage::Const(c) => self.plan.constants[c].widened.as_deref(),
+            Storage::Const(c) => self.widened[c].as_deref(),
             _ => None,
         }
     }

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use anemone_mil::blob::ReadMode;
+use anemone_mil::blob::{BlobBytes, ReadMode};
 use anemone_mil::ops::{self, ConstValues, OpContext, OpKind};
 use anemone_mil::package::Weights;
 use anemone_mil::validate::{self, ResolvedOp};
@@ -41,12 +41,22 @@ pub struct Value {
     pub storage: Storage,
 }
 
-/// A constant's bytes in its dtype, plus its fp16 values widened to f32 when a GEMM uses it
-/// (so evaluate does not convert weights every time; the values are identical).
+/// A constant's bytes in its dtype: decoded inline literals and dequantized weights are
+/// owned; BLOBFILE data is shared with the weight file's bytes, which are immutable once
+/// read, so the snapshot costs no copy.
 #[derive(Clone, Debug)]
-pub struct Constant {
-    pub bytes: AlignedBytes,
-    pub widened: Option<Vec<f32>>,
+pub enum Constant {
+    Owned(AlignedBytes),
+    Shared { file: BlobBytes, start: usize, len: usize },
+}
+
+impl Constant {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Constant::Owned(b) => b.bytes(),
+            Constant::Shared { file, start, len } => &file.as_slice()[*start..*start + *len],
+        }
+    }
 }
 
 /// A kernel with its parameters resolved.
@@ -123,6 +133,9 @@ pub struct Plan {
     pub memory: MemoryPlan,
     /// Bytes of every intermediate tensor together (what a plan without reuse would take).
     pub intermediate_bytes: usize,
+    /// fp16 constants that GEMMs read: loading widens them to f32 once, so that evaluate
+    /// does not convert weights on every call (the values are identical).
+    pub widen: Vec<usize>,
 }
 
 /// How the simulator treats behaviours where MIL's meaning and the ANE's differ.
@@ -131,15 +144,6 @@ pub struct SimOptions {
     /// Apply `attn_mask` of scaled_dot_product_attention. The ANE ignores it (REFERENCE.md
     /// §2, measured), and so does the simulator by default; set this for MIL's meaning.
     pub apply_attention_mask: bool,
-}
-
-impl Plan {
-    pub fn constant_bytes(&self) -> usize {
-        self.constants
-            .iter()
-            .map(|c| c.bytes.len() + c.widened.as_ref().map_or(0, |w| w.len() * 4))
-            .sum()
-    }
 }
 
 /// Compiles `function` of `program`. `inputs`/`outputs` name the I/O in binding order.
@@ -177,7 +181,6 @@ pub fn compile(
         b.operation(r)?;
     }
     let output_ids = outputs.iter().map(|(name, _)| b.value(name)).collect::<Result<Vec<_>>>()?;
-    b.widen_gemm_constants();
     Ok(b.finish(input_ids, output_ids))
 }
 
@@ -232,8 +235,31 @@ impl PlanBuilder<'_> {
     }
 
     fn push_constant(&mut self, bytes: Vec<u8>) -> usize {
-        self.constants.push(Constant { bytes: AlignedBytes::from_bytes(&bytes), widened: None });
+        self.constants.push(Constant::Owned(AlignedBytes::from_bytes(&bytes)));
         self.constants.len() - 1
+    }
+
+    /// A constant for `lit` of type `ty`: BLOBFILE data shared with its file when aligned
+    /// for typed access, inline values encoded.
+    fn literal_constant(&mut self, lit: &Literal, ty: &TensorType) -> Result<usize> {
+        if let LiteralData::Blob(blob) = &lit.data {
+            let data = self
+                .weights
+                .read(blob, ty, self.mode)
+                .map_err(|e| Error::Weights(e.to_string()))?;
+            let file = self.weights.get(&blob.path).expect("read succeeded").shared_bytes();
+            let start = data.as_ptr() as usize - file.as_slice().as_ptr() as usize;
+            if (data.as_ptr() as usize).is_multiple_of(64) {
+                self.constants.push(Constant::Shared { file, start, len: data.len() });
+                return Ok(self.constants.len() - 1);
+            }
+            // Misaligned data (lenient files, unusual allocators) is copied into an aligned
+            // buffer instead.
+            let owned = data.to_vec();
+            return Ok(self.push_constant(owned));
+        }
+        let bytes = self.literal_bytes(lit, ty)?;
+        Ok(self.push_constant(bytes))
     }
 
     /// The value an argument stands for; an inline literal becomes a constant.
@@ -244,8 +270,7 @@ impl PlanBuilder<'_> {
                 let ty = lit.ty.as_tensor().ok_or_else(|| {
                     Error::Unsupported(format!("`{hint}`: a {} literal is not a tensor", lit.ty))
                 })?;
-                let bytes = self.literal_bytes(lit, &ty)?;
-                let c = self.push_constant(bytes);
+                let c = self.literal_constant(lit, &ty)?;
                 Ok(self.define(hint, ty, Storage::Const(c), None))
             }
             Argument::Tuple(..) => Err(Error::Unsupported(format!("`{hint}`: nested tuple"))),
@@ -271,8 +296,7 @@ impl PlanBuilder<'_> {
                     op.attribute("val").ok_or_else(|| Error::Shape("const without val".into()))?;
                 // Strings and dicts parameterise other ops; only tensors need bytes.
                 if let Some(ty) = lit.ty.as_tensor().filter(|t| t.dtype != DType::String) {
-                    let bytes = self.literal_bytes(lit, &ty)?;
-                    let c = self.push_constant(bytes);
+                    let c = self.literal_constant(lit, &ty)?;
                     self.define(&first_output, ty, Storage::Const(c), None);
                 }
                 return Ok(());
@@ -475,9 +499,9 @@ impl PlanBuilder<'_> {
             .collect())
     }
 
-    /// GEMM operands that are fp16 constants are kept widened to f32 as well, so that
-    /// evaluate does not convert weights on every call (the values are identical).
-    fn widen_gemm_constants(&mut self) {
+    /// fp16 constants read by a GEMM (conv weight and bias, matmul operands).
+    fn gemm_constants(&self) -> Vec<usize> {
+        let mut out = Vec::new();
         for step in &self.steps {
             let operands: &[usize] = match step.kind {
                 OpKind::Conv => &[1, 2],
@@ -487,15 +511,14 @@ impl PlanBuilder<'_> {
             for &i in operands {
                 let Some(&v) = step.inputs.get(i) else { continue };
                 let value = &self.values[v];
-                if let (Storage::Const(c), DType::Fp16) = (value.storage, value.ty.dtype) {
-                    let constant = &mut self.constants[c];
-                    if constant.widened.is_none() {
-                        let halves: &[f16] = bytemuck::cast_slice(constant.bytes.bytes());
-                        constant.widened = Some(halves.iter().map(|h| h.to_f32()).collect());
-                    }
+                if let (Storage::Const(c), DType::Fp16) = (value.storage, value.ty.dtype)
+                    && !out.contains(&c)
+                {
+                    out.push(c);
                 }
             }
         }
+        out
     }
 
     /// Assigns buffers by live range and returns the plan.
@@ -545,7 +568,9 @@ impl PlanBuilder<'_> {
             }
         }
         let intermediate_bytes = lifetimes.iter().map(|l| l.bytes).sum();
+        let widen = self.gemm_constants();
         Plan {
+            widen,
             values: self.values,
             constants: self.constants,
             steps: self.steps,

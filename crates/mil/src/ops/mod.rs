@@ -19,6 +19,7 @@ mod attention;
 mod compiler;
 mod const_cast;
 mod conv;
+mod cost;
 mod elementwise;
 mod helpers;
 mod matmul;
@@ -37,6 +38,7 @@ pub use compiler::{
 };
 pub use const_cast::{CAST_DTYPES, CastParams};
 pub use conv::{ConvParams, PadType};
+pub use cost::flops;
 pub use elementwise::{EpsilonParams, GeluMode};
 pub use helpers::{ConstValues, broadcast_shapes, normalize_axis};
 pub use matmul::MatmulParams;

@@ -1,0 +1,171 @@
+//! `anemone run` and `anemone bench` as a user runs them.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use anemone_mil::builder::{Builder, ConvOptions};
+use anemone_mil::{DType, TensorType};
+
+fn anemone(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_anemone"))
+        .args(args)
+        .env_remove("ANEMONE_DEVICE")
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A .npy file (format 1.0) of little-endian values with numpy's `descr`.
+fn npy(path: &Path, descr: &str, shape: &[usize], data: &[u8]) {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape =
+        if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    let total = (10 + header.len() + 1).div_ceil(64) * 64;
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&((total - 10) as u16).to_le_bytes());
+    bytes.extend_from_slice(format!("{header:<width$}\n", width = total - 11).as_bytes());
+    bytes.extend_from_slice(data);
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// The seed's program with 2x identity weights, as a model directory.
+fn model(dir: &Path) {
+    let mut b = Builder::new();
+    let mut f = b.function("main");
+    let x = f.input("x", TensorType::new(DType::Fp32, [1, 8, 1, 16]));
+    let x16 = f.cast(&x, DType::Fp16).unwrap();
+    let eye: Vec<f32> = (0..64).map(|i| if i / 8 == i % 8 { 2.0 } else { 0.0 }).collect();
+    let w = f.weight("W", TensorType::new(DType::Fp16, [8, 8, 1, 1]), &eye).unwrap();
+    let y16 = f.conv(&x16, &w, &ConvOptions::default()).unwrap();
+    let y16 = f.output_named(&y16, "y16").unwrap();
+    let y = f.cast(&y16, DType::Fp32).unwrap();
+    f.output_named(&y, "y").unwrap();
+    f.finish();
+    b.build().unwrap().write_model_dir(dir).unwrap();
+}
+
+fn read_npy_f32(path: &Path) -> (String, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap();
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = String::from_utf8_lossy(&bytes[10..10 + header_len]).into_owned();
+    let data = &bytes[10 + header_len..];
+    let values = if header.contains("'<f2'") {
+        data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+    } else {
+        data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    };
+    (header, values)
+}
+
+#[test]
+fn run_writes_every_output_in_its_declared_dtype() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("model");
+    model(&m);
+    let x: Vec<f32> = (0..128).map(|i| i as f32 * 0.25).collect();
+    let input = dir.path().join("x.npy");
+    npy(&input, "<f4", &[1, 8, 1, 16], &x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>());
+    let out = dir.path().join("out");
+    let o = anemone(&[
+        "run",
+        m.to_str().unwrap(),
+        "--input",
+        &format!("x={}", input.display()),
+        "--output-dir",
+        out.to_str().unwrap(),
+        "--device",
+        "sim",
+        "--stats",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let stats = String::from_utf8_lossy(&o.stdout);
+    for line in ["compile", "load", "evaluate", "peak activations"] {
+        assert!(stats.contains(line), "{stats}");
+    }
+    let (header, y) = read_npy_f32(&out.join("y.npy"));
+    assert!(header.contains("'<f4'") && header.contains("(1, 8, 1, 16"), "{header}");
+    assert_eq!(y, x.iter().map(|v| v * 2.0).collect::<Vec<_>>());
+    let (header, y16) = read_npy_f32(&out.join("y16.npy"));
+    assert!(header.contains("'<f2'"), "{header}");
+    assert_eq!(y16, y);
+}
+
+#[test]
+fn run_takes_fp16_inputs_and_refuses_wrong_shapes_and_missing_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("model");
+    model(&m);
+    let halves: Vec<u8> =
+        (0..128).flat_map(|i| half::f16::from_f32(i as f32).to_le_bytes()).collect();
+    let good = dir.path().join("x16.npy");
+    npy(&good, "<f2", &[1, 8, 1, 16], &halves);
+    let bad = dir.path().join("bad.npy");
+    npy(&bad, "<f2", &[8, 16], &halves);
+    let out = dir.path().join("out");
+    let run = |input: &str| {
+        anemone(&[
+            "run",
+            m.to_str().unwrap(),
+            "-i",
+            input,
+            "-o",
+            out.to_str().unwrap(),
+            "--device",
+            "sim",
+        ])
+    };
+    assert_eq!(run(&format!("x={}", good.display())).status.code(), Some(0));
+    let o = run(&format!("x={}", bad.display()));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o)
+            .contains("has shape [8, 16] but the program declares tensor<fp32, [1, 8, 1, 16]>"),
+        "{}",
+        stderr(&o)
+    );
+    let o = anemone(&["run", m.to_str().unwrap(), "--device", "sim"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("missing input(s): x"), "{}", stderr(&o));
+    let o = run(&format!("nope={}", good.display()));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("`nope` is not an input"), "{}", stderr(&o));
+}
+
+#[test]
+fn asking_for_the_ane_here_says_why_it_is_unavailable() {
+    if cfg!(target_os = "macos") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("model");
+    model(&m);
+    let o = anemone(&["run", m.to_str().unwrap(), "--device", "ane"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains(
+            "unavailable: needs macOS on Apple Silicon (AppleNeuralEngine.framework not found)"
+        ),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn bench_json_is_one_document_with_every_field() {
+    let o = anemone(&["bench", "--device", "sim", "--json", "--only", "seed", "--seconds", "0.05"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["device"], "sim");
+    assert!(doc["peak_gflops"].as_f64().unwrap() > 0.0);
+    let case = &doc["cases"][0];
+    assert_eq!(case["name"], "seed conv 64x64, spatial 32");
+    assert_eq!(case["flops"], 2 * 64 * 64 * 32);
+    for field in ["evaluate_us", "gflops", "peak_ratio", "compile_ms", "load_ms", "unload_ms"] {
+        assert!(case[field].as_f64().is_some_and(|v| v >= 0.0), "{field}: {case}");
+    }
+    assert!(stderr(&o).contains("[1/1] seed conv"), "{}", stderr(&o));
+}
