@@ -36,6 +36,10 @@ pub struct RunArgs {
     /// Read weight files leniently (maderix-style headers), as the ANE compiler does.
     #[arg(long)]
     pub lenient: bool,
+    /// Ignore weight files and use deterministic generated weights of the declared types
+    /// (to try programs that come without their weights).
+    #[arg(long)]
+    pub synthetic_weights: bool,
 }
 
 /// A failure with its exit status: 1 for a program or data problem, 2 for usage or I/O.
@@ -71,13 +75,17 @@ fn run_inner(args: &RunArgs) -> Result<(), Failure> {
         eprint!("{}", diag::render(&d, &src.display_name, &src.text, color));
         data("")
     })?;
-    let weights = src.model_dir.load_weights(&program).map_err(|diags| {
-        let color = std::io::stderr().is_terminal();
-        for d in &diags {
-            eprint!("{}", diag::render(d, &src.display_name, &src.text, color));
-        }
-        usage("the weight files could not be read")
-    })?;
+    let weights = if args.synthetic_weights {
+        anemone_mil::package::synthetic_weights(&program, 1).map_err(data)?
+    } else {
+        src.model_dir.load_weights(&program).map_err(|diags| {
+            let color = std::io::stderr().is_terminal();
+            for d in &diags {
+                eprint!("{}", diag::render(d, &src.display_name, &src.text, color));
+            }
+            usage("the weight files could not be read (--synthetic-weights runs without them)")
+        })?
+    };
     let device = match &args.device {
         Some(name) => Device::by_name(name),
         None => Device::from_env(),

