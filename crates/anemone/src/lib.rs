@@ -21,6 +21,7 @@ pub mod budget;
 pub mod device;
 pub mod error;
 pub mod model;
+pub mod probe;
 pub mod sim;
 pub mod surface;
 
@@ -28,5 +29,5 @@ pub use anemone_mil::package::Weights;
 pub use budget::{BudgetLimits, CompileBudget};
 pub use device::{Device, DeviceKind};
 pub use error::{Error, Result};
-pub use model::{Model, ModelOptions, ModelStats};
+pub use model::{Model, ModelOptions, ModelStats, WeightUpdate};
 pub use surface::Surface;

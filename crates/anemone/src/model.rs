@@ -5,11 +5,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use anemone_mil::builder::PackedLayout;
 use anemone_mil::{Program, TensorType, Type, text, validate};
 
 use crate::device::{BindingOrder, CacheKey, CompileJob, Device, Executable};
 use crate::error::{Error, Result};
-use crate::surface::Surface;
+use crate::surface::{Surface, encode_f32};
 use anemone_mil::blob::ReadMode;
 use anemone_mil::package::{self, Weights};
 
@@ -58,6 +59,22 @@ pub struct Model {
     input_binding: Vec<usize>,
     output_binding: Vec<usize>,
     stats: ModelStats,
+    options: ModelOptions,
+    /// Where dynamic weights sit in packed inputs (`set_weight`).
+    layouts: Vec<PackedLayout>,
+}
+
+/// What one weight update took.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct WeightUpdate {
+    /// Seconds, end to end.
+    pub seconds: f64,
+    /// Seconds spent unloading (disk reload).
+    pub unload_seconds: f64,
+    /// Seconds spent loading again (disk reload, recompile).
+    pub load_seconds: f64,
+    /// Whether a real compile happened (it counts against the budget).
+    pub compiled: bool,
 }
 
 impl std::fmt::Debug for Model {
@@ -219,6 +236,8 @@ impl Model {
                 cache_hit: outcome.cache_hit,
                 ..ModelStats::default()
             },
+            options: options.clone(),
+            layouts: Vec::new(),
         };
         model.inputs = model.alloc_surfaces(&prep.inputs)?;
         model.outputs = model.alloc_surfaces(&prep.outputs)?;
@@ -354,5 +373,134 @@ impl Model {
         self.exec.evaluate(&inputs, &mut outputs)?;
         self.stats.evaluate_seconds = t.elapsed().as_secs_f64();
         Ok(())
+    }
+
+    /// The seed's experiment: writes each weight file where the compiled model was built
+    /// from, then unloads and loads without compiling. On the ANE this is reported not to
+    /// take effect (weights are baked in at compile, REFERENCE.md §2); on the simulator it
+    /// does not take effect either. Use [`Model::recompile_with`] or dynamic weights
+    /// ([`Model::set_weight`]) to change weights.
+    pub fn reload_from_disk(&mut self, weights: &Weights) -> Result<WeightUpdate> {
+        let start = Instant::now();
+        for (path, file) in weights.iter() {
+            self.exec.overwrite_weight_file(path, file.bytes())?;
+        }
+        self.unload()?;
+        self.load()?;
+        Ok(WeightUpdate {
+            seconds: start.elapsed().as_secs_f64(),
+            unload_seconds: self.stats.unload_seconds,
+            load_seconds: self.stats.load_seconds,
+            compiled: false,
+        })
+    }
+
+    /// Compiles the same program with other weights and swaps it in: always takes effect,
+    /// counts against the compile budget (unless the cache already holds this program with
+    /// these weights), keeps the input surfaces and their contents.
+    pub fn recompile_with(&mut self, weights: &Weights) -> Result<WeightUpdate> {
+        let start = Instant::now();
+        let prep = Prepared::new(&self.device, &self.program, weights, &self.options)?;
+        let bound = |io: &[(String, TensorType)], order: &[usize]| -> Vec<(String, TensorType)> {
+            order.iter().map(|&i| io[i].clone()).collect()
+        };
+        let (ins, outs) = (bound(&prep.inputs, &prep.input_binding), bound(&prep.outputs, &prep.output_binding));
+        let job = CompileJob {
+            program: &self.program,
+            function: &prep.function,
+            text: &prep.text,
+            weights,
+            read_mode: self.options.read_mode,
+            inputs: &ins,
+            outputs: &outs,
+        };
+        let outcome = self.device.compile_cached(prep.key, &job)?;
+        let compile_seconds = start.elapsed().as_secs_f64();
+        let mut exec = outcome.compiled.clone().instantiate()?;
+        let t = Instant::now();
+        exec.load()?;
+        let load_seconds = t.elapsed().as_secs_f64();
+        if self.exec.is_loaded() {
+            self.exec.unload()?;
+        }
+        self.exec = exec;
+        self.weights = weights.clone();
+        self.stats.compile_seconds = compile_seconds;
+        self.stats.cache_hit = outcome.cache_hit;
+        self.stats.load_seconds = load_seconds;
+        Ok(WeightUpdate {
+            seconds: start.elapsed().as_secs_f64(),
+            unload_seconds: 0.0,
+            load_seconds,
+            compiled: !outcome.cache_hit,
+        })
+    }
+
+    /// Tells the model where dynamic weights sit in a packed input (from
+    /// `FunctionBuilder::packed_input`), so that [`Model::set_weight`] can write them.
+    pub fn use_packed_layout(&mut self, layout: PackedLayout) -> Result<()> {
+        let surface = self.input(&layout.input)?;
+        let want = TensorType::new(layout.dtype, [1, layout.channels, 1, layout.width]);
+        if surface.tensor_type() != &want {
+            return Err(Error::Shape(format!(
+                "packed layout expects input `{}` to be {want}, the program declares {}",
+                layout.input,
+                surface.tensor_type()
+            )));
+        }
+        if let Some(r) = layout.regions.iter().find(|r| r.offset + r.cols > layout.width) {
+            return Err(Error::Shape(format!(
+                "region `{}` (columns {}..{}) lies outside the {} columns of `{}`",
+                r.name,
+                r.offset,
+                r.offset + r.cols,
+                layout.width,
+                layout.input
+            )));
+        }
+        self.layouts.retain(|l| l.input != layout.input);
+        self.layouts.push(layout);
+        Ok(())
+    }
+
+    /// Writes the weight `name` of a packed input: `values` is its `[channels, cols]`
+    /// matrix, row-major, converted to the input's dtype. No compile, no reload: the next
+    /// evaluate uses it.
+    pub fn set_weight(&mut self, name: &str, values: &[f32]) -> Result<WeightUpdate> {
+        let start = Instant::now();
+        let (layout, region) = self
+            .layouts
+            .iter()
+            .find_map(|l| l.region(name).map(|r| (l.clone(), r.clone())))
+            .ok_or_else(|| {
+                Error::UnknownName(format!(
+                    "no packed weight `{name}`: give the layout with use_packed_layout first"
+                ))
+            })?;
+        if values.len() != layout.channels * region.cols {
+            return Err(Error::Shape(format!(
+                "weight `{name}` is [{}, {}] ({} values), got {}",
+                layout.channels,
+                region.cols,
+                layout.channels * region.cols,
+                values.len()
+            )));
+        }
+        let surface = self.input(&layout.input)?;
+        let dtype = surface.dtype();
+        let elem = (dtype.bits() / 8) as usize;
+        let row_bytes = region.cols * elem;
+        let mut result = Ok(());
+        surface.memory_mut().write(&mut |bytes| {
+            for (c, row) in values.chunks_exact(region.cols).enumerate() {
+                let at = (c * layout.width + region.offset) * elem;
+                if let Err(e) = encode_f32(name, dtype, row, &mut bytes[at..at + row_bytes]) {
+                    result = Err(e);
+                    return;
+                }
+            }
+        });
+        result?;
+        Ok(WeightUpdate { seconds: start.elapsed().as_secs_f64(), ..WeightUpdate::default() })
     }
 }

@@ -8,6 +8,7 @@ mod bench;
 mod check;
 mod fmt;
 mod npy;
+mod probe;
 mod run;
 mod source;
 mod weights;
@@ -35,6 +36,11 @@ enum Command {
     /// Time a fixed suite of programs on a device: evaluate time, GFLOP/s, ratio to this
     /// machine's f32 FMA peak, and compile, load and unload times.
     Bench(bench::BenchArgs),
+    /// Probe a device: the weight-reload experiment, available backends.
+    Probe {
+        #[command(subcommand)]
+        cmd: probe::ProbeCommand,
+    },
     /// Write and inspect MILBlob v2 weight files (weights/*.bin).
     Weights {
         #[command(subcommand)]
@@ -52,6 +58,7 @@ fn main() -> ExitCode {
         Command::Fmt(args) => fmt::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Probe { cmd } => probe::run(cmd),
         Command::Weights { cmd } => weights::run(cmd),
     }
 }

@@ -124,6 +124,37 @@ impl Default for ConvOptions {
     }
 }
 
+/// Where each weight sits in a packed input (dynamic weights, REFERENCE.md §2): the input is
+/// `[1, channels, 1, width]`, activations and weights side by side along the last (spatial)
+/// axis, and each region spans `cols` columns from `offset`. A weight region holds a
+/// `[channels, cols]` matrix: for a linear layer `y = W x`, that is `W` transposed (input
+/// features down the channels, output features across).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PackedLayout {
+    /// The function input that carries everything.
+    pub input: String,
+    pub dtype: DType,
+    pub channels: usize,
+    /// Total columns of the input.
+    pub width: usize,
+    /// Activations first, then the weights in the order given.
+    pub regions: Vec<PackedRegion>,
+}
+
+/// One region of a [`PackedLayout`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct PackedRegion {
+    pub name: String,
+    pub offset: usize,
+    pub cols: usize,
+}
+
+impl PackedLayout {
+    pub fn region(&self, name: &str) -> Option<&PackedRegion> {
+        self.regions.iter().find(|r| r.name == name)
+    }
+}
+
 /// Builds a program: functions, then [`Builder::build`].
 pub struct Builder {
     version: String,
@@ -633,6 +664,73 @@ impl FunctionBuilder<'_> {
                 ("keep_dims", Literal::bool(keep_dims).into()),
             ],
         )
+    }
+
+    /// A packed input for dynamic weights: `[1, channels, 1, activation_cols + Σ cols]` with
+    /// the activations first and then each weight's columns, sliced apart here. Returns the
+    /// activations `[1, channels, 1, activation_cols]`, each weight as `[1, 1, channels, cols]`
+    /// (ready for [`FunctionBuilder::dynamic_linear`] or matmul), and the layout the runtime
+    /// needs to write weights into the surface (`Model::set_weight`). Compile once; an update
+    /// is a copy into the input.
+    pub fn packed_input(
+        &mut self,
+        name: &str,
+        dtype: DType,
+        channels: usize,
+        activation_cols: usize,
+        weights: &[(&str, usize)],
+    ) -> Result<(Var, Vec<Var>, PackedLayout), BuildError> {
+        let mut regions = vec![PackedRegion {
+            name: "activations".into(),
+            offset: 0,
+            cols: activation_cols,
+        }];
+        let mut width = activation_cols;
+        for (w, cols) in weights {
+            if regions.iter().any(|r| r.name == *w) {
+                return Err(BuildError::Weight {
+                    name: w.to_string(),
+                    message: "two regions of a packed input have this name".into(),
+                });
+            }
+            regions.push(PackedRegion { name: w.to_string(), offset: width, cols: *cols });
+            width += cols;
+        }
+        let input = self.input(name, TensorType::new(dtype, [1, channels, 1, width]));
+        let dim = |v: usize| i32::try_from(v).unwrap_or(i32::MAX);
+        let activations =
+            self.slice_by_size(&input, &[0, 0, 0, 0], &[1, dim(channels), 1, dim(activation_cols)])?;
+        let activations = self.rename(&activations, &format!("{}_activations", input.name))?;
+        let mut vars = Vec::with_capacity(weights.len());
+        for region in &regions[1..] {
+            let cols = dim(region.cols);
+            let slice =
+                self.slice_by_size(&input, &[0, 0, 0, dim(region.offset)], &[1, dim(channels), 1, cols])?;
+            let matrix = self.reshape(&slice, &[1, 1, dim(channels), cols])?;
+            vars.push(self.rename(&matrix, &region.name)?);
+        }
+        let layout = PackedLayout { input: input.name.clone(), dtype, channels, width, regions };
+        Ok((activations, vars, layout))
+    }
+
+    /// `y = W x` for activations `x` `[1, in, 1, S]` and a packed weight `w` `[1, 1, in, out]`
+    /// (W transposed, as a packed region holds it): `[1, out, 1, S]`.
+    pub fn dynamic_linear(&mut self, x: &Var, w: &Var) -> Result<Var, BuildError> {
+        let (&[1, cin, 1, s], &[1, 1, win, out]) = (x.shape(), w.shape()) else {
+            return Err(BuildError::Op {
+                op: "matmul",
+                name: "dynamic_linear".into(),
+                message: format!(
+                    "expects x [1, in, 1, S] and w [1, 1, in, out], got {} and {}",
+                    x.ty, w.ty
+                ),
+            });
+        };
+        let dim = |v: usize| i32::try_from(v).unwrap_or(i32::MAX);
+        let _ = win;
+        let x4 = self.reshape(x, &[1, 1, dim(cin), dim(s)])?;
+        let y = self.matmul(w, &x4, true, false)?;
+        self.reshape(&y, &[1, dim(out), 1, dim(s)])
     }
 
     /// A scalar fp16 constant (for scales and epsilons).

@@ -371,7 +371,10 @@ impl PlanBuilder<'_> {
             OpKind::Maximum => Kernel::Binary(BinaryOp::Maximum),
             OpKind::Minimum => Kernel::Binary(BinaryOp::Minimum),
             OpKind::Exp => Kernel::Unary(UnaryOp::Exp),
-            OpKind::Log => Kernel::Unary(UnaryOp::Log),
+            OpKind::Log => {
+                let eps = ops::EpsilonParams::resolve(ctx).map_err(e)?.epsilon as f32;
+                Kernel::Unary(UnaryOp::Log { epsilon: eps })
+            }
             OpKind::Sqrt => Kernel::Unary(UnaryOp::Sqrt),
             OpKind::Tanh => Kernel::Unary(UnaryOp::Tanh),
             OpKind::Relu => Kernel::Unary(UnaryOp::Relu),

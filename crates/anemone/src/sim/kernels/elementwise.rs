@@ -39,7 +39,10 @@ pub use anemone_mil::ops::GeluMode;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum UnaryOp {
     Exp,
-    Log,
+    /// ln(x + epsilon); MIL's default epsilon is 1e-45.
+    Log {
+        epsilon: f32,
+    },
     Sqrt,
     /// 1 / sqrt(x + epsilon); MIL's default epsilon is 1e-12.
     Rsqrt {
@@ -93,7 +96,7 @@ impl UnaryOp {
     pub fn apply(self, x: f32) -> f32 {
         match self {
             UnaryOp::Exp => x.exp(),
-            UnaryOp::Log => x.ln(),
+            UnaryOp::Log { epsilon } => (x + epsilon).ln(),
             UnaryOp::Sqrt => x.sqrt(),
             UnaryOp::Rsqrt { epsilon } => 1.0 / (x + epsilon).sqrt(),
             UnaryOp::Inverse { epsilon } => 1.0 / (x + epsilon),
@@ -270,7 +273,7 @@ where
 pub fn unary<T: Element>(op: UnaryOp, x: &[T], out: &mut [T]) -> Result<()> {
     match op {
         UnaryOp::Exp => unary_with(f32::exp, x, out),
-        UnaryOp::Log => unary_with(f32::ln, x, out),
+        UnaryOp::Log { epsilon: 0.0 } => unary_with(f32::ln, x, out),
         UnaryOp::Sqrt => unary_with(f32::sqrt, x, out),
         UnaryOp::Relu => unary_with(|v| UnaryOp::Relu.apply(v), x, out),
         UnaryOp::Tanh => unary_with(f32::tanh, x, out),
@@ -530,7 +533,7 @@ mod tests {
         let mut u = [f16::ZERO; 5];
         unary(UnaryOp::Sqrt, &a, &mut u).unwrap();
         assert_eq!(u[4].to_bits(), 0, "sqrt(-3) is +0");
-        unary(UnaryOp::Log, &a, &mut u).unwrap();
+        unary(UnaryOp::Log { epsilon: 0.0 }, &a, &mut u).unwrap();
         assert_eq!(u[4].to_bits(), 0, "log(-3) is +0");
         unary(UnaryOp::Sigmoid, &a, &mut u).unwrap();
         assert_eq!(u[3], f16::ONE, "sigmoid(NaN) is 1");
@@ -602,7 +605,7 @@ mod tests {
         let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
         match op {
             UnaryOp::Exp => x.exp(),
-            UnaryOp::Log => x.ln(),
+            UnaryOp::Log { epsilon } => (x + epsilon as f64).ln(),
             UnaryOp::Sqrt => x.sqrt(),
             UnaryOp::Rsqrt { epsilon } => 1.0 / (x + epsilon as f64).sqrt(),
             UnaryOp::Inverse { epsilon } => 1.0 / (x + epsilon as f64),
@@ -623,7 +626,8 @@ mod tests {
     fn unary_ops_against_f64() {
         let ops = [
             UnaryOp::Exp,
-            UnaryOp::Log,
+            UnaryOp::Log { epsilon: 0.0 },
+            UnaryOp::Log { epsilon: 0.5 },
             UnaryOp::Sqrt,
             UnaryOp::Rsqrt { epsilon: 1e-12 },
             UnaryOp::Inverse { epsilon: 1e-4 },
@@ -639,7 +643,7 @@ mod tests {
         for op in ops {
             let positive = matches!(
                 op,
-                UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Rsqrt { .. } | UnaryOp::Inverse { .. }
+                UnaryOp::Log { .. } | UnaryOp::Sqrt | UnaryOp::Rsqrt { .. } | UnaryOp::Inverse { .. }
             );
             let x: Vec<f16> = raw
                 .iter()

@@ -1,0 +1,102 @@
+//! The three ways to change weights, each honest about what it does: a disk reload does
+//! not take effect (weights are snapshotted at compile, as on the ANE), a recompile does and
+//! spends budget, dynamic weights do without compiling.
+
+use anemone::probe::{self, Verdict};
+use anemone::{Device, Error};
+use anemone_mil::builder::Builder;
+use anemone_mil::{DType, TensorType};
+
+#[test]
+fn the_probe_on_the_simulator_finds_weights_baked_and_the_alternatives_working() {
+    let device = Device::simulator();
+    let r = probe::weight_reload(&device, 64, 32, &mut |_| {}).unwrap();
+    assert_eq!(r.verdict, Verdict::Fail);
+    assert_eq!(r.max_change, 0.0);
+    let by = |m: &str| r.methods.iter().find(|x| x.method == m).unwrap().clone();
+    let reload = by("disk-reload");
+    assert!(!reload.took_effect);
+    // The output stayed A: it is off from 3 x A by 2 x A, up to 2 x 20.48.
+    assert!(reload.max_error > 40.0, "{reload:?}");
+    for m in ["recompile", "dynamic"] {
+        let x = by(m);
+        assert!(x.took_effect && x.max_error <= 0.1, "{x:?}");
+        assert!(x.update_ms >= 0.0 && x.speedup > 0.0, "{x:?}");
+    }
+    // compile A, recompile with B: two real compiles; the other compiles were cache hits
+    // or the dynamic program.
+    assert_eq!(device.budget().used(), 3);
+}
+
+#[test]
+fn recompiling_counts_against_the_budget_and_uses_the_cache() {
+    let device = Device::simulator();
+    let build = |scale: f32| {
+        let mut b = Builder::new();
+        let mut f = b.function("main");
+        let x = f.input("x", TensorType::new(DType::Fp16, [1, 16, 1, 16]));
+        let w: Vec<f32> = (0..256).map(|i| if i / 16 == i % 16 { scale } else { 0.0 }).collect();
+        let w = f.weight("W", TensorType::new(DType::Fp16, [16, 16, 1, 1]), &w).unwrap();
+        let y = f.conv(&x, &w, &Default::default()).unwrap();
+        f.output_named(&y, "y").unwrap();
+        f.finish();
+        b.build().unwrap()
+    };
+    let (a, b) = (build(1.0), build(2.0));
+    let mut model = device.compile(&a.program, &a.weights).unwrap();
+    model.input("x").unwrap().write_f32(&[1.0; 256]).unwrap();
+    let first = model.recompile_with(&b.weights).unwrap();
+    assert!(first.compiled);
+    assert_eq!(device.budget().used(), 2);
+    model.evaluate().unwrap();
+    // The input surface kept its contents across the recompile.
+    assert!(model.output("y").unwrap().read_f32().unwrap().iter().all(|&v| v == 2.0));
+    let back = model.recompile_with(&a.weights).unwrap();
+    assert!(!back.compiled, "A is in the cache");
+    assert_eq!(device.budget().used(), 2);
+    model.evaluate().unwrap();
+    assert!(model.output("y").unwrap().read_f32().unwrap().iter().all(|&v| v == 1.0));
+}
+
+#[test]
+fn set_weight_writes_the_region_and_checks_its_arguments() {
+    let mut b = Builder::new();
+    let mut f = b.function("main");
+    let (x, ws, layout) = f.packed_input("x", DType::Fp16, 4, 16, &[("A", 3), ("B", 5)]).unwrap();
+    assert_eq!(layout.width, 24);
+    assert_eq!(layout.region("B").unwrap().offset, 19);
+    let ya = f.dynamic_linear(&x, &ws[0]).unwrap();
+    assert_eq!(ya.shape(), &[1, 3, 1, 16]);
+    f.output_named(&ya, "ya").unwrap();
+    f.finish();
+    let built = b.build().unwrap();
+    let device = Device::simulator();
+    let mut model = device.compile(&built.program, &built.weights).unwrap();
+
+    let e = model.set_weight("A", &[0.0; 12]).unwrap_err();
+    assert!(matches!(e, Error::UnknownName(_)), "no layout given yet: {e}");
+    model.use_packed_layout(layout.clone()).unwrap();
+    let e = model.set_weight("A", &[0.0; 11]).unwrap_err().to_string();
+    assert!(e.contains("[4, 3] (12 values), got 11"), "{e}");
+    assert!(model.set_weight("C", &[0.0; 4]).is_err());
+
+    // x = ones; A[c][o] = o + 1 for c == o, else 0 -> y[o] = o + 1 everywhere.
+    model.set_weight("activations", &[1.0; 64]).unwrap();
+    let a: Vec<f32> = (0..12).map(|i| if i / 3 == i % 3 { (i % 3 + 1) as f32 } else { 0.0 }).collect();
+    model.set_weight("A", &a).unwrap();
+    model.set_weight("B", &[7.0; 20]).unwrap();
+    model.evaluate().unwrap();
+    let y = model.output("ya").unwrap().read_f32().unwrap();
+    for o in 0..3 {
+        assert!(y[o * 16..(o + 1) * 16].iter().all(|&v| v == (o + 1) as f32), "{y:?}");
+    }
+    // The surface holds exactly the layout: B's columns are 19..24 of each row.
+    let raw = model.input("x").unwrap().read_f32().unwrap();
+    assert_eq!(&raw[19..24], &[7.0; 5]);
+    assert_eq!(raw[16], 1.0);
+    assert_eq!(device.budget().used(), 1, "no recompiles");
+
+    let mut wrong = layout;
+    wrong.width = 99;
+    assert!(model.use_packed_layout(wrong).is_err());
+}
