@@ -1238,6 +1238,21 @@ fn log_within_one_ulp() {
 }
 
 #[test]
+fn log_adds_its_epsilon() {
+    // log(x + epsilon) (coremltools iOS17 elementwise_unary.py), as for rsqrt and inverse; the
+    // registry resolves the epsilon in `EpsilonParams`.
+    let x = values(415, 31, 0.0, 10.0, &[0.0]);
+    check_unary(
+        "log eps 1",
+        OpKind::Log,
+        &[("epsilon", Literal::fp16(1.0))],
+        &x,
+        |v| (v + 1.0).ln(),
+        1.0,
+    );
+}
+
+#[test]
 fn sqrt_is_correctly_rounded() {
     let x = values(420, 48, 0.0, 100.0, &[0.0, 2.0, 65504.0, 1e-7, 2.0f32.powi(-24)]);
     check_unary("sqrt", OpKind::Sqrt, &[], &x, f64::sqrt, 0.0);
