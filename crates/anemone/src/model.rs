@@ -404,7 +404,8 @@ impl Model {
         let bound = |io: &[(String, TensorType)], order: &[usize]| -> Vec<(String, TensorType)> {
             order.iter().map(|&i| io[i].clone()).collect()
         };
-        let (ins, outs) = (bound(&prep.inputs, &prep.input_binding), bound(&prep.outputs, &prep.output_binding));
+        let (ins, outs) =
+            (bound(&prep.inputs, &prep.input_binding), bound(&prep.outputs, &prep.output_binding));
         let job = CompileJob {
             program: &self.program,
             function: &prep.function,

@@ -74,7 +74,9 @@ const WEIGHT_PATH: &str = "@model_path/weights/weight.bin";
 
 /// `scale` x identity, `[channels, channels]` row-major.
 fn identity(channels: usize, scale: f32) -> Vec<f32> {
-    (0..channels * channels).map(|i| if i / channels == i % channels { scale } else { 0.0 }).collect()
+    (0..channels * channels)
+        .map(|i| if i / channels == i % channels { scale } else { 0.0 })
+        .collect()
 }
 
 /// The seed's program: fp32 x -> cast fp16 -> 1x1 conv (weight from BLOBFILE at offset 64) ->
@@ -152,7 +154,9 @@ pub fn weight_reload(
     progress("step 2: evaluate with weights A");
     let out_a = evaluate(&mut model, &x)?;
 
-    progress("step 3: overwrite weights/weight.bin with B = 3 x identity, unload, load (no compile)");
+    progress(
+        "step 3: overwrite weights/weight.bin with B = 3 x identity, unload, load (no compile)",
+    );
     let mut weights_b = Weights::new();
     let b_bytes = b.weights.get(WEIGHT_PATH).expect("the seed program has one weight file").bytes();
     weights_b.insert(WEIGHT_PATH, b_bytes.to_vec());

@@ -82,7 +82,8 @@ fn set_weight_writes_the_region_and_checks_its_arguments() {
 
     // x = ones; A[c][o] = o + 1 for c == o, else 0 -> y[o] = o + 1 everywhere.
     model.set_weight("activations", &[1.0; 64]).unwrap();
-    let a: Vec<f32> = (0..12).map(|i| if i / 3 == i % 3 { (i % 3 + 1) as f32 } else { 0.0 }).collect();
+    let a: Vec<f32> =
+        (0..12).map(|i| if i / 3 == i % 3 { (i % 3 + 1) as f32 } else { 0.0 }).collect();
     model.set_weight("A", &a).unwrap();
     model.set_weight("B", &[7.0; 20]).unwrap();
     model.evaluate().unwrap();

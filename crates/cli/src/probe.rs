@@ -61,9 +61,8 @@ fn weight_reload(args: &WeightReloadArgs) -> ExitCode {
         }
     };
     eprintln!("device: {}", device.kind());
-    let report = probe::weight_reload(&device, args.channels, args.spatial, &mut |line| {
-        eprintln!("{line}")
-    });
+    let report =
+        probe::weight_reload(&device, args.channels, args.spatial, &mut |line| eprintln!("{line}"));
     match report {
         Ok(r) if args.json => {
             println!("{}", to_json(&r));
@@ -107,7 +106,10 @@ fn to_json(r: &WeightReloadReport) -> serde_json::Value {
 }
 
 fn print_report(r: &WeightReloadReport) {
-    println!("=== RESULT ({}, {}x{} conv, spatial {}) ===", r.device, r.channels, r.channels, r.spatial);
+    println!(
+        "=== RESULT ({}, {}x{} conv, spatial {}) ===",
+        r.device, r.channels, r.channels, r.spatial
+    );
     let reload = &r.methods[0];
     println!("  Max A-B diff: {:.6}", r.max_change);
     println!("  Max 3x error: {:.6}", reload.max_error);
@@ -135,7 +137,8 @@ fn print_report(r: &WeightReloadReport) {
     println!();
     println!("{:<12} {:<22} {:>13} {:>10}", "method", "took effect", "update", "speed-up");
     for m in &r.methods {
-        let effect = format!("{} (max error {:.4})", if m.took_effect { "yes" } else { "no" }, m.max_error);
+        let effect =
+            format!("{} (max error {:.4})", if m.took_effect { "yes" } else { "no" }, m.max_error);
         let speedup = if m.method == "disk-reload" && !m.took_effect {
             "-".to_string()
         } else {
@@ -155,6 +158,9 @@ fn device() -> ExitCode {
         Ok(d) => d.kind().name().to_string(),
         Err(e) => format!("none ({e})"),
     };
-    println!("default device: {default} (ANEMONE_DEVICE={})", std::env::var("ANEMONE_DEVICE").unwrap_or_else(|_| "unset: auto".into()));
+    println!(
+        "default device: {default} (ANEMONE_DEVICE={})",
+        std::env::var("ANEMONE_DEVICE").unwrap_or_else(|_| "unset: auto".into())
+    );
     ExitCode::SUCCESS
 }

@@ -219,12 +219,12 @@ fn store(writer: &mut BlobWriter, array: &npy::Array, dtype: DType) -> Result<u6
             let x = array.data.get_f64(i);
             let overflowed = match dtype {
                 DType::Fp16 => {
-                    let h = f16::from_f64(x);
+                    let h = anemone_mil::blob::f64_to_f16(x);
                     bytes.extend_from_slice(&h.to_le_bytes());
                     h.is_infinite()
                 }
                 DType::Bf16 => {
-                    let h = bf16::from_f64(x);
+                    let h = anemone_mil::blob::f64_to_bf16(x);
                     bytes.extend_from_slice(&h.to_le_bytes());
                     h.is_infinite()
                 }

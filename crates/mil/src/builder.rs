@@ -680,11 +680,8 @@ impl FunctionBuilder<'_> {
         activation_cols: usize,
         weights: &[(&str, usize)],
     ) -> Result<(Var, Vec<Var>, PackedLayout), BuildError> {
-        let mut regions = vec![PackedRegion {
-            name: "activations".into(),
-            offset: 0,
-            cols: activation_cols,
-        }];
+        let mut regions =
+            vec![PackedRegion { name: "activations".into(), offset: 0, cols: activation_cols }];
         let mut width = activation_cols;
         for (w, cols) in weights {
             if regions.iter().any(|r| r.name == *w) {
@@ -698,14 +695,20 @@ impl FunctionBuilder<'_> {
         }
         let input = self.input(name, TensorType::new(dtype, [1, channels, 1, width]));
         let dim = |v: usize| i32::try_from(v).unwrap_or(i32::MAX);
-        let activations =
-            self.slice_by_size(&input, &[0, 0, 0, 0], &[1, dim(channels), 1, dim(activation_cols)])?;
+        let activations = self.slice_by_size(
+            &input,
+            &[0, 0, 0, 0],
+            &[1, dim(channels), 1, dim(activation_cols)],
+        )?;
         let activations = self.rename(&activations, &format!("{}_activations", input.name))?;
         let mut vars = Vec::with_capacity(weights.len());
         for region in &regions[1..] {
             let cols = dim(region.cols);
-            let slice =
-                self.slice_by_size(&input, &[0, 0, 0, dim(region.offset)], &[1, dim(channels), 1, cols])?;
+            let slice = self.slice_by_size(
+                &input,
+                &[0, 0, 0, dim(region.offset)],
+                &[1, dim(channels), 1, cols],
+            )?;
             let matrix = self.reshape(&slice, &[1, 1, dim(channels), cols])?;
             vars.push(self.rename(&matrix, &region.name)?);
         }

@@ -63,6 +63,32 @@ pub fn fp16_bytes_to_f32(src: &[u8], dst: &mut [f32]) {
     }
 }
 
+/// `x` rounded to f32 "to odd": truncated toward zero, with the last bit set when inexact.
+/// Rounding that to a format with at most 22 significand bits then gives the correctly
+/// rounded result, which converting f64 -> f32 -> fp16 by nearest-even twice does not.
+fn f64_to_f32_round_to_odd(x: f64) -> f32 {
+    let nearest = x as f32;
+    if !nearest.is_finite() || nearest as f64 == x {
+        return nearest;
+    }
+    let toward_zero = if (nearest as f64).abs() > x.abs() {
+        f32::from_bits(nearest.to_bits() - 1)
+    } else {
+        nearest
+    };
+    f32::from_bits(toward_zero.to_bits() | 1)
+}
+
+/// f64 to fp16, correctly rounded (nearest, ties to even; overflow to infinity).
+pub fn f64_to_f16(x: f64) -> f16 {
+    f16::from_f32(f64_to_f32_round_to_odd(x))
+}
+
+/// f64 to bf16, correctly rounded (nearest, ties to even; overflow to infinity).
+pub fn f64_to_bf16(x: f64) -> bf16 {
+    bf16::from_f32(f64_to_f32_round_to_odd(x))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,5 +155,20 @@ mod tests {
         let mut out = [0u8; 4];
         f32_to_bf16_bytes(&[1.0, f32::from_bits(0x3f80_8000)], &mut out);
         assert_eq!(out, [0x80, 0x3f, 0x80, 0x3f]); // the tie rounds to the even 1.0
+    }
+
+    #[test]
+    fn f64_conversions_round_once() {
+        // Between two fp16 values, just above the midpoint: nearest-even via f32 would round
+        // the midpoint first and then to even (down); the correct answer is up.
+        let lo = f16::from_f32(1.0).to_f64();
+        let hi = f16::from_bits(f16::from_f32(1.0).to_bits() + 1).to_f64();
+        let just_above = (lo + hi) / 2.0 + 1e-12;
+        assert_eq!(f64_to_f16(just_above).to_f64(), hi);
+        assert_eq!(f64_to_f16((lo + hi) / 2.0).to_f64(), lo, "a tie goes to even");
+        // half 2.7 gives the fp16 below this one (-0.00044727): it rounds twice.
+        assert_eq!(f64_to_f16(-4.4715403868868876e-4).to_f32(), -0.000_447_034_84);
+        assert!(f64_to_f16(70000.0).is_infinite());
+        assert_eq!(f64_to_bf16(1.0 + 1.0 / 256.0 + 1e-12).to_f64(), 1.0 + 1.0 / 128.0);
     }
 }

@@ -24,7 +24,9 @@ use std::sync::Arc;
 
 use crate::ir::DType;
 
-pub use convert::{f32_to_bf16_bytes, f32_to_fp16_bytes, fp16_bytes_to_f32};
+pub use convert::{
+    f32_to_bf16_bytes, f32_to_fp16_bytes, f64_to_bf16, f64_to_f16, fp16_bytes_to_f32,
+};
 pub use read::{BlobBytes, BlobFile, BlobHeader, BlobRecord, ReadMode, RecordScan};
 pub use write::{BlobWriter, write_file_atomic};
 

@@ -643,7 +643,10 @@ mod tests {
         for op in ops {
             let positive = matches!(
                 op,
-                UnaryOp::Log { .. } | UnaryOp::Sqrt | UnaryOp::Rsqrt { .. } | UnaryOp::Inverse { .. }
+                UnaryOp::Log { .. }
+                    | UnaryOp::Sqrt
+                    | UnaryOp::Rsqrt { .. }
+                    | UnaryOp::Inverse { .. }
             );
             let x: Vec<f16> = raw
                 .iter()
