@@ -54,10 +54,7 @@ struct Case {
 }
 
 pub fn run(args: &BenchArgs) -> ExitCode {
-    let device = match &args.device {
-        Some(d) => Device::by_name(d),
-        None => Device::from_env(),
-    };
+    let device = crate::select_device(args.device.as_deref());
     let device = match device {
         Ok(d) => d,
         Err(e) => {

@@ -51,6 +51,14 @@ enum Command {
 /// Exit status for usage and I/O problems, as clap uses for bad arguments.
 pub const EXIT_USAGE: u8 = 2;
 
+/// The device `--device` names, else the one `ANEMONE_DEVICE` names, else auto.
+pub fn select_device(name: Option<&str>) -> anemone::Result<anemone::Device> {
+    match name {
+        Some(name) => anemone::Device::by_name(name),
+        None => anemone::Device::from_env(),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {

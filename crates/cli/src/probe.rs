@@ -49,10 +49,7 @@ fn weight_reload(args: &WeightReloadArgs) -> ExitCode {
         );
         return ExitCode::from(EXIT_USAGE);
     }
-    let device = match &args.device {
-        Some(d) => Device::by_name(d),
-        None => Device::from_env(),
-    };
+    let device = crate::select_device(args.device.as_deref());
     let device = match device {
         Ok(d) => d,
         Err(e) => {

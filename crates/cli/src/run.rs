@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anemone::{Device, Model, ModelOptions};
+use anemone::{Model, ModelOptions};
 use anemone_mil::blob::ReadMode;
 use anemone_mil::{DType, diag, text};
 
@@ -86,11 +86,7 @@ fn run_inner(args: &RunArgs) -> Result<(), Failure> {
             usage("the weight files could not be read (--synthetic-weights runs without them)")
         })?
     };
-    let device = match &args.device {
-        Some(name) => Device::by_name(name),
-        None => Device::from_env(),
-    }
-    .map_err(|e| usage(e.to_string()))?;
+    let device = crate::select_device(args.device.as_deref()).map_err(|e| usage(e.to_string()))?;
 
     let read_mode = if args.lenient { ReadMode::Lenient } else { ReadMode::Strict };
     let options = ModelOptions { function: args.function.clone(), read_mode };
