@@ -34,7 +34,7 @@ mod runtime;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 pub use backend::{
     AneBackend, AneCompiled, AneExecutable, AneOptions, DEFAULT_QOS, LOAD_RETRY_DELAY,
@@ -45,15 +45,49 @@ pub use loader::{Lib, LoadError};
 pub use objc::{IoSurfaceHandle, ObjcObject, ObjcRuntime};
 pub use runtime::{AneRuntime, WeightFile};
 
-use crate::budget::CompileBudget;
+use crate::budget::{BudgetLimits, CompileBudget};
 use crate::device::Device;
 use crate::error::{Error, Result};
 
-/// Opens the ANE, or says why it is unavailable here.
+/// The real runtime, loaded once per process: the libraries stay open for its whole life.
+pub fn runtime() -> Result<Arc<ObjcRuntime>, LoadError> {
+    static RUNTIME: OnceLock<Result<Arc<ObjcRuntime>, LoadError>> = OnceLock::new();
+    RUNTIME.get_or_init(|| ObjcRuntime::load().map(Arc::new)).clone()
+}
+
+/// The ANE's compile budget. The limit is per process (REFERENCE.md §2), so every ANE
+/// device of the process counts against this one.
+pub fn process_budget() -> Arc<CompileBudget> {
+    static BUDGET: OnceLock<Arc<CompileBudget>> = OnceLock::new();
+    BUDGET
+        .get_or_init(|| Arc::new(CompileBudget::new(BudgetLimits::default(), " per process")))
+        .clone()
+}
+
+/// Why the ANE cannot be used here, in the words `open_device` uses.
+fn unavailable(e: &LoadError) -> String {
+    if e.is_not_found() {
+        format!("needs macOS on Apple Silicon ({e})")
+    } else {
+        format!("the private AppleNeuralEngine framework is not as expected: {e}")
+    }
+}
+
+/// Whether the ANE can be opened in this process, and if not, why (for `anemone probe`).
+/// Loading the frameworks is all it checks: nothing is compiled.
+pub fn availability() -> Result<(), String> {
+    runtime().map(|_| ()).map_err(|e| unavailable(&e))
+}
+
+/// Opens the ANE with the default options, or says why it is unavailable here.
 pub fn open_device() -> Result<Device> {
-    Err(Error::Unavailable(
-        "needs macOS on Apple Silicon (AppleNeuralEngine.framework not found)".into(),
-    ))
+    open_device_with(AneOptions::default())
+}
+
+/// Opens the ANE with options (QoS, load retry delay).
+pub fn open_device_with(options: AneOptions) -> Result<Device> {
+    let runtime = runtime().map_err(|e| Error::Unavailable(unavailable(&e)))?;
+    Ok(device_with_runtime(runtime, options, process_budget()))
 }
 
 /// An ANE device over any implementation of the Objective-C layer, e.g. the

@@ -617,6 +617,24 @@ fn weight_paths_outside_the_model_directory_never_reach_the_framework() {
 }
 
 #[test]
+#[cfg(not(target_os = "macos"))]
+fn off_macos_the_device_is_unavailable_with_the_reason() {
+    let reason = "needs macOS on Apple Silicon (AppleNeuralEngine.framework not found)";
+    let e = open_device().unwrap_err();
+    assert!(matches!(&e, Error::Unavailable(r) if r == reason), "{e:?}");
+    assert_eq!(e.to_string(), format!("unavailable: {reason}"));
+    assert_eq!(availability(), Err(reason.to_string()));
+    assert_eq!(Device::auto().unwrap().kind(), DeviceKind::Simulator);
+}
+
+#[test]
+fn the_ane_budget_is_one_per_process() {
+    let (a, b) = (process_budget(), process_budget());
+    assert!(Arc::ptr_eq(&a, &b));
+    assert_eq!(a.limits(), BudgetLimits::default());
+}
+
+#[test]
 fn the_backend_binds_alphabetically_as_the_ane() {
     let s = Setup::new();
     let backend = AneBackend::new(s.rt.clone(), AneOptions::default());
