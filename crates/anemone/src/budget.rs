@@ -62,6 +62,11 @@ impl CompileBudget {
         self.limits.refuse_at.saturating_sub(self.used())
     }
 
+    /// Gives back a compile that was charged but did not happen.
+    pub fn refund(&self) {
+        let _ = self.used.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| u.checked_sub(1));
+    }
+
     /// Takes one compile from the budget, or refuses when it is spent.
     pub fn charge(&self) -> Result<Charge> {
         let refuse_at = self.limits.refuse_at;
@@ -92,6 +97,9 @@ mod tests {
         assert!(e.contains("3 compiles of 3 allowed per device"), "{e}");
         assert!(e.contains("dynamic weights"), "{e}");
         assert_eq!(b.used(), 3);
+        b.refund();
+        assert_eq!(b.used(), 2);
+        assert_eq!(b.charge().unwrap(), Charge::Warn { used: 3, remaining: 0 });
     }
 
     #[test]

@@ -74,6 +74,12 @@ pub trait Backend: Send + Sync {
 pub trait Compiled: Send + Sync {
     /// A new, unloaded executable of this compiled program.
     fn instantiate(self: Arc<Self>) -> Result<Box<dyn Executable>>;
+    /// Whether producing this took a real compile on the device. The ANE can find a
+    /// program compiled earlier (`compiledModelExists`) and load it without compiling,
+    /// which does not use up one of its compiles.
+    fn used_a_compile(&self) -> bool {
+        true
+    }
 }
 
 /// One loaded (or loadable) instance of a compiled program: the ANE's lifecycle.
@@ -237,7 +243,20 @@ impl Device {
                 self.kind()
             );
         }
-        let compiled = self.inner.backend.compile(job)?;
+        let compiled = match self.inner.backend.compile(job) {
+            Ok(c) => c,
+            Err(e) => {
+                // A compile that failed before reaching the device took no slot; one that
+                // failed on the device may have, so only errors we raised ourselves refund.
+                if matches!(e, Error::Invalid(_) | Error::Weights(_) | Error::Unsupported(_)) {
+                    self.inner.budget.refund();
+                }
+                return Err(e);
+            }
+        };
+        if !compiled.used_a_compile() {
+            self.inner.budget.refund();
+        }
         self.cache().insert(key, compiled.clone());
         Ok(CompileOutcome { compiled, cache_hit: false })
     }

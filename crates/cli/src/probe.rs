@@ -147,9 +147,9 @@ fn print_report(r: &WeightReloadReport) {
 
 fn device() -> ExitCode {
     println!("sim  available: the CPU simulator runs everywhere");
-    match Device::ane() {
-        Ok(_) => println!("ane  available: AppleNeuralEngine.framework loaded"),
-        Err(e) => println!("ane  {e}"),
+    match anemone::apple::availability() {
+        Ok(()) => println!("ane  available: AppleNeuralEngine.framework loaded"),
+        Err(why) => println!("ane  unavailable: {why}"),
     }
     let default = match Device::from_env() {
         Ok(d) => d.kind().name().to_string(),

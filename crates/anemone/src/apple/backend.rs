@@ -374,6 +374,10 @@ impl<R: AneRuntime> Drop for AneCompiled<R> {
 }
 
 impl<R: AneRuntime> Compiled for AneCompiled<R> {
+    fn used_a_compile(&self) -> bool {
+        self.compiled_on_device()
+    }
+
     fn instantiate(self: Arc<Self>) -> Result<Box<dyn Executable>> {
         Ok(Box::new(AneExecutable { compiled: self, loaded: false }))
     }

@@ -476,6 +476,9 @@ fn a_second_device_reuses_the_compile_and_shares_the_directory() {
     let log = s.rt.take_log();
     assert!(log.contains(&"-[model#6 compiledModelExists] -> YES".to_string()), "{log:#?}");
     assert!(!log.iter().any(|l| l.contains("compileWithQoS")), "{log:#?}");
+    // Loading a program the framework already compiled does not use up a compile.
+    assert_eq!(first.budget().used(), 1);
+    assert_eq!(second.budget().used(), 0);
     drop((m1, first));
     assert!(s.model_dir(HEX).join("model.mil").is_file(), "still used by the second device");
     drop((m2, second));
