@@ -15,9 +15,19 @@ use crate::error::Result;
 use crate::model::Model;
 
 /// The seed's tolerances: an output "changed" when some element moved by more than 0.001,
-/// and "equals 3 x A" when every element is within 0.1 of it.
+/// and "equals 3 x A" when every element is within 0.1 of it. At the seed's size outputs stay
+/// below 64, where 0.1 is several fp16 steps; for larger sizes the outputs grow past where one
+/// fp16 step exceeds 0.1, so the comparison also allows the two roundings fp16 makes
+/// (A's output and B's, 2^-10 of |3 x A| together).
 pub const CHANGED_TOLERANCE: f32 = 0.001;
 pub const TRIPLED_TOLERANCE: f32 = 0.1;
+
+/// Whether `b` equals 3 x `a` within the seed's tolerance (widened for fp16 as above).
+fn is_tripled(a: &[f32], b: &[f32]) -> bool {
+    a.iter()
+        .zip(b)
+        .all(|(x, y)| (3.0 * x - y).abs() <= TRIPLED_TOLERANCE + (3.0 * x).abs() / 1024.0)
+}
 
 /// What the seed concluded about reloading weights from disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,7 +176,7 @@ pub fn weight_reload(
     let out_reload = evaluate(&mut model, &x)?;
     let max_change = max_abs_diff(&out_a, &out_reload);
     let reload_error = max_tripled_error(&out_a, &out_reload);
-    let verdict = match (max_change > CHANGED_TOLERANCE, reload_error <= TRIPLED_TOLERANCE) {
+    let verdict = match (max_change > CHANGED_TOLERANCE, is_tripled(&out_a, &out_reload)) {
         (true, true) => Verdict::Success,
         (true, false) => Verdict::Partial,
         (false, _) => Verdict::Fail,
@@ -186,7 +196,7 @@ pub fn weight_reload(
     let error = max_tripled_error(&out_a, &out_recompile);
     methods.push(MethodResult {
         method: "recompile",
-        took_effect: error <= TRIPLED_TOLERANCE,
+        took_effect: is_tripled(&out_a, &out_recompile),
         max_error: error,
         update_ms: update.seconds * 1e3,
         speedup: 0.0,
@@ -205,10 +215,11 @@ pub fn weight_reload(
     let update = dyn_model.set_weight("W", &identity(channels, 3.0))?;
     dyn_model.evaluate()?;
     let out_dyn_b = dyn_model.output("y")?.read_f32()?;
-    let error = max_tripled_error(&out_dyn_a, &out_dyn_b).max(max_abs_diff(&out_dyn_a, &out_a));
+    // The dynamic program computes the same layer: its A output must match the baked one.
+    let error = max_tripled_error(&out_a, &out_dyn_b);
     methods.push(MethodResult {
         method: "dynamic",
-        took_effect: error <= TRIPLED_TOLERANCE,
+        took_effect: is_tripled(&out_a, &out_dyn_b) && is_tripled(&out_dyn_a, &out_dyn_b),
         max_error: error,
         update_ms: update.seconds * 1e3,
         speedup: 0.0,

@@ -158,7 +158,7 @@ pub fn round_f16_slice(xs: &mut [f32]) {
 /// addition; the group sums are added in an f32 accumulator; the total is rounded to fp16 once,
 /// through the output port of [`mac_saturate`].
 ///
-/// This model reproduces the published examples [4096] + [1] * 1024 = 5116 and the floor of 4
+/// This model reproduces the published examples `[4096] + [1] * 1024 = 5116` and the floor of 4
 /// surviving ones in the cancellation probe [b, -b, 1] * 16 for b >= 4096; it does not reproduce
 /// the 16 survivors measured for b < 4096 (it gives 4), so the real lane grouping differs in a way
 /// the public measurements do not pin down.

@@ -4,7 +4,7 @@
 //!
 //! Numeric kernels are generic over [`Element`] (fp16 and f32): they load to f32, compute in f32
 //! and round once to the output type; fp16 kernels also apply the ANE's rules of
-//! [`numerics`](super::numerics). Layout kernels are generic over any `T: Copy`, integers
+//! [`numerics`]. Layout kernels are generic over any `T: Copy`, integers
 //! included. Reshape needs no kernel: a dense row-major buffer is its own reshape, so the plan
 //! aliases the buffer.
 //!
