@@ -169,3 +169,60 @@ fn bench_json_is_one_document_with_every_field() {
     }
     assert!(stderr(&o).contains("[1/1] seed conv"), "{}", stderr(&o));
 }
+
+#[test]
+fn probe_weight_reload_reports_the_seeds_verdict_and_the_alternatives() {
+    let o = anemone(&["probe", "weight-reload", "--device", "sim", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["device"], "sim");
+    assert_eq!((doc["channels"].as_u64(), doc["spatial"].as_u64()), (Some(64), Some(32)));
+    assert_eq!(doc["verdict"], "FAIL");
+    for field in ["compile_load_ms", "unload_ms", "reload_ms"] {
+        assert!(doc[field].as_f64().is_some_and(|v| v >= 0.0), "{field}: {doc}");
+    }
+    let methods = doc["methods"].as_array().unwrap();
+    let names: Vec<&str> = methods.iter().map(|m| m["method"].as_str().unwrap()).collect();
+    assert_eq!(names, ["disk-reload", "recompile", "dynamic"]);
+    let effect: Vec<bool> = methods.iter().map(|m| m["took_effect"].as_bool().unwrap()).collect();
+    assert_eq!(effect, [false, true, true]);
+    for m in methods {
+        for field in ["max_error", "update_ms", "speedup"] {
+            assert!(m[field].as_f64().is_some(), "{field}: {m}");
+        }
+    }
+    // The human report says the same.
+    let o = anemone(&[
+        "probe",
+        "weight-reload",
+        "--device",
+        "sim",
+        "--channels",
+        "16",
+        "--spatial",
+        "48",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("FAIL: the output did not change"), "{text}");
+    assert!(text.contains("16x16 conv, spatial 48"), "{text}");
+    assert!(stderr(&o).contains("step 3: overwrite weights/weight.bin"), "{}", stderr(&o));
+}
+
+#[test]
+fn probes_that_cannot_run_exit_non_zero() {
+    assert_eq!(anemone(&["probe", "weight-reload", "--device", "nope"]).status.code(), Some(2));
+    assert_eq!(anemone(&["probe", "weight-reload", "--channels", "0"]).status.code(), Some(2));
+    if !cfg!(target_os = "macos") {
+        let o = anemone(&["probe", "weight-reload", "--device", "ane"]);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(stderr(&o).contains("unavailable: needs macOS on Apple Silicon"), "{}", stderr(&o));
+        let o = anemone(&["probe", "device"]);
+        assert_eq!(o.status.code(), Some(0));
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            text.contains("sim  available") && text.contains("ane  unavailable: needs macOS"),
+            "{text}"
+        );
+    }
+}
