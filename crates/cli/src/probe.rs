@@ -86,7 +86,8 @@ fn to_json(r: &WeightReloadReport) -> serde_json::Value {
                 "took_effect": m.took_effect,
                 "max_error": m.max_error,
                 "update_ms": m.update_ms,
-                "speedup": m.speedup,
+                // A method that did not change the output has no speed-up to speak of.
+                "speedup": if m.took_effect { serde_json::json!(m.speedup) } else { serde_json::Value::Null },
             })
         })
         .collect();

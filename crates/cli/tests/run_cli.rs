@@ -187,10 +187,16 @@ fn probe_weight_reload_reports_the_seeds_verdict_and_the_alternatives() {
     let effect: Vec<bool> = methods.iter().map(|m| m["took_effect"].as_bool().unwrap()).collect();
     assert_eq!(effect, [false, true, true]);
     for m in methods {
-        for field in ["max_error", "update_ms", "speedup"] {
+        for field in ["max_error", "update_ms"] {
             assert!(m[field].as_f64().is_some(), "{field}: {m}");
         }
     }
+    // A speed-up only for the methods that took effect.
+    assert!(methods[0]["speedup"].is_null());
+    assert!(
+        methods[1]["speedup"].as_f64().unwrap() > 0.0
+            && methods[2]["speedup"].as_f64().unwrap() > 0.0
+    );
     // The human report says the same.
     let o = anemone(&[
         "probe",
