@@ -22,6 +22,17 @@ impl AlignedBytes {
         AlignedBytes { blocks: vec![bytemuck::Zeroable::zeroed(); len.div_ceil(64)], len }
     }
 
+    /// Like [`AlignedBytes::zeroed`], but says so instead of aborting the process when the
+    /// memory cannot be had (a huge declared shape must be an error, not a crash).
+    pub fn try_zeroed(len: usize) -> Result<AlignedBytes, String> {
+        let mut blocks: Vec<Block> = Vec::new();
+        blocks.try_reserve_exact(len.div_ceil(64)).map_err(|_| {
+            format!("cannot allocate {len} bytes ({:.1} GiB)", len as f64 / (1u64 << 30) as f64)
+        })?;
+        blocks.resize(len.div_ceil(64), bytemuck::Zeroable::zeroed());
+        Ok(AlignedBytes { blocks, len })
+    }
+
     pub fn from_bytes(bytes: &[u8]) -> AlignedBytes {
         let mut a = AlignedBytes::zeroed(bytes.len());
         a.bytes_mut().copy_from_slice(bytes);
@@ -55,5 +66,7 @@ mod tests {
         assert_eq!(a.bytes().as_ptr() as usize % 64, 0);
         assert_eq!(a.bytes(), &[0u8; 130][..]);
         assert_eq!(AlignedBytes::from_bytes(&[1, 2, 3]).bytes(), &[1, 2, 3]);
+        let e = AlignedBytes::try_zeroed(1 << 60).unwrap_err();
+        assert!(e.contains("cannot allocate"), "{e}");
     }
 }

@@ -247,8 +247,8 @@ impl Device {
             Ok(c) => c,
             Err(e) => {
                 // A compile that failed before reaching the device took no slot; one that
-                // failed on the device may have, so only errors we raised ourselves refund.
-                if matches!(e, Error::Invalid(_) | Error::Weights(_) | Error::Unsupported(_)) {
+                // the device itself refused may have.
+                if !matches!(e, Error::Device { .. }) {
                     self.inner.budget.refund();
                 }
                 return Err(e);

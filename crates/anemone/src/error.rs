@@ -37,6 +37,9 @@ pub enum Error {
          ANE requires all inputs to share one size and all outputs to share one size"
     )]
     UnequalSurfaces { what: &'static str, sizes: String },
+    /// Memory for surfaces or activations could not be allocated.
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
     /// A lifecycle call in the wrong state (evaluate before load, ...).
     #[error("{0}")]
     State(String),

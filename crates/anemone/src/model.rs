@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use anemone_mil::builder::PackedLayout;
+use anemone_mil::builder::{PackedLayout, PackedRegion};
 use anemone_mil::{Program, TensorType, Type, text, validate};
 
 use crate::device::{BindingOrder, CacheKey, CompileJob, Device, Executable};
@@ -449,7 +449,15 @@ impl Model {
                 surface.tensor_type()
             )));
         }
-        if let Some(r) = layout.regions.iter().find(|r| r.offset + r.cols > layout.width) {
+        if let Some(r) = layout.regions.iter().find(|r| r.cols == 0) {
+            return Err(Error::Shape(format!(
+                "region `{}` of `{}` has no columns",
+                r.name, layout.input
+            )));
+        }
+        let outside =
+            |r: &&PackedRegion| r.offset.checked_add(r.cols).is_none_or(|end| end > layout.width);
+        if let Some(r) = layout.regions.iter().find(outside) {
             return Err(Error::Shape(format!(
                 "region `{}` (columns {}..{}) lies outside the {} columns of `{}`",
                 r.name,

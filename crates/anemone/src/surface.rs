@@ -34,6 +34,11 @@ impl HeapMemory {
         HeapMemory(AlignedBytes::zeroed(len))
     }
 
+    /// Zeroed memory of `len` bytes, or an error when it cannot be had.
+    pub fn try_zeroed(len: usize) -> Result<HeapMemory> {
+        AlignedBytes::try_zeroed(len).map(HeapMemory).map_err(Error::OutOfMemory)
+    }
+
     pub fn bytes(&self) -> &[u8] {
         self.0.bytes()
     }
@@ -80,7 +85,9 @@ impl Surface {
     /// tensor's own size).
     pub fn new_heap(name: &str, ty: TensorType, alloc_size: usize) -> Result<Surface> {
         let need = tensor_bytes(name, &ty)?;
-        Surface::with_memory(name, ty, Box::new(HeapMemory::zeroed(alloc_size.max(need))))
+        let memory = HeapMemory::try_zeroed(alloc_size.max(need))
+            .map_err(|e| Error::OutOfMemory(format!("surface `{name}` ({ty}): {e}")))?;
+        Surface::with_memory(name, ty, Box::new(memory))
     }
 
     /// A surface over memory a backend allocated.

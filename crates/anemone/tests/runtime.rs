@@ -201,3 +201,37 @@ fn invalid_programs_and_missing_weights_are_refused_at_compile() {
     assert!(matches!(e, Error::Weights(_)), "{e}");
     assert!(e.to_string().contains("@model_path/weights/weight.bin"), "{e}");
 }
+
+fn run_text(text: &str, inputs: &[(&str, &[f32])], output: &str) -> anemone::Result<Vec<f32>> {
+    let program = anemone_mil::text::parse(text).unwrap_or_else(|d| panic!("{}", d.message));
+    let mut model = Device::simulator().compile(&program, &Weights::new())?;
+    for (name, values) in inputs {
+        model.input(name)?.write_f32(values)?;
+    }
+    model.evaluate()?;
+    model.output(output)?.read_f32()
+}
+
+#[test]
+fn an_inline_literal_never_shadows_a_value_of_the_program() {
+    // The literal of op `a` would be labelled `a_y`, the name of a real value.
+    let text = "program(1.3)\n{\n    func main<ios18>(tensor<fp16, [4]> x) {\n        tensor<fp16, [4]> a_y = relu(x = x)[name = string(\"r\")];\n        tensor<fp16, [4]> a = add(x = x, y = tensor<fp16, [4]>([1, 1, 1, 1]))[name = string(\"a\")];\n        tensor<fp16, [4]> out = add(x = a_y, y = a)[name = string(\"out\")];\n    } -> (out, a_y);\n}\n";
+    let x = [-1.0, 2.0, -3.0, 4.0];
+    assert_eq!(run_text(text, &[("x", &x)], "out").unwrap(), vec![0.0, 5.0, -2.0, 9.0]);
+    assert_eq!(run_text(text, &[("x", &x)], "a_y").unwrap(), vec![0.0, 2.0, 0.0, 4.0]);
+}
+
+#[test]
+fn constexpr_dequantize_takes_a_per_channel_zero_point_with_a_scalar_scale() {
+    let text = "program(1.3)\n{\n    func main<ios18>(tensor<fp16, [2, 2]> x) {\n        tensor<fp16, [2, 2]> w = constexpr_affine_dequantize()[axis = int32(0), name = string(\"w\"), quantized_data = tensor<int8, [2, 2]>([1, 1, 1, 1]), scale = fp16(1), zero_point = tensor<int8, [2]>([0, 1])];\n        tensor<fp16, [2, 2]> y = add(x = x, y = w)[name = string(\"y\")];\n    } -> (y);\n}\n";
+    assert_eq!(run_text(text, &[("x", &[0.0; 4])], "y").unwrap(), vec![1.0, 1.0, 0.0, 0.0]);
+}
+
+#[test]
+fn a_shape_too_large_for_memory_is_an_error_not_a_crash() {
+    let text = "program(1.3)\n{\n    func main<ios18>(tensor<fp16, [1, 65536, 65536, 64]> x) {\n        tensor<fp16, [1, 65536, 65536, 64]> y = relu(x = x)[name = string(\"y\")];\n    } -> (y);\n}\n";
+    let program = anemone_mil::text::parse(text).unwrap();
+    let e = Device::simulator().compile(&program, &Weights::new()).unwrap_err();
+    assert!(matches!(e, Error::OutOfMemory(_)), "{e}");
+    assert!(e.to_string().contains("cannot allocate"), "{e}");
+}

@@ -97,7 +97,13 @@ fn set_weight_writes_the_region_and_checks_its_arguments() {
     assert_eq!(raw[16], 1.0);
     assert_eq!(device.budget().used(), 1, "no recompiles");
 
-    let mut wrong = layout;
+    let mut wrong = layout.clone();
     wrong.width = 99;
     assert!(model.use_packed_layout(wrong).is_err());
+    let mut empty = layout.clone();
+    empty.regions[1].cols = 0;
+    assert!(model.use_packed_layout(empty).unwrap_err().to_string().contains("no columns"));
+    let mut overflow = layout;
+    overflow.regions[1].offset = usize::MAX;
+    assert!(model.use_packed_layout(overflow).is_err());
 }

@@ -25,12 +25,17 @@ pub struct BenchArgs {
     /// or shared/fixtures/mil-maderix, whichever exists).
     #[arg(long)]
     pub fixtures: Option<PathBuf>,
-    /// Minimum time spent evaluating each case.
-    #[arg(long, default_value_t = 0.5)]
+    /// Minimum time spent evaluating each case, in seconds (0 to 3600).
+    #[arg(long, default_value_t = 0.5, value_parser = parse_seconds)]
     pub seconds: f64,
     /// Run only the cases whose name contains this text.
     #[arg(long)]
     pub only: Option<String>,
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if (0.0..=3600.0).contains(&v) { Ok(v) } else { Err(format!("{v} is not between 0 and 3600")) }
 }
 
 /// One measured case.

@@ -43,9 +43,20 @@ pub fn run(cmd: ProbeCommand) -> ExitCode {
 }
 
 fn weight_reload(args: &WeightReloadArgs) -> ExitCode {
+    // The ANE's limits (REFERENCE.md §2), and a size the probe's tensors fit in: the packed
+    // input of the dynamic method holds channels x (spatial + channels) values.
+    let packed = args.channels.saturating_mul(args.spatial.saturating_add(args.channels));
     if args.channels == 0 || args.spatial == 0 || args.channels > 16384 || args.spatial > 65536 {
         eprintln!(
             "error: --channels must be in 1..=16384 and --spatial in 1..=65536 (the ANE's limits)"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    if packed > 1 << 26 {
+        eprintln!(
+            "error: {} channels at spatial {} make a packed input of {packed} values; the probe \
+             takes at most 2^26 (e.g. 4096 channels at spatial 12288)",
+            args.channels, args.spatial
         );
         return ExitCode::from(EXIT_USAGE);
     }

@@ -27,7 +27,7 @@ pub struct RunArgs {
     /// sim, ane or auto (default: $ANEMONE_DEVICE, else auto).
     #[arg(long)]
     pub device: Option<String>,
-    /// The function to run (default: main).
+    /// The function to run (default: `main`, else the first).
     #[arg(long)]
     pub function: Option<String>,
     /// Print compile, load and evaluate times and peak memory.

@@ -232,3 +232,11 @@ fn probes_that_cannot_run_exit_non_zero() {
         );
     }
 }
+
+#[test]
+fn bench_refuses_a_nonsense_duration() {
+    for bad in ["-1", "nan", "1e30", "soon"] {
+        let o = anemone(&["bench", "--device", "sim", &format!("--seconds={bad}")]);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
+    }
+}

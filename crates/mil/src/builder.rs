@@ -361,22 +361,23 @@ impl FunctionBuilder<'_> {
                 });
             }
         }
-        let mut bound: Vec<Named<Argument>> = Vec::with_capacity(inputs.len());
-        for (input_name, arg) in inputs {
-            let value = match arg {
-                Arg::Var(v) => Argument::var(v.name.clone()),
-                Arg::Tuple(vs) => Argument::Tuple(
-                    vs.iter().map(|v| Argument::var(v.name.clone())).collect(),
-                    Span::NONE,
-                ),
-                Arg::Lit(lit) => {
-                    let c = self.constant(&format!("{hint}_{input_name}"), lit.clone());
-                    Argument::var(c.name)
-                }
-            };
-            bound.push(Named::new(*input_name, value));
-        }
-        let name = self.fresh(hint);
+        // Literals stay inline for inference; they become `const` ops only once the op is
+        // known to be valid, so a failed call leaves nothing behind.
+        let mut bound: Vec<Named<Argument>> = inputs
+            .iter()
+            .map(|(input_name, arg)| {
+                let value = match arg {
+                    Arg::Var(v) => Argument::var(v.name.clone()),
+                    Arg::Tuple(vs) => Argument::Tuple(
+                        vs.iter().map(|v| Argument::var(v.name.clone())).collect(),
+                        Span::NONE,
+                    ),
+                    Arg::Lit(lit) => Argument::Literal(lit.clone()),
+                };
+                Named::new(*input_name, value)
+            })
+            .collect();
+        let name = self.peek_fresh(hint);
         let attributes = vec![Named::new("name", Literal::string(name.clone()))];
         let types = {
             let ctx = OpContext {
@@ -391,6 +392,14 @@ impl FunctionBuilder<'_> {
                 message: e.message,
             })?
         };
+        for input in &mut bound {
+            if let Argument::Literal(lit) = &input.value {
+                let c = self.constant(&format!("{hint}_{}", input.name.name), lit.clone());
+                input.value = Argument::var(c.name);
+            }
+        }
+        let name = self.fresh(hint);
+        let attributes = vec![Named::new("name", Literal::string(name.clone()))];
         let mut outputs = Vec::with_capacity(types.len());
         for (i, ty) in types.into_iter().enumerate() {
             let out_name = if i == 0 { name.clone() } else { self.fresh(&format!("{name}_{i}")) };
@@ -477,6 +486,14 @@ impl FunctionBuilder<'_> {
             rename(&mut input.name);
         }
         for op in &mut self.function.block.operations {
+            if op.outputs.iter().any(|o| o.name.name == old) && op.name_attribute() == Some(&old) {
+                // The op's `name` follows its result, so names stay unique in the program.
+                for a in &mut op.attributes {
+                    if a.name.name == "name" {
+                        a.value = Literal::string(name);
+                    }
+                }
+            }
             op.outputs.iter_mut().for_each(|o| rename(&mut o.name));
             for input in &mut op.inputs {
                 match &mut input.value {
@@ -494,7 +511,7 @@ impl FunctionBuilder<'_> {
         if let Some(entry) = self.values.remove(&old) {
             self.values.insert(name.to_string(), entry);
         }
-        self.names.remove(&old);
+        // The old name stays taken: op `name` attributes elsewhere may still carry it.
         self.names.insert(name.to_string());
         Ok(Var { name: name.to_string(), ty: v.ty.clone() })
     }
@@ -504,23 +521,34 @@ impl FunctionBuilder<'_> {
         self.builder.functions.push(self.function);
     }
 
-    /// A name based on `hint` that is not taken yet in this function.
-    fn fresh(&mut self, hint: &str) -> String {
-        let base: String = hint
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
-            .collect();
-        let base = if base.is_empty() || base.starts_with(|c: char| c.is_ascii_digit()) {
-            format!("v_{base}")
-        } else {
-            base
-        };
+    /// The name [`FunctionBuilder::fresh`] would give `hint` now, without taking it.
+    fn peek_fresh(&self, hint: &str) -> String {
+        let base = Self::base_name(hint);
         let mut name = base.clone();
         let mut n = 1;
         while self.names.contains(&name) {
             name = format!("{base}_{n}");
             n += 1;
         }
+        name
+    }
+
+    /// `hint` made into an identifier.
+    fn base_name(hint: &str) -> String {
+        let base: String = hint
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+            .collect();
+        if base.is_empty() || base.starts_with(|c: char| c.is_ascii_digit()) {
+            format!("v_{base}")
+        } else {
+            base
+        }
+    }
+
+    /// A name based on `hint` that is not taken yet in this function.
+    fn fresh(&mut self, hint: &str) -> String {
+        let name = self.peek_fresh(hint);
         self.names.insert(name.clone());
         name
     }

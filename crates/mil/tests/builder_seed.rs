@@ -103,4 +103,25 @@ fn renamed_values_are_renamed_everywhere_and_stale_handles_are_refused() {
     let text = built.text();
     assert!(text.contains("> y = relu(x = x)") && text.contains("sigmoid(x = y)"), "{text}");
     assert!(text.contains("} -> (y, sigmoid);"), "{text}");
+    // The op's `name` follows the renamed result.
+    assert!(text.contains("relu(x = x)[name = string(\"y\")]"), "{text}");
+}
+
+#[test]
+fn a_failed_op_leaves_nothing_behind() {
+    let mut b = Builder::new();
+    let mut f = b.function("main");
+    let x = f.input("x", TensorType::new(DType::Fp16, [1, 4]));
+    let axis = anemone_mil::Literal::int32(9);
+    let e = f.op1(
+        anemone_mil::ops::OpKind::Softmax,
+        "sm",
+        &[("x", (&x).into()), ("axis", axis.into())],
+    );
+    assert!(e.is_err());
+    let y = f.softmax(&x, -1).unwrap();
+    f.output(&y);
+    f.finish();
+    let text = b.build().unwrap().text();
+    assert!(!text.contains("int32(9)"), "{text}");
 }

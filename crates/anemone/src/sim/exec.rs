@@ -109,8 +109,9 @@ impl Executable for SimExecutable {
                 .memory
                 .buffer_sizes
                 .iter()
-                .map(|&n| AlignedBytes::zeroed(n))
-                .collect();
+                .map(|&n| AlignedBytes::try_zeroed(n))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| Error::OutOfMemory(format!("activation buffers: {e}")))?;
             self.loaded = true;
         }
         Ok(())

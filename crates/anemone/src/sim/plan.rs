@@ -271,7 +271,11 @@ impl PlanBuilder<'_> {
                     Error::Unsupported(format!("`{hint}`: a {} literal is not a tensor", lit.ty))
                 })?;
                 let c = self.literal_constant(lit, &ty)?;
-                Ok(self.define(hint, ty, Storage::Const(c), None))
+                // Not registered by name: an inline literal has none, and its made-up label
+                // must not shadow a value of the program.
+                self.values.push(Value { name: hint.to_string(), ty, storage: Storage::Const(c) });
+                self.alias_of.push(None);
+                Ok(self.values.len() - 1)
             }
             Argument::Tuple(..) => Err(Error::Unsupported(format!("`{hint}`: nested tuple"))),
         }
@@ -490,14 +494,15 @@ impl PlanBuilder<'_> {
         let scale = self.const_values(&q.scale)?;
         let zero = self.const_values(&q.zero_point)?;
         let inner: usize = q.axis.map_or(1, |a| q.shape[a + 1..].iter().product());
-        let channels = scale.len().max(1);
+        // Scale and zero point are each one value or one per channel of `axis`.
+        let channels = scale.len().max(zero.len()).max(1);
+        let pick = |values: &[f32], c: usize| if values.len() == 1 { values[0] } else { values[c] };
         Ok(data
             .iter()
             .enumerate()
             .map(|(i, &v)| {
                 let c = if channels == 1 { 0 } else { (i / inner) % channels };
-                let z = if zero.len() == 1 { zero[0] } else { zero[c] };
-                scale[c.min(scale.len() - 1)] * (v - z)
+                pick(&scale, c) * (v - pick(&zero, c))
             })
             .collect())
     }
