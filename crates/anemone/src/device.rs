@@ -271,4 +271,11 @@ impl Device {
     pub fn cached_programs(&self) -> usize {
         self.cache().len()
     }
+
+    /// Forgets every cached compile (models already made keep theirs). The cache keeps each
+    /// program's weights alive for as long as it holds it; a long run that recompiles with
+    /// new weights can drop them here. Compiling them again costs budget again.
+    pub fn clear_cache(&self) {
+        self.cache().clear();
+    }
 }

@@ -167,6 +167,10 @@ fn the_cache_avoids_a_second_compile_and_unload_load_is_cheap() {
     let q = seed_program(&identity(2.0));
     assert!(!device.compile(&q.program, &q.weights).unwrap().stats().cache_hit);
     assert_eq!(device.budget().used(), 2);
+    device.clear_cache();
+    assert_eq!(device.cached_programs(), 0);
+    assert!(!device.compile(&q.program, &q.weights).unwrap().stats().cache_hit);
+    assert_eq!(device.budget().used(), 3);
 
     first.input("x").unwrap().write_f32(&seed_input()).unwrap();
     first.evaluate().unwrap();
@@ -178,7 +182,7 @@ fn the_cache_avoids_a_second_compile_and_unload_load_is_cheap() {
     }
     first.evaluate().unwrap();
     assert_eq!(first.output("y").unwrap().read_f32().unwrap(), before);
-    assert_eq!(device.budget().used(), 2, "load does not compile");
+    assert_eq!(device.budget().used(), 3, "load does not compile");
 }
 
 #[test]
