@@ -19,6 +19,33 @@ pub struct FmtArgs {
     /// Exit 1 without writing if the file is not already canonical.
     #[arg(long, conflicts_with = "write")]
     pub check: bool,
+    /// With --write: rewrite even though the file has `//` comments, which the canonical
+    /// form does not keep.
+    #[arg(long, requires = "write")]
+    pub drop_comments: bool,
+}
+
+/// Whether `text` has a `//` comment (outside string literals).
+fn has_comments(text: &str) -> bool {
+    let (mut in_string, mut escaped, mut slash) = (false, false, false);
+    for c in text.chars() {
+        if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_string = true,
+            '/' if slash => return true,
+            _ => {}
+        }
+        slash = c == '/';
+    }
+    false
 }
 
 pub fn run(args: &FmtArgs) -> ExitCode {
@@ -49,6 +76,14 @@ pub fn run(args: &FmtArgs) -> ExitCode {
         if canonical == src.text {
             return ExitCode::SUCCESS;
         }
+        if has_comments(&src.text) && !args.drop_comments {
+            eprintln!(
+                "{} has `//` comments, which the canonical form does not keep; left unchanged \
+                 (--drop-comments rewrites it anyway)",
+                src.display_name
+            );
+            return ExitCode::from(1);
+        }
         return match blob::write_file_atomic(&src.mil_path, canonical.as_bytes()) {
             Ok(()) => {
                 eprintln!("formatted {}", src.display_name);
@@ -65,4 +100,17 @@ pub fn run(args: &FmtArgs) -> ExitCode {
         return ExitCode::from(EXIT_USAGE);
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_comments;
+
+    #[test]
+    fn comments_are_found_outside_strings_only() {
+        assert!(has_comments("x = 1; // note"));
+        assert!(!has_comments("path = string(\"@model_path/a//b\")"));
+        assert!(!has_comments("s = string(\"a\\\"//\")"));
+        assert!(!has_comments("a / b"));
+    }
 }

@@ -223,6 +223,14 @@ fn fmt_prints_canonical_text_and_rewrites_atomically() {
     assert_eq!(anemone(&["fmt", "--check", p]).status.code(), Some(0));
     // Only the file itself remains: no temporary files left behind.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    // Comments are not kept by the canonical form: refuse unless told to drop them.
+    std::fs::write(&path, format!("// keep me\n{messy}")).unwrap();
+    let o = anemone(&["fmt", "--write", p]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--drop-comments"), "{}", stderr(&o));
+    assert!(std::fs::read_to_string(&path).unwrap().starts_with("// keep me"));
+    assert_eq!(anemone(&["fmt", "--write", "--drop-comments", p]).status.code(), Some(0));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), canonical);
     // A file with a syntax error is left untouched.
     std::fs::write(&path, "program(1.3) {").unwrap();
     assert_eq!(anemone(&["fmt", "--write", p]).status.code(), Some(1));

@@ -701,22 +701,34 @@ impl Program {
         self.function("main").or_else(|| self.functions.first())
     }
 
-    /// Every BLOBFILE reference in the program, with the type it is read as.
+    /// Every BLOBFILE reference in the program, with the type it is read as: in op
+    /// attributes, inline inputs, tuples and dict entries.
     pub fn blob_refs(&self) -> Vec<(&BlobRef, &Type, Span)> {
+        fn literal<'a>(lit: &'a Literal, out: &mut Vec<(&'a BlobRef, &'a Type, Span)>) {
+            match &lit.data {
+                LiteralData::Blob(b) => out.push((b, &lit.ty, lit.span)),
+                LiteralData::Dict(entries) => entries.iter().for_each(|(k, v)| {
+                    literal(k, out);
+                    literal(v, out);
+                }),
+                LiteralData::Tensor(_) => {}
+            }
+        }
+        fn argument<'a>(arg: &'a Argument, out: &mut Vec<(&'a BlobRef, &'a Type, Span)>) {
+            match arg {
+                Argument::Literal(l) => literal(l, out),
+                Argument::Tuple(items, _) => items.iter().for_each(|a| argument(a, out)),
+                Argument::Var(_) => {}
+            }
+        }
         let mut out = Vec::new();
+        for a in &self.attributes {
+            literal(&a.value, &mut out);
+        }
         for f in &self.functions {
             for op in &f.block.operations {
-                let lits = op.attributes.iter().map(|a| &a.value).chain(
-                    op.inputs.iter().filter_map(|i| match &i.value {
-                        Argument::Literal(l) => Some(l),
-                        _ => None,
-                    }),
-                );
-                for lit in lits {
-                    if let LiteralData::Blob(b) = &lit.data {
-                        out.push((b, &lit.ty, lit.span));
-                    }
-                }
+                op.attributes.iter().for_each(|a| literal(&a.value, &mut out));
+                op.inputs.iter().for_each(|i| argument(&i.value, &mut out));
             }
         }
         out

@@ -106,7 +106,8 @@ fn lint_shapes(f: &Function, out: &mut Vec<Diagnostic>) {
                 .with_help("split the tensor; no dimension may exceed 65536 (REFERENCE.md §2)"),
             );
         }
-        if shape.len() >= 3 && shape[1] > MAX_CHANNELS {
+        // Channels are dim 1 of the ANE's [N, C, H, W] layout; other ranks have no such axis.
+        if shape.len() == 4 && shape[1] > MAX_CHANNELS {
             out.push(
                 Diagnostic::warning(
                     "ane::too-many-channels",

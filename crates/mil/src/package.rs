@@ -186,6 +186,17 @@ impl ModelDir {
         for (blob_path, file) in weights.iter() {
             let target = dir.root.join(blob_relative_path(blob_path)?);
             if let Some(parent) = target.parent() {
+                // Check the deepest directory that exists before creating anything, so that
+                // a symlink leading outside never gets directories made behind it.
+                let existing = parent.ancestors().find(|a| a.exists()).unwrap_or(&dir.root);
+                let real = fs::canonicalize(existing).map_err(|e| PackageError::io(existing, e))?;
+                if !real.starts_with(&dir.root) {
+                    return Err(PackageError::Escapes {
+                        blob_path: blob_path.to_string(),
+                        resolved: real.display().to_string(),
+                        root: dir.root.display().to_string(),
+                    });
+                }
                 fs::create_dir_all(parent).map_err(|e| PackageError::io(parent, e))?;
                 let real = fs::canonicalize(parent).map_err(|e| PackageError::io(parent, e))?;
                 if !real.starts_with(&dir.root) {
@@ -437,8 +448,13 @@ pub fn synthetic_weights(program: &Program, seed: u64) -> Result<Weights, String
         refs.sort_by_key(|(o, _)| *o);
         let mut writer = BlobWriter::new();
         for (offset, ty) in refs {
-            let n = ty.checked_element_count().ok_or_else(|| format!("{ty} is too large"))?;
-            let fan_in: usize = ty.shape.iter().skip(1).product::<usize>().max(1);
+            // Generated weights live in memory: refuse sizes no test or benchmark needs.
+            const MAX_GENERATED: usize = 1 << 30;
+            let n =
+                ty.checked_element_count().filter(|&n| n <= MAX_GENERATED).ok_or_else(|| {
+                    format!("{path}: {ty} is too large to generate (at most 2^30 elements)")
+                })?;
+            let fan_in = ty.shape.iter().skip(1).fold(1usize, |a, &d| a.saturating_mul(d)).max(1);
             let scale = 1.0 / (fan_in as f32).sqrt();
             let mut uniform = || ((next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale;
             let at = match ty.dtype {

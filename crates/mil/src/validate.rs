@@ -172,6 +172,10 @@ fn resolve_operation<'a>(
     defined_later: &HashMap<&str, Span>,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<ResolvedOp<'a>> {
+    // Literal types can be as large as declared ones: check them the same way.
+    for lit in op_literals(op) {
+        check_type(&lit.ty, lit.span, diags);
+    }
     let Some(kind) = OpKind::from_name(&op.op.name) else {
         diags.push(unknown_op(op));
         return None;
@@ -227,6 +231,20 @@ fn resolve_operation<'a>(
     };
     check_results(op, kind, &inferred, diags);
     Some(ResolvedOp { op, context, inferred })
+}
+
+/// Every literal an operation holds: attribute values and inline inputs, in tuples too.
+fn op_literals(op: &Operation) -> Vec<&Literal> {
+    fn argument<'a>(arg: &'a Argument, out: &mut Vec<&'a Literal>) {
+        match arg {
+            Argument::Literal(l) => out.push(l),
+            Argument::Tuple(items, _) => items.iter().for_each(|a| argument(a, out)),
+            Argument::Var(_) => {}
+        }
+    }
+    let mut out: Vec<&Literal> = op.attributes.iter().map(|a| &a.value).collect();
+    op.inputs.iter().for_each(|i| argument(&i.value, &mut out));
+    out
 }
 
 /// Binds one argument to what is known about it; reports undefined names.
@@ -508,6 +526,17 @@ mod tests {
 
         let src = "program(1.3)\n{\n    func main<ios18>(tensor<fp16, [65536, 65536, 65536]> x) {\n    } -> (x);\n}\n";
         assert_eq!(one_error(src).0, "validate::tensor-too-large");
+
+        // A literal's type is checked too, here a BLOBFILE of 2^62 elements.
+        let src = program(
+            "        fp16 y = reduce_sum(x = tensor<fp16, [4611686018427387904]>(BLOBFILE(path = string(\"@model_path/w.bin\"), offset = uint64(64))));\n",
+            "x",
+        );
+        assert!(
+            errors(&src).iter().any(|e| e.0 == "validate::tensor-too-large"),
+            "{:?}",
+            errors(&src)
+        );
     }
 
     #[test]

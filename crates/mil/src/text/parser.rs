@@ -621,6 +621,14 @@ impl Parser<'_> {
     /// `BLOBFILE(path = string("..."), offset = uint64(N))`
     fn blob(&mut self, ty: &Type) -> PResult<LiteralData> {
         let keyword = self.bump();
+        // A BLOBFILE's fields are values, which may be BLOBFILEs again: count the nesting.
+        self.enter(keyword)?;
+        let result = self.blob_fields(ty, keyword);
+        self.leave();
+        result
+    }
+
+    fn blob_fields(&mut self, ty: &Type, keyword: Token) -> PResult<LiteralData> {
         if matches!(ty, Type::Dict(..)) {
             return Err(bad_blob(keyword.span, "a dict cannot be read from a BLOBFILE".into()));
         }
