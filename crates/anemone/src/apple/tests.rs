@@ -648,3 +648,29 @@ fn the_backend_binds_alphabetically_as_the_ane() {
         AneOptions { qos: 21, load_retry_delay: Duration::from_millis(100) }
     );
 }
+
+#[test]
+fn model_weight_updates_drive_the_seeds_calls() {
+    let s = Setup::new();
+    let device = s.device(quick());
+    let (program, weights_a) = seed_program(1.0);
+    let (_, weights_b) = seed_program(3.0);
+    let mut model = device.compile(&program, &weights_a).unwrap();
+    s.rt.take_log();
+
+    // Model::reload_from_disk is the seed's step 3: rewrite the file, unload, load.
+    let update = model.reload_from_disk(&weights_b).unwrap();
+    assert!(!update.compiled);
+    let log = s.rt.take_log();
+    assert_eq!(log.len(), 2, "{log:#?}");
+    assert!(log[0].contains(" unloadWithQoS:error:] qos=21 -> YES"), "{log:#?}");
+    assert!(log[1].contains(" loadWithQoS:options:error:] qos=21"), "{log:#?}");
+
+    // Model::recompile_with is a new descriptor and a real compile, charged to the budget.
+    let used = device.budget().used();
+    let update = model.recompile_with(&weights_b).unwrap();
+    assert!(update.compiled);
+    assert_eq!(device.budget().used(), used + 1);
+    let log = s.rt.take_log();
+    assert!(log.iter().any(|l| l.contains("compileWithQoS")), "{log:#?}");
+}
