@@ -564,6 +564,16 @@ fn run_attention<T: Element + bytemuck::Pod>(
     .map_err(|e| e.to_string())
 }
 
+/// The plan's zero points in the integer type the kernel works on (the registry has checked
+/// that they fit).
+fn zero_points<Q: quant::QuantInt>(q: &plan::Quant) -> Vec<Q> {
+    q.zero_point.iter().map(|&z| Q::saturate(z as i32)).collect()
+}
+
+fn quant_params<'a, Q>(q: &'a plan::Quant, zp: &'a [Q]) -> quant::QuantParams<'a, Q> {
+    quant::QuantParams { scale: &q.scale, zero_point: Some(zp), axis: q.axis }
+}
+
 fn run_quantize<T: Element + bytemuck::Pod>(
     env: &Env,
     q: &plan::Quant,
@@ -574,13 +584,13 @@ fn run_quantize<T: Element + bytemuck::Pod>(
     let (xs, shape) = (view::<T>(env.bytes(x)), &env.ty(x).shape);
     let r = match out_dtype {
         DType::Int8 => {
-            let zp: Vec<i8> = q.zero_point.iter().map(|&z| z as i8).collect();
-            let p = quant::QuantParams { scale: &q.scale, zero_point: Some(&zp), axis: q.axis };
+            let zp = zero_points::<i8>(q);
+            let p = quant_params(q, &zp);
             quant::quantize::<T, i8>(xs, shape, p, view_mut(out))
         }
         DType::UInt8 => {
-            let zp: Vec<u8> = q.zero_point.iter().map(|&z| z as u8).collect();
-            let p = quant::QuantParams { scale: &q.scale, zero_point: Some(&zp), axis: q.axis };
+            let zp = zero_points::<u8>(q);
+            let p = quant_params(q, &zp);
             quant::quantize::<T, u8>(xs, shape, p, out)
         }
         other => return Err(unsupported("quantize output", other)),
@@ -597,13 +607,13 @@ fn run_dequantize<T: Element + bytemuck::Pod>(
     let (bytes, shape) = (env.bytes(x), &env.ty(x).shape);
     let r = match env.ty(x).dtype {
         DType::Int8 => {
-            let zp: Vec<i8> = q.zero_point.iter().map(|&z| z as i8).collect();
-            let p = quant::QuantParams { scale: &q.scale, zero_point: Some(&zp), axis: q.axis };
+            let zp = zero_points::<i8>(q);
+            let p = quant_params(q, &zp);
             quant::dequantize::<i8, T>(view(bytes), shape, p, view_mut(out))
         }
         DType::UInt8 => {
-            let zp: Vec<u8> = q.zero_point.iter().map(|&z| z as u8).collect();
-            let p = quant::QuantParams { scale: &q.scale, zero_point: Some(&zp), axis: q.axis };
+            let zp = zero_points::<u8>(q);
+            let p = quant_params(q, &zp);
             quant::dequantize::<u8, T>(bytes, shape, p, view_mut(out))
         }
         other => return Err(unsupported("dequantize input", other)),
