@@ -472,6 +472,11 @@ impl Model {
         Ok(())
     }
 
+    /// The packed layouts given with [`Model::use_packed_layout`].
+    pub fn packed_layouts(&self) -> &[PackedLayout] {
+        &self.layouts
+    }
+
     /// Writes the weight `name` of a packed input: `values` is its `[channels, cols]`
     /// matrix, row-major, converted to the input's dtype. No compile, no reload: the next
     /// evaluate uses it.
