@@ -11,6 +11,7 @@ mod npy;
 mod probe;
 mod run;
 mod source;
+mod train;
 mod weights;
 
 /// Program Apple's Neural Engine from MIL: check and format programs, pack weights, and run
@@ -41,6 +42,15 @@ enum Command {
         #[command(subcommand)]
         cmd: probe::ProbeCommand,
     },
+    /// Train a llama-style transformer on text with compile-once device kernels.
+    ///
+    /// Writes DIR/checkpoint.safetensors (weights, AdamW state, step, data RNG) and
+    /// DIR/loss.svg. Exits 0 when the run finished or stopped at --stop-after, 1 when it
+    /// failed (e.g. the loss became NaN; the last good checkpoint is kept), 2 on bad input.
+    Train(Box<train::TrainArgs>),
+    /// Generate text from a trained model (a training directory, checkpoint or llama2.c
+    /// .bin), streaming tokens as the device produces them.
+    Generate(train::GenerateArgs),
     /// Write and inspect MILBlob v2 weight files (weights/*.bin).
     Weights {
         #[command(subcommand)]
@@ -68,5 +78,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::Probe { cmd } => probe::run(cmd),
         Command::Weights { cmd } => weights::run(cmd),
+        Command::Train(args) => train::train(&args),
+        Command::Generate(args) => train::generate(&args),
     }
 }

@@ -1,0 +1,473 @@
+//! The training loop: data windows, micro-batches with gradient accumulation, clipping,
+//! AdamW on the warm-up + cosine schedule, validation, checkpoints (and resuming them bit
+//! for bit), and the loss curve. The CLI renders its [`Event`]s.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anemone::Device;
+
+use crate::checkpoint::{self, LogPoint, TrainState};
+use crate::config::Config;
+use crate::data::{self, Batch, Dataset, Sampler, Split};
+use crate::error::{Error, Result};
+use crate::optim::{self, AdamW};
+use crate::params::Params;
+use crate::plot;
+use crate::step::{Engine, Timing};
+use crate::tokenizer::Tokenizer;
+
+/// File name of the loss curve in the output directory.
+pub const LOSS_CURVE: &str = "loss.svg";
+
+/// What a run is asked to do.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub config: Config,
+    /// A text file (byte-level tokens, or `tokenizer`'s) or a `.bin` token file.
+    pub data: PathBuf,
+    /// A Hugging Face `tokenizer.json`, for text data and for decoding.
+    pub tokenizer: Option<PathBuf>,
+    /// Where checkpoints and the loss curve go.
+    pub out: PathBuf,
+    /// The run's total optimizer steps: the schedule's horizon.
+    pub steps: usize,
+    /// End after this step as if interrupted (checkpointed; the horizon stays `steps`).
+    pub stop_after: Option<usize>,
+    /// Continue from the checkpoint in `out`.
+    pub resume: bool,
+    /// Start from these weights (a llama2.c `.bin` or a checkpoint) instead of random ones.
+    pub init: Option<PathBuf>,
+    pub seed: u64,
+    /// Report a step every this many steps.
+    pub log_every: usize,
+}
+
+/// One optimizer step's report.
+#[derive(Clone, Debug)]
+pub struct StepReport {
+    /// Steps completed, this one included.
+    pub step: usize,
+    /// Mean training loss over the step's micro-batches.
+    pub loss: f64,
+    /// Validation loss, when evaluated after this step.
+    pub val_loss: Option<f64>,
+    pub lr: f32,
+    /// Gradient norm before clipping.
+    pub grad_norm: f32,
+    pub ms_per_step: f64,
+    pub tokens_per_s: f64,
+    /// Device compiles spent by the run so far.
+    pub compiles: usize,
+    pub timing: Timing,
+}
+
+/// The end of a run.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub step: usize,
+    pub steps_run: usize,
+    pub loss: Option<f64>,
+    pub val_loss: Option<f64>,
+    pub compiles: usize,
+    pub checkpoint: PathBuf,
+    pub loss_curve: Option<PathBuf>,
+    /// Mean time per step of this run, split by where it went.
+    pub per_step: Timing,
+    pub seconds: f64,
+    /// The run stopped at `--stop-after` before the horizon.
+    pub interrupted: bool,
+}
+
+/// What the loop tells its caller as it goes.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// Set up: where the run starts and what it will do.
+    Started {
+        first_step: usize,
+        steps: usize,
+        tokens_per_step: usize,
+        compiles: usize,
+        parameters: usize,
+    },
+    /// Every step, for progress displays.
+    Progress(&'a StepReport),
+    /// A step to log (every `log_every` steps, each validation, and the last).
+    Step(&'a StepReport),
+    Checkpoint(&'a Path),
+}
+
+/// A training run in progress.
+pub struct Trainer {
+    options: RunOptions,
+    engine: Engine,
+    eval_engine_batches: Vec<Batch>,
+    dataset: Dataset,
+    tokenizer: Tokenizer,
+    sampler: Sampler,
+    params: Params,
+    grads: Params,
+    adam: AdamW,
+    step: usize,
+    history: Vec<LogPoint>,
+    compiles_at_start: usize,
+    device: Device,
+}
+
+impl Trainer {
+    /// Opens the data, restores or initialises the state, and compiles the kernels.
+    pub fn new(device: &Device, options: RunOptions) -> Result<Trainer> {
+        let mut options = options;
+        if options.steps == 0 {
+            return Err(Error::Config("--steps must be at least 1".into()));
+        }
+        if options.log_every == 0 {
+            options.log_every = 1;
+        }
+        let tokenizer = match &options.tokenizer {
+            Some(p) => Tokenizer::from_file(p)?,
+            None => Tokenizer::bytes(),
+        };
+        let resumed = if options.resume { Some(load_resume_state(&options)?) } else { None };
+        if let Some(state) = &resumed {
+            // The model must match; training settings come from the checkpoint.
+            checkpoint::check_compatible(state, &options.config)?;
+            options.config.train = state.config.train.clone();
+        }
+        options.config.validate()?;
+        let config = options.config.clone();
+        if tokenizer.vocab_size() > config.model.vocab_size {
+            return Err(Error::Config(format!(
+                "the tokenizer has {} tokens but the model's vocabulary is {}",
+                tokenizer.vocab_size(),
+                config.model.vocab_size
+            )));
+        }
+        let dataset = Dataset::open(
+            &options.data,
+            &tokenizer,
+            config.model.vocab_size,
+            config.model.seq_len,
+            config.train.val_fraction,
+        )?;
+        let (params, adam, sampler, step, history) = match resumed {
+            Some(state) => {
+                if state.step >= options.steps {
+                    return Err(Error::Config(format!(
+                        "the checkpoint in {} is at step {}, already at or past --steps {}",
+                        options.out.display(),
+                        state.step,
+                        options.steps
+                    )));
+                }
+                let adam = AdamW { m: state.adam_m, v: state.adam_v };
+                (state.params, adam, Sampler::from_state(&state.rng), state.step, state.history)
+            }
+            None => {
+                let params = match &options.init {
+                    Some(path) => load_init(path, &config)?,
+                    None => Params::init(&config.model, options.seed),
+                };
+                let adam = AdamW::new(params.layout.clone());
+                (params, adam, Sampler::new(options.seed), 0, Vec::new())
+            }
+        };
+        let before = device.budget().used();
+        let mut engine = Engine::new(device, &config.model, config.train.batch, true)?;
+        engine.stage_weights(&params)?;
+        let eval_batches = data::val_batches(
+            &dataset,
+            config.train.eval_batches,
+            config.train.batch,
+            config.model.seq_len,
+        );
+        Ok(Trainer {
+            grads: Params::zeros(params.layout.clone()),
+            options,
+            engine,
+            eval_engine_batches: eval_batches,
+            dataset,
+            tokenizer,
+            sampler,
+            params,
+            adam,
+            step,
+            history,
+            compiles_at_start: before,
+            device: device.clone(),
+        })
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    pub fn step_count(&self) -> usize {
+        self.step
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn dataset(&self) -> &Dataset {
+        &self.dataset
+    }
+
+    /// The gradient of the last step (unscaled, after clipping), for tests and reports.
+    pub fn last_gradients(&self) -> &Params {
+        &self.grads
+    }
+
+    /// Device compiles spent since this trainer was made (the device's budget counter).
+    pub fn compiles(&self) -> usize {
+        self.device.budget().used().saturating_sub(self.compiles_at_start)
+    }
+
+    /// Tokens one optimizer step trains on.
+    pub fn tokens_per_step(&self) -> usize {
+        let t = &self.options.config.train;
+        t.batch * t.accum_steps * self.options.config.model.seq_len
+    }
+
+    /// Computes the gradient of the mean loss over `batches` (one per micro-batch) into
+    /// the trainer's gradient buffer, without updating anything. Returns the mean loss.
+    pub fn gradients(&mut self, batches: &[Batch]) -> Result<f64> {
+        self.grads.clear();
+        let scale = self.options.config.train.loss_scale;
+        let k = batches.len() as f32;
+        let mut loss = 0.0;
+        for b in batches {
+            loss += self.engine.accumulate_gradients(
+                &self.params,
+                &b.inputs,
+                &b.targets,
+                scale,
+                1.0 / k,
+                &mut self.grads,
+            )?;
+        }
+        Ok(loss / batches.len() as f64)
+    }
+
+    /// One optimizer step on freshly sampled micro-batches.
+    pub fn step(&mut self) -> Result<StepReport> {
+        let t = &self.options.config.train;
+        let (accum, batch, seq) = (t.accum_steps, t.batch, self.options.config.model.seq_len);
+        let batches: Vec<Batch> = (0..accum)
+            .map(|_| self.sampler.batch(&self.dataset, Split::Train, batch, seq))
+            .collect();
+        self.step_on(&batches)
+    }
+
+    /// One optimizer step on the given micro-batches (each `batch` sequences).
+    pub fn step_on(&mut self, batches: &[Batch]) -> Result<StepReport> {
+        let start = Instant::now();
+        let t = self.options.config.train.clone();
+        let loss = self.gradients(batches)?;
+        let next = self.step + 1;
+        if !loss.is_finite() {
+            return Err(self.diverged(next, format!("the loss became {loss}")));
+        }
+        let clock = Instant::now();
+        let grad_norm = optim::clip_grad_norm(&mut self.grads, t.grad_clip);
+        if !grad_norm.is_finite() {
+            return Err(self.diverged(next, format!("the gradient norm became {grad_norm}")));
+        }
+        let lr = optim::lr_at(self.step, self.options.steps, &t);
+        self.adam.step(&mut self.params, &self.grads, next, lr, &t);
+        let mut cpu = clock.elapsed();
+        self.engine.stage_weights(&self.params)?;
+        self.step = next;
+        let val_loss = if self.step.is_multiple_of(t.eval_every) || self.step == self.options.steps
+        {
+            let c = Instant::now();
+            let v = self.evaluate()?;
+            cpu += c.elapsed();
+            Some(v)
+        } else {
+            None
+        };
+        let mut timing = self.engine.take_timing();
+        timing.cpu += cpu;
+        let seconds = start.elapsed().as_secs_f64();
+        let report = StepReport {
+            step: self.step,
+            loss,
+            val_loss,
+            lr,
+            grad_norm,
+            ms_per_step: seconds * 1e3,
+            tokens_per_s: (batches.len() * t.batch * self.options.config.model.seq_len) as f64
+                / seconds.max(1e-9),
+            compiles: self.compiles(),
+            timing,
+        };
+        let point = LogPoint {
+            step: self.step,
+            loss: loss as f32,
+            val_loss: val_loss.map(|v| v as f32),
+            lr,
+        };
+        self.history.push(point);
+        Ok(report)
+    }
+
+    fn diverged(&self, step: usize, what: String) -> Error {
+        let kept = checkpoint::load(&self.options.out)
+            .map(|s| {
+                format!(
+                    "the last good checkpoint (step {}) is kept in {}",
+                    s.step,
+                    self.options.out.display()
+                )
+            })
+            .unwrap_or_else(|_| "no checkpoint was written yet".into());
+        Error::Diverged(format!(
+            "step {step}: {what}; training stopped and {kept}. Lower the learning rate or \
+             the loss scale (fp16 gradients overflow past 65504)"
+        ))
+    }
+
+    /// Mean loss over the fixed validation windows (held-out data).
+    pub fn evaluate(&mut self) -> Result<f64> {
+        let mut total = 0.0;
+        for b in &self.eval_engine_batches {
+            total += self.engine.loss(&self.params, &b.inputs, &b.targets)?;
+        }
+        Ok(total / self.eval_engine_batches.len().max(1) as f64)
+    }
+
+    /// Everything a resume needs.
+    pub fn state(&self) -> TrainState {
+        TrainState {
+            config: self.options.config.clone(),
+            step: self.step,
+            params: self.params.clone(),
+            adam_m: self.adam.m.clone(),
+            adam_v: self.adam.v.clone(),
+            rng: self.sampler.state(),
+            total_steps: self.options.steps,
+            history: self.history.clone(),
+            data: Some(self.options.data.display().to_string()),
+            tokenizer: self.options.tokenizer.as_ref().map(|p| p.display().to_string()),
+        }
+    }
+
+    /// Writes the checkpoint atomically (the previous one survives a failed write).
+    pub fn checkpoint(&self) -> Result<PathBuf> {
+        checkpoint::save(&self.options.out, &self.state())
+    }
+
+    /// Writes the loss curve of the whole run (resumed parts included).
+    pub fn write_loss_curve(&self) -> Result<PathBuf> {
+        let path = self.options.out.join(LOSS_CURVE);
+        let train: Vec<(usize, f32)> = self.history.iter().map(|p| (p.step, p.loss)).collect();
+        let val: Vec<(usize, f32)> =
+            self.history.iter().filter_map(|p| p.val_loss.map(|v| (p.step, v))).collect();
+        plot::write_loss_curve(&path, &train, &val, "anemone train")?;
+        Ok(path)
+    }
+
+    /// Runs to `steps` (or `stop_after`), checkpointing on the way and at the end.
+    pub fn run(&mut self, mut on_event: impl FnMut(Event<'_>)) -> Result<Summary> {
+        let start = Instant::now();
+        let first = self.step;
+        let end = self.options.stop_after.map_or(self.options.steps, |s| s.min(self.options.steps));
+        on_event(Event::Started {
+            first_step: first,
+            steps: self.options.steps,
+            tokens_per_step: self.tokens_per_step(),
+            compiles: self.compiles(),
+            parameters: self.params.data.len(),
+        });
+        let mut per_step = Timing::default();
+        let mut last: Option<StepReport> = None;
+        let mut last_val = None;
+        while self.step < end {
+            let report = self.step()?;
+            per_step.add(&report.timing);
+            if report.val_loss.is_some() {
+                last_val = report.val_loss;
+            }
+            let logged = report.step.is_multiple_of(self.options.log_every)
+                || report.step == end
+                || report.val_loss.is_some();
+            on_event(Event::Progress(&report));
+            if logged {
+                on_event(Event::Step(&report));
+            }
+            if report.step.is_multiple_of(self.options.config.train.checkpoint_every)
+                && report.step != end
+            {
+                let path = self.checkpoint()?;
+                on_event(Event::Checkpoint(&path));
+            }
+            last = Some(report);
+        }
+        let path = self.checkpoint()?;
+        on_event(Event::Checkpoint(&path));
+        let curve = self.write_loss_curve().ok();
+        let steps_run = self.step - first;
+        let n = steps_run.max(1) as u32;
+        let mean =
+            Timing { device: per_step.device / n, copy: per_step.copy / n, cpu: per_step.cpu / n };
+        Ok(Summary {
+            step: self.step,
+            steps_run,
+            loss: last.as_ref().map(|r| r.loss),
+            val_loss: last_val,
+            compiles: self.compiles(),
+            checkpoint: path,
+            loss_curve: curve,
+            per_step: mean,
+            seconds: start.elapsed().as_secs_f64(),
+            interrupted: self.step < self.options.steps,
+        })
+    }
+}
+
+fn load_resume_state(options: &RunOptions) -> Result<TrainState> {
+    let state = checkpoint::load(&options.out)?;
+    if state.total_steps != options.steps {
+        // The horizon is part of the schedule: a different --steps changes every later lr.
+        eprintln!(
+            "note: the checkpoint was written by a run of {} steps; continuing to {}",
+            state.total_steps, options.steps
+        );
+    }
+    Ok(state)
+}
+
+/// Initial weights from a llama2.c `.bin` model or from a checkpoint (its weights only).
+fn load_init(path: &Path, config: &Config) -> Result<Params> {
+    let is_bin = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("bin"));
+    let params =
+        if is_bin { checkpoint::load_llama2c(path)? } else { checkpoint::load(path)?.params };
+    if params.config() != &config.model {
+        return Err(Error::checkpoint(
+            path,
+            format!(
+                "its model ({}) differs from the configured one ({}); pass the model file's \
+                 own config",
+                describe(params.config()),
+                describe(&config.model)
+            ),
+        ));
+    }
+    Ok(params)
+}
+
+/// A one-line description of a model config.
+pub fn describe(m: &crate::config::ModelConfig) -> String {
+    format!(
+        "dim {}, hidden {}, {} layers, {} heads, seq {}, vocab {}{}",
+        m.dim,
+        m.hidden_dim,
+        m.n_layers,
+        m.n_heads,
+        m.seq_len,
+        m.vocab_size,
+        if m.shared_classifier { "" } else { ", separate classifier" }
+    )
+}
