@@ -89,6 +89,8 @@ pub enum Event<'a> {
         tokens_per_step: usize,
         compiles: usize,
         parameters: usize,
+        /// The validation loss before the first step of a fresh run.
+        initial_val_loss: Option<f64>,
     },
     /// Every step, for progress displays.
     Progress(&'a StepReport),
@@ -374,12 +376,23 @@ impl Trainer {
         let start = Instant::now();
         let first = self.step;
         let end = self.options.stop_after.map_or(self.options.steps, |s| s.min(self.options.steps));
+        // A fresh run's curve starts from the untrained model's validation loss.
+        let initial_val_loss = if first == 0 && self.history.is_empty() {
+            let v = self.evaluate()?;
+            let point = LogPoint { step: 0, loss: v as f32, val_loss: Some(v as f32), lr: 0.0 };
+            self.history.push(point);
+            self.engine.take_timing();
+            Some(v)
+        } else {
+            None
+        };
         on_event(Event::Started {
             first_step: first,
             steps: self.options.steps,
             tokens_per_step: self.tokens_per_step(),
             compiles: self.compiles(),
             parameters: self.params.data.len(),
+            initial_val_loss,
         });
         let mut per_step = Timing::default();
         let mut last: Option<StepReport> = None;
