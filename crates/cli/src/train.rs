@@ -36,8 +36,9 @@ pub struct TrainArgs {
     /// Directory for the checkpoint and the loss curve.
     #[arg(long)]
     pub out: PathBuf,
-    /// Continue from the checkpoint in --out up to --steps.
-    #[arg(long)]
+    /// Continue from the checkpoint in --out up to --steps, with its training settings,
+    /// weights, optimizer state and data position (--config must give the same model).
+    #[arg(long, conflicts_with = "init")]
     pub resume: bool,
     /// End after this step as if interrupted (checkpointed; the horizon stays --steps).
     #[arg(long)]
@@ -48,11 +49,12 @@ pub struct TrainArgs {
     /// sim, ane or auto (default: $ANEMONE_DEVICE, else auto).
     #[arg(long)]
     pub device: Option<String>,
-    /// Seed of the weight initialisation and of the data windows.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Peak learning rate (default: the config's).
+    /// Seed of the weight initialisation and of the data windows [default: 0].
     #[arg(long)]
+    pub seed: Option<u64>,
+    /// Peak learning rate (default: the config's).
+    // Negative numbers reach the config's validation, which says what is wrong with them.
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f32>,
     /// Sequences per micro-batch.
     #[arg(long)]
@@ -64,7 +66,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub warmup: Option<usize>,
     /// Static loss scale of the fp16 backward pass.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub loss_scale: Option<f32>,
     /// Validation loss every this many steps.
     #[arg(long)]
@@ -89,11 +91,14 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 256)]
     pub tokens: usize,
     /// Sampling temperature; 0 picks the most likely token.
-    #[arg(long, default_value_t = 0.8)]
+    // Negative numbers are let through so that validation, not the parser, explains them.
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
     pub temperature: f32,
-    /// Nucleus sampling: draw from the most likely tokens holding this much probability.
-    #[arg(long, default_value_t = 0.9)]
+    /// Nucleus sampling: draw from the most likely tokens holding this much probability
+    /// (in (0, 1]; 1 draws from every token).
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     pub top_p: f32,
+    /// Seed of the sampler: the same model, prompt, settings and seed give the same text.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// A Hugging Face tokenizer.json (default: the one the run used, else bytes).
@@ -109,8 +114,8 @@ fn fail(e: impl std::fmt::Display, code: u8) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// Usage and input problems exit 2; a run that started and failed (diverged, device
-/// error) exits 1.
+/// Exit status of a problem found before a run starts: usage and input problems exit 2,
+/// a device that fails to build or compile the kernels exits 1.
 fn exit_code(e: &Error) -> u8 {
     match e {
         Error::Diverged(_) | Error::Device(_) | Error::Kernel { .. } => 1,
@@ -118,17 +123,44 @@ fn exit_code(e: &Error) -> u8 {
     }
 }
 
+/// Exit status of a run that started and then failed (diverged, a device error, a
+/// checkpoint that could not be written): whatever the cause, the input was accepted.
+const EXIT_RUN_FAILED: u8 = 1;
+
+fn is_llama2c_model(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("bin"))
+}
+
+/// The training-setting flags given on the command line.
+fn training_flags_given(args: &TrainArgs) -> Vec<&'static str> {
+    [
+        ("--lr", args.lr.is_some()),
+        ("--batch", args.batch.is_some()),
+        ("--accum", args.accum.is_some()),
+        ("--warmup", args.warmup.is_some()),
+        ("--loss-scale", args.loss_scale.is_some()),
+        ("--eval-every", args.eval_every.is_some()),
+        ("--seed", args.seed.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, given)| given.then_some(flag))
+    .collect()
+}
+
 fn build_config(args: &TrainArgs) -> Result<Config, Error> {
     let mut config = match &args.init {
-        // A llama2.c model carries its own shape; training settings come from --config
-        // only when it names a file or preset explicitly different from the default.
-        Some(path) if path.extension().is_some_and(|e| e == "bin") => {
+        // A llama2.c model carries its own shape; the training settings come from --config.
+        Some(path) if is_llama2c_model(path) => {
             let params = checkpoint::load_llama2c(path)?;
-            let train = Config::load(&args.config).map(|c| c.train).unwrap_or_default();
-            Config { model: params.config().clone(), train }
+            Config { model: params.config().clone(), train: Config::load(&args.config)?.train }
         }
         _ => Config::load(&args.config)?,
     };
+    if args.resume {
+        // The run continues with the checkpoint's settings (the caller says so); applying
+        // the flags here could only refuse values that are ignored anyway.
+        return Ok(config);
+    }
     let t = &mut config.train;
     if let Some(v) = args.lr {
         t.lr = v;
@@ -152,7 +184,25 @@ fn build_config(args: &TrainArgs) -> Result<Config, Error> {
     Ok(config)
 }
 
+/// One JSON line on stdout. A reader that went away (`| head`) must not stop the run
+/// before its checkpoint is written, so write errors are ignored rather than fatal.
+fn emit(value: &serde_json::Value) {
+    let _ = writeln!(std::io::stdout().lock(), "{value}");
+}
+
 pub fn train(args: &TrainArgs) -> ExitCode {
+    if args.stop_after == Some(0) {
+        return fail("--stop-after must be at least 1 (it is the last step to run)", EXIT_USAGE);
+    }
+    if args.resume {
+        let ignored = training_flags_given(args);
+        if !ignored.is_empty() {
+            eprintln!(
+                "note: --resume continues with the checkpoint's training settings; ignoring {}",
+                ignored.join(", ")
+            );
+        }
+    }
     let config = match build_config(args) {
         Ok(c) => c,
         Err(e) => return fail(e, EXIT_USAGE),
@@ -171,7 +221,7 @@ pub fn train(args: &TrainArgs) -> ExitCode {
         stop_after: args.stop_after,
         resume: args.resume,
         init: args.init.clone(),
-        seed: args.seed,
+        seed: args.seed.unwrap_or(0),
         log_every,
     };
     if !args.json {
@@ -200,18 +250,24 @@ pub fn train(args: &TrainArgs) -> ExitCode {
         ProgressBar::hidden()
     } else {
         let bar = ProgressBar::new(args.stop_after.unwrap_or(args.steps).min(args.steps) as u64);
-        let style = ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        // The bar takes what the text leaves of the terminal's width: a fixed-width line
+        // longer than an 80-column terminal wraps and scrolls on every redraw.
+        let style =
+            ProgressStyle::with_template("{wide_bar} {pos}/{len}  {msg}  [{elapsed} < {eta}]")
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style);
         bar.enable_steady_tick(Duration::from_millis(250));
         bar
     };
     let json = args.json;
     let result = trainer.run(|event| match event {
-        Event::Started { first_step, steps, tokens_per_step, compiles, .. } => {
+        Event::Started {
+            first_step, steps, tokens_per_step, compiles, initial_val_loss, ..
+        } => {
             bar.set_position(first_step as u64);
+            // A resumed run jumps to its first step at once; that is not a rate to
+            // estimate the remaining time from.
+            bar.reset_eta();
             if !json {
                 // println on a hidden bar (stderr not a terminal) prints nothing.
                 bar.suspend(|| {
@@ -219,13 +275,16 @@ pub fn train(args: &TrainArgs) -> ExitCode {
                         "training steps {}..{steps}: {tokens_per_step} tokens per step, \
                          {compiles} device compiles",
                         first_step + 1
-                    )
+                    );
+                    if let Some(v) = initial_val_loss {
+                        eprintln!("step      0  val {v:.4} (untrained)");
+                    }
                 });
             }
         }
         Event::Step(r) => {
             if json {
-                println!("{}", step_json(r));
+                emit(&step_json(r));
             } else {
                 bar.suspend(|| eprintln!("{}", step_line(r)));
             }
@@ -243,13 +302,13 @@ pub fn train(args: &TrainArgs) -> ExitCode {
     match result {
         Ok(summary) => {
             if json {
-                println!("{}", summary_json(&summary));
+                emit(&summary_json(&summary));
             } else {
                 print_summary(&summary);
             }
             ExitCode::SUCCESS
         }
-        Err(e) => fail(&e, exit_code(&e)),
+        Err(e) => fail(&e, EXIT_RUN_FAILED),
     }
 }
 
@@ -319,6 +378,10 @@ fn print_summary(s: &Summary) {
         ms(t.copy)
     );
     eprintln!("checkpoint: {}", s.checkpoint.display());
+    if s.interrupted {
+        // Given again, --stop-after would end the resumed run before its first step.
+        eprintln!("to continue: the same command with --resume, without --stop-after");
+    }
     if let Some(curve) = &s.loss_curve {
         eprintln!("loss curve: {}", curve.display());
     }
@@ -326,11 +389,35 @@ fn print_summary(s: &Summary) {
 
 /// The weights, and the tokenizer recorded with them, from a checkpoint or model file.
 fn load_model(path: &Path) -> Result<(Params, Option<PathBuf>), Error> {
-    if path.extension().is_some_and(|e| e == "bin") {
+    if is_llama2c_model(path) {
         return Ok((checkpoint::load_llama2c(path)?, None));
     }
     let state = checkpoint::load(path)?;
     Ok((state.params, state.tokenizer.map(PathBuf::from)))
+}
+
+/// The tokenizer for generation: --tokenizer, else the one the run recorded, else bytes
+/// for a 256-token vocabulary.
+fn generation_tokenizer(
+    given: Option<&Path>,
+    recorded: Option<&Path>,
+    vocab_size: usize,
+) -> Result<Tokenizer, String> {
+    match (given, recorded) {
+        (Some(p), _) => Tokenizer::from_file(p).map_err(|e| e.to_string()),
+        // A recorded path is relative to where training ran, so it may not resolve here.
+        (None, Some(p)) => Tokenizer::from_file(p).map_err(|e| {
+            format!(
+                "{e} (the tokenizer recorded in the checkpoint); pass the model's \
+                 tokenizer.json with --tokenizer"
+            )
+        }),
+        (None, None) if vocab_size == 256 => Ok(Tokenizer::bytes()),
+        (None, None) => Err(format!(
+            "the model has a vocabulary of {vocab_size} tokens: pass its tokenizer.json with \
+             --tokenizer"
+        )),
+    }
 }
 
 pub fn generate(args: &GenerateArgs) -> ExitCode {
@@ -343,22 +430,13 @@ pub fn generate(args: &GenerateArgs) -> ExitCode {
         Ok(m) => m,
         Err(e) => return fail(e, EXIT_USAGE),
     };
-    let tokenizer = match args.tokenizer.as_ref().or(recorded.as_ref()) {
-        Some(p) => match Tokenizer::from_file(p) {
-            Ok(t) => t,
-            Err(e) => return fail(e, EXIT_USAGE),
-        },
-        None if params.config().vocab_size == 256 => Tokenizer::bytes(),
-        None => {
-            return fail(
-                format!(
-                    "the model has a vocabulary of {} tokens: pass its tokenizer.json with \
-                     --tokenizer",
-                    params.config().vocab_size
-                ),
-                EXIT_USAGE,
-            );
-        }
+    let tokenizer = match generation_tokenizer(
+        args.tokenizer.as_deref(),
+        recorded.as_deref(),
+        params.config().vocab_size,
+    ) {
+        Ok(t) => t,
+        Err(e) => return fail(e, EXIT_USAGE),
     };
     let mut context = match tokenizer.encode(&args.prompt) {
         Ok(ids) => ids,
@@ -368,8 +446,18 @@ pub fn generate(args: &GenerateArgs) -> ExitCode {
         context.insert(0, bos);
     }
     if context.is_empty() {
-        // Byte-level models have no start token; a newline starts a fresh paragraph.
-        context.push(u32::from(b'\n'));
+        // No prompt and no start token: a newline starts a fresh paragraph. It is encoded
+        // rather than taken as byte 10, which is some other token in a learned vocabulary.
+        match tokenizer.encode("\n") {
+            Ok(ids) if !ids.is_empty() => context = ids,
+            _ => {
+                return fail(
+                    "the prompt is empty and the tokenizer has no start token to begin \
+                     from: pass some text with --prompt",
+                    EXIT_USAGE,
+                );
+            }
+        }
     }
     let device = match crate::select_device(args.device.as_deref()) {
         Ok(d) => d,
@@ -394,6 +482,10 @@ pub fn generate(args: &GenerateArgs) -> ExitCode {
     let _ = writeln!(stdout, "{rest}");
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e, exit_code(&e)),
+        // The reader closed the pipe (`| head`): it has all the text it wanted.
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e, EXIT_RUN_FAILED),
     }
 }

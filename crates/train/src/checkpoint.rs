@@ -362,7 +362,10 @@ pub fn check_compatible(state: &TrainState, config: &Config) -> Result<()> {
     if diffs.is_empty() {
         Ok(())
     } else {
-        Err(Error::Config(format!("cannot resume with a different model: {}", diffs.join("; "))))
+        Err(Error::Config(format!(
+            "cannot resume with a different model: {}; pass the --config the run was started with",
+            diffs.join("; ")
+        )))
     }
 }
 
@@ -558,7 +561,7 @@ fn rope_tables(c: &ModelConfig) -> (Vec<f32>, Vec<f32>) {
 fn map_file(path: &Path, what: &str) -> Result<Mmap> {
     let file = File::open(path).map_err(|e| {
         if e.kind() == ErrorKind::NotFound {
-            Error::checkpoint(path, format!("no {what} at {}: it does not exist", path.display()))
+            Error::checkpoint(path, format!("does not exist (no {what} there)"))
         } else {
             Error::io(format!("opening {what} {}", path.display()), e)
         }

@@ -153,12 +153,17 @@ impl Config {
     /// A preset name, or the path of a JSON (`.json`) or TOML (anything else) file holding
     /// `{"model": {...}, "train": {...}}` (`train` optional). The result is validated.
     pub fn load(name_or_path: &str) -> Result<Config> {
-        let config = match Config::preset(name_or_path) {
-            Some(c) => c,
-            None => Config::from_file(Path::new(name_or_path))?,
-        };
-        config.validate()?;
-        Ok(config)
+        match Config::preset(name_or_path) {
+            Some(c) => c.validate().map(|_| c),
+            None => {
+                let c = Config::from_file(Path::new(name_or_path))?;
+                c.validate().map_err(|e| match e {
+                    Error::Config(m) => Error::Config(format!("{name_or_path}: {m}")),
+                    other => other,
+                })?;
+                Ok(c)
+            }
+        }
     }
 
     fn from_file(path: &Path) -> Result<Config> {

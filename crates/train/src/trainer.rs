@@ -154,6 +154,12 @@ impl Trainer {
         )?;
         let (params, adam, sampler, step, history) = match resumed {
             Some(state) => {
+                if let Some(stop) = options.stop_after.filter(|&k| k <= state.step) {
+                    return Err(Error::Config(format!(
+                        "--stop-after {stop} is at or before the checkpoint's step {}",
+                        state.step
+                    )));
+                }
                 if state.step >= options.steps {
                     return Err(Error::Config(format!(
                         "the checkpoint in {} is at step {}, already at or past --steps {}",
@@ -198,6 +204,11 @@ impl Trainer {
             compiles_at_start: before,
             device: device.clone(),
         })
+    }
+
+    /// The run's configuration (on a resume, with the checkpoint's training settings).
+    pub fn config(&self) -> &Config {
+        &self.options.config
     }
 
     pub fn params(&self) -> &Params {
@@ -474,11 +485,13 @@ fn load_init(path: &Path, config: &Config) -> Result<Params> {
 /// A one-line description of a model config.
 pub fn describe(m: &crate::config::ModelConfig) -> String {
     format!(
-        "dim {}, hidden {}, {} layers, {} heads, seq {}, vocab {}{}",
+        "dim {}, hidden {}, {} layer{}, {} head{}, seq {}, vocab {}{}",
         m.dim,
         m.hidden_dim,
         m.n_layers,
+        if m.n_layers == 1 { "" } else { "s" },
         m.n_heads,
+        if m.n_heads == 1 { "" } else { "s" },
         m.seq_len,
         m.vocab_size,
         if m.shared_classifier { "" } else { ", separate classifier" }
