@@ -1,9 +1,10 @@
 //! The parts of a training step that stay on the CPU, in f32, on channel-major activations
-//! (`[channels, tokens]`, the device's layout): embedding and its gradient, RMSNorm
-//! forward and backward, the classifier with its cross-entropy, and the weight-gradient
-//! GEMMs.
+//! (`[channels, tokens]`, the device's layout; the classifier's logits are token-major):
+//! embedding and its gradient, RMSNorm forward and backward, the cross-entropy, and the
+//! GEMM behind the classifier and the weight gradients.
 
 use gemm::Parallelism;
+use rayon::prelude::*;
 
 /// `out[:, t] = table[ids[t]]` for a `[vocab, dim]` table: a `[dim, tokens]` matrix.
 pub fn embed(table: &[f32], dim: usize, ids: &[u32], out: &mut [f32]) {
@@ -17,13 +18,14 @@ pub fn embed(table: &[f32], dim: usize, ids: &[u32], out: &mut [f32]) {
     }
 }
 
-/// Adds each token's gradient column of `dx` (`[dim, tokens]`) to its embedding row.
-pub fn embed_backward(dx: &[f32], dim: usize, ids: &[u32], grad_table: &mut [f32]) {
+/// Adds `scale` times each token's gradient column of `dx` (`[dim, tokens]`) to its
+/// embedding row.
+pub fn embed_backward(dx: &[f32], dim: usize, ids: &[u32], scale: f32, grad_table: &mut [f32]) {
     let t = ids.len();
     for (col, &id) in ids.iter().enumerate() {
         let row = &mut grad_table[id as usize * dim..(id as usize + 1) * dim];
         for (c, g) in row.iter_mut().enumerate() {
-            *g += dx[c * t + col];
+            *g += scale * dx[c * t + col];
         }
     }
 }
@@ -81,41 +83,32 @@ pub fn rmsnorm_backward(
     }
 }
 
-/// Softmax cross-entropy over `logits` (`[vocab, tokens]`), in place: on return `logits`
-/// holds `scale * (softmax - onehot(target))`, the loss gradient times `scale`. Returns
-/// the summed loss (not averaged) in f64.
+/// Softmax cross-entropy over token-major `logits` (`[tokens, vocab]`), in place and in
+/// parallel over tokens: on return `logits` holds `scale * (softmax - onehot(target))`, the
+/// loss gradient times `scale`. Returns the summed loss (not averaged) in f64.
 pub fn cross_entropy(logits: &mut [f32], targets: &[u32], scale: f32) -> f64 {
-    let t = targets.len();
-    let vocab = logits.len() / t;
-    let mut max = vec![f32::NEG_INFINITY; t];
-    for row in logits.chunks_exact(t) {
-        for (m, &v) in max.iter_mut().zip(row) {
-            *m = m.max(v);
-        }
-    }
-    let mut sum = vec![0.0f32; t];
-    for row in logits.chunks_exact_mut(t) {
-        for ((v, s), &m) in row.iter_mut().zip(sum.iter_mut()).zip(&max) {
-            *v = (*v - m).exp();
-            *s += *v;
-        }
-    }
-    let mut loss = 0.0f64;
-    for (col, &target) in targets.iter().enumerate() {
-        let p = logits[target as usize * t + col] / sum[col];
-        loss -= f64::from(p.max(f32::MIN_POSITIVE)).ln();
-    }
-    let inv: Vec<f32> = sum.iter().map(|s| scale / s).collect();
-    for row in logits.chunks_exact_mut(t) {
-        for (v, &k) in row.iter_mut().zip(&inv) {
-            *v *= k;
-        }
-    }
-    for (col, &target) in targets.iter().enumerate() {
-        logits[target as usize * t + col] -= scale;
-    }
-    debug_assert!(vocab > 0);
-    loss
+    let vocab = logits.len() / targets.len().max(1);
+    logits
+        .par_chunks_mut(vocab)
+        .zip(targets.par_iter())
+        .map(|(row, &target)| {
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            let mut sum = 0.0f32;
+            for v in row.iter_mut() {
+                *v = (*v - max).exp();
+                sum += *v;
+            }
+            let p = row[target as usize] / sum;
+            let k = scale / sum;
+            for v in row.iter_mut() {
+                *v *= k;
+            }
+            row[target as usize] -= scale;
+            -f64::from(p.max(f32::MIN_POSITIVE)).ln()
+        })
+        .collect::<Vec<f64>>()
+        .iter()
+        .sum()
 }
 
 /// A row-major matrix operand, possibly read transposed.
@@ -148,9 +141,16 @@ impl<'a> Mat<'a> {
     }
 }
 
-/// `dst (m x n, row-major) = beta * dst + a * b` in f32; `accumulate` keeps `dst`
-/// (beta = 1), else overwrites it. `threads` > 1 lets gemm use rayon.
-pub fn matmul(dst: &mut [f32], a: Mat<'_>, b: Mat<'_>, accumulate: bool, threads: usize) {
+/// `dst (m x n, row-major) = [dst +] scale * a * b` in f32: `accumulate` adds to `dst`,
+/// else overwrites it. `threads` > 1 lets gemm use that many rayon threads.
+pub fn matmul(
+    dst: &mut [f32],
+    a: Mat<'_>,
+    b: Mat<'_>,
+    scale: f32,
+    accumulate: bool,
+    threads: usize,
+) {
     let (m, k) = a.shape();
     let (k2, n) = b.shape();
     assert_eq!(k, k2, "matmul: inner dimensions differ");
@@ -187,7 +187,7 @@ pub fn matmul(dst: &mut [f32], a: Mat<'_>, b: Mat<'_>, accumulate: bool, threads
             b_cs,
             b_rs,
             1.0,
-            1.0,
+            scale,
             false,
             false,
             false,
@@ -217,16 +217,16 @@ mod tests {
         let b: Vec<f32> = (0..k * n).map(|v| (v as f32 * 0.11).cos()).collect();
         let want = naive(&a, &b, m, k, n);
         let mut got = vec![0.0; m * n];
-        matmul(&mut got, Mat::new(&a, m, k), Mat::new(&b, k, n), false, 1);
+        matmul(&mut got, Mat::new(&a, m, k), Mat::new(&b, k, n), 1.0, false, 1);
         for (g, w) in got.iter().zip(&want) {
             assert!((g - w).abs() < 1e-5);
         }
         // a^T stored as [k, m], read transposed.
         let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
         let mut acc = vec![1.0; m * n];
-        matmul(&mut acc, Mat::new(&at, k, m).t(), Mat::new(&b, k, n), true, 2);
+        matmul(&mut acc, Mat::new(&at, k, m).t(), Mat::new(&b, k, n), 0.5, true, 2);
         for (g, w) in acc.iter().zip(&want) {
-            assert!((g - (w + 1.0)).abs() < 1e-5);
+            assert!((g - (0.5 * w + 1.0)).abs() < 1e-5);
         }
     }
 
@@ -238,12 +238,18 @@ mod tests {
         let targets = [0u32, 5, 2, 2];
         let loss = cross_entropy(&mut logits, &targets, 2.0);
         let mut want = 0.0f64;
-        for (col, &tg) in targets.iter().enumerate() {
-            let col_vals: Vec<f64> = (0..vocab).map(|v| f64::from(orig[v * t + col])).collect();
-            let lse = col_vals.iter().map(|v| v.exp()).sum::<f64>().ln();
-            want += lse - col_vals[tg as usize];
-            let s: f32 = (0..vocab).map(|v| logits[v * t + col]).sum();
-            assert!(s.abs() < 1e-5);
+        for (tok, &tg) in targets.iter().enumerate() {
+            let row: Vec<f64> =
+                orig[tok * vocab..(tok + 1) * vocab].iter().map(|&v| f64::from(v)).collect();
+            let lse = row.iter().map(|v| v.exp()).sum::<f64>().ln();
+            want += lse - row[tg as usize];
+            let grad = &logits[tok * vocab..(tok + 1) * vocab];
+            assert!(grad.iter().sum::<f32>().abs() < 1e-5);
+            for (v, (&g, &x)) in grad.iter().zip(&row).enumerate() {
+                let p = (x - lse).exp();
+                let onehot = if v == tg as usize { 1.0 } else { 0.0 };
+                assert!((f64::from(g) - 2.0 * (p - onehot)).abs() < 1e-5);
+            }
         }
         assert!((loss - want).abs() < 1e-5);
     }
@@ -290,8 +296,8 @@ mod tests {
         embed(&table, d, &ids, &mut out);
         assert_eq!(out, vec![6.0, 0.0, 6.0, 7.0, 1.0, 7.0, 8.0, 2.0, 8.0]);
         let mut g = vec![0.0; vocab * d];
-        embed_backward(&out, d, &ids, &mut g);
-        assert_eq!(&g[6..9], &[12.0, 14.0, 16.0]);
-        assert_eq!(&g[0..3], &[0.0, 1.0, 2.0]);
+        embed_backward(&out, d, &ids, 0.5, &mut g);
+        assert_eq!(&g[6..9], &[6.0, 7.0, 8.0]);
+        assert_eq!(&g[0..3], &[0.0, 0.5, 1.0]);
     }
 }

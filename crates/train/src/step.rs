@@ -309,10 +309,13 @@ impl Engine {
         Ok(loss)
     }
 
+    /// Token-major logits `[tokens, vocab]` = xf^T C^T, so that each token's softmax reads
+    /// one contiguous row.
     fn logits(&self, params: &Params, xf: &[f32]) -> Vec<f32> {
         let (v, d, t) = (self.config.vocab_size, self.config.dim, self.shape.tokens());
-        let mut logits = vec![0.0f32; v * t];
-        cpu::matmul(&mut logits, Mat::new(params.classifier(), v, d), Mat::new(xf, d, t), false, 0);
+        let mut logits = vec![0.0f32; t * v];
+        let c = Mat::new(params.classifier(), v, d);
+        cpu::matmul(&mut logits, Mat::new(xf, d, t).t(), c.t(), 1.0, false, cpu_threads());
         logits
     }
 
@@ -345,14 +348,10 @@ impl Engine {
         let dlogits = logits;
         // Every gradient below carries loss_scale; the weight gradients drop it here.
         let unscale = grad_scale / loss_scale;
+        // dxf [d, t] = C^T dlogits^T.
         let mut dxf = vec![0.0f32; d * t];
-        cpu::matmul(
-            &mut dxf,
-            Mat::new(params.classifier(), v, d).t(),
-            Mat::new(&dlogits, v, t),
-            false,
-            0,
-        );
+        let c = Mat::new(params.classifier(), v, d);
+        cpu::matmul(&mut dxf, c.t(), Mat::new(&dlogits, t, v).t(), 1.0, false, cpu_threads());
         let mut dx = vec![0.0f32; d * t];
         let mut d_final_norm = vec![0.0f32; d];
         cpu::rmsnorm_backward(
@@ -376,10 +375,9 @@ impl Engine {
             });
             let xf = fwd.xf;
             jobs.send(Box::new(move |g: &mut Params, s: f32| {
-                // dC = dlogits xf^T
-                let mut dc = vec![0.0f32; v * d];
-                cpu::matmul(&mut dc, Mat::new(&dlogits, v, t), Mat::new(&xf, d, t).t(), false, 1);
-                axpy(g.get_mut(classifier), &dc, s);
+                // dC [v, d] += dlogits^T xf^T.
+                let (dl, x) = (Mat::new(&dlogits, t, v).t(), Mat::new(&xf, d, t).t());
+                cpu::matmul(g.get_mut(classifier), dl, x, s, true, 1);
                 axpy(g.get_mut(Tensor::FinalNorm), &d_final_norm, s);
             }))
             .expect("the gradient worker outlives the sender");
@@ -410,19 +408,12 @@ impl Engine {
                 );
                 let (xn2, g_act, dy_ffn) = (acts.xn2, acts.g, dx);
                 jobs.send(Box::new(move |g: &mut Params, s: f32| {
-                    let mut w = vec![0.0f32; hd * d];
-                    cpu::matmul(&mut w, Mat::new(&dh1, hd, t), Mat::new(&xn2, d, t).t(), false, 1);
-                    axpy(g.get_mut(Tensor::W1(l)), &w, s);
-                    cpu::matmul(&mut w, Mat::new(&dh3, hd, t), Mat::new(&xn2, d, t).t(), false, 1);
-                    axpy(g.get_mut(Tensor::W3(l)), &w, s);
-                    cpu::matmul(
-                        &mut w,
-                        Mat::new(&dy_ffn, d, t),
-                        Mat::new(&g_act, hd, t).t(),
-                        false,
-                        1,
-                    );
-                    axpy(g.get_mut(Tensor::W2(l)), &w, s);
+                    // dW = dY X^T for each projection, added straight into the gradient.
+                    let xn2 = Mat::new(&xn2, d, t).t();
+                    cpu::matmul(g.get_mut(Tensor::W1(l)), Mat::new(&dh1, hd, t), xn2, s, true, 1);
+                    cpu::matmul(g.get_mut(Tensor::W3(l)), Mat::new(&dh3, hd, t), xn2, s, true, 1);
+                    let (dy, act) = (Mat::new(&dy_ffn, d, t), Mat::new(&g_act, hd, t).t());
+                    cpu::matmul(g.get_mut(Tensor::W2(l)), dy, act, s, true, 1);
                     axpy(g.get_mut(Tensor::FfnNorm(l)), &d_ffn_norm, s);
                 }))
                 .expect("the gradient worker outlives the sender");
@@ -454,20 +445,13 @@ impl Engine {
                 );
                 let (xn, o, dy_attn) = (acts.xn, acts.o, dx_mid);
                 jobs.send(Box::new(move |g: &mut Params, s: f32| {
-                    let mut w = vec![0.0f32; d * d];
+                    let xn = Mat::new(&xn, d, t).t();
                     let pairs = [(Tensor::Wq(l), &dq), (Tensor::Wk(l), &dk), (Tensor::Wv(l), &dv)];
                     for (tensor, grad_out) in pairs {
-                        cpu::matmul(
-                            &mut w,
-                            Mat::new(grad_out, d, t),
-                            Mat::new(&xn, d, t).t(),
-                            false,
-                            1,
-                        );
-                        axpy(g.get_mut(tensor), &w, s);
+                        cpu::matmul(g.get_mut(tensor), Mat::new(grad_out, d, t), xn, s, true, 1);
                     }
-                    cpu::matmul(&mut w, Mat::new(&dy_attn, d, t), Mat::new(&o, d, t).t(), false, 1);
-                    axpy(g.get_mut(Tensor::Wo(l)), &w, s);
+                    let (dy, o) = (Mat::new(&dy_attn, d, t), Mat::new(&o, d, t).t());
+                    cpu::matmul(g.get_mut(Tensor::Wo(l)), dy, o, s, true, 1);
                     axpy(g.get_mut(Tensor::AttnNorm(l)), &d_attn_norm, s);
                 }))
                 .expect("the gradient worker outlives the sender");
@@ -476,9 +460,7 @@ impl Engine {
             }
             let ids = ids.to_vec();
             jobs.send(Box::new(move |g: &mut Params, s: f32| {
-                let mut de = vec![0.0f32; v * d];
-                cpu::embed_backward(&dx, d, &ids, &mut de);
-                axpy(g.get_mut(Tensor::Embedding), &de, s);
+                cpu::embed_backward(&dx, d, &ids, s, g.get_mut(Tensor::Embedding));
             }))
             .expect("the gradient worker outlives the sender");
             drop(jobs);
@@ -497,6 +479,12 @@ impl Engine {
 /// A weight-gradient computation for the worker: gets the gradient buffer and the factor
 /// that removes the loss scale.
 type Job<'a> = Box<dyn FnOnce(&mut Params, f32) + Send + 'a>;
+
+/// Threads for the classifier's GEMMs on the main thread: all of rayon's (the device and
+/// the gradient worker are idle while they run).
+fn cpu_threads() -> usize {
+    rayon::current_num_threads()
+}
 
 /// `y += a * x`.
 fn axpy(y: &mut [f32], x: &[f32], a: f32) {
