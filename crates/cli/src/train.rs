@@ -467,8 +467,12 @@ pub fn generate(args: &GenerateArgs) -> ExitCode {
         Ok(g) => g,
         Err(e) => return fail(&e, exit_code(&e)),
     };
+    generator.limit_vocab(tokenizer.vocab_size());
     let mut sampler = TokenSampler::new(settings);
-    let mut stream = tokenizer.stream();
+    let mut stream = match tokenizer.stream_after(&context) {
+        Ok(s) => s,
+        Err(e) => return fail(e, EXIT_USAGE),
+    };
     let mut stdout = std::io::stdout().lock();
     let _ = write!(stdout, "{}", args.prompt);
     let _ = stdout.flush();

@@ -179,15 +179,25 @@ fn draw(items: impl Iterator<Item = (usize, f64)>, point: f64, fallback: usize) 
 pub struct Generator {
     engine: crate::step::Engine,
     params: crate::params::Params,
+    /// Sample only ids below this (a tokenizer smaller than the model's vocabulary cannot
+    /// decode the rest).
+    vocab_limit: usize,
 }
 
 impl Generator {
     /// Compiles the forward kernels for one sequence.
     pub fn new(device: &anemone::Device, params: crate::params::Params) -> Result<Generator> {
         let engine = crate::step::Engine::new(device, params.config(), 1, false)?;
-        let mut g = Generator { engine, params };
+        let vocab_limit = params.config().vocab_size;
+        let mut g = Generator { engine, params, vocab_limit };
         g.engine.stage_weights(&g.params)?;
         Ok(g)
+    }
+
+    /// Restricts sampling to ids below `n` (the tokenizer's vocabulary, when it is
+    /// smaller than the model's).
+    pub fn limit_vocab(&mut self, n: usize) {
+        self.vocab_limit = n.clamp(1, self.params.config().vocab_size);
     }
 
     /// Device compiles spent by [`Generator::new`].
@@ -232,7 +242,7 @@ impl Generator {
     ) -> Result<()> {
         for _ in 0..n {
             let logits = self.next_logits(context)?;
-            let id = sampler.sample(&logits);
+            let id = sampler.sample(&logits[..self.vocab_limit]);
             context.push(id);
             on_token(id)?;
         }

@@ -137,6 +137,23 @@ impl Tokenizer {
         StreamDecoder { tokenizer: self.clone(), state }
     }
 
+    /// A stream decoder for ids that continue `context` (a prompt already shown): the last
+    /// few context ids prime the decoder, so the first generated token is decoded as it
+    /// reads after them (a word-separating space, a merged character) rather than as the
+    /// start of a text.
+    pub fn stream_after(&self, context: &[u32]) -> Result<StreamDecoder> {
+        let mut stream = self.stream();
+        if let Stream::HuggingFace { ids, context: emitted, prefix } = &mut stream.state {
+            // A handful of ids is context enough for every decoder's neighbour rules.
+            let tail = &context[context.len().saturating_sub(8)..];
+            self.check_ids(tail)?;
+            ids.extend_from_slice(tail);
+            *emitted = ids.len();
+            *prefix = self.decode(ids)?;
+        }
+        Ok(stream)
+    }
+
     fn check_ids(&self, ids: &[u32]) -> Result<()> {
         // The Hugging Face decoder silently drops unknown ids, which would hide a model
         // or vocabulary mismatch; bytes cannot represent them at all.
