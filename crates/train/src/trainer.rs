@@ -55,6 +55,7 @@ pub struct StepReport {
     pub lr: f32,
     /// Gradient norm before clipping.
     pub grad_norm: f32,
+    /// Time of the step itself (validation excluded).
     pub ms_per_step: f64,
     pub tokens_per_s: f64,
     /// Device compiles spent by the run so far.
@@ -289,21 +290,22 @@ impl Trainer {
         }
         let lr = optim::lr_at(self.step, self.options.steps, &t);
         self.adam.step(&mut self.params, &self.grads, next, lr, &t);
-        let mut cpu = clock.elapsed();
+        let cpu = clock.elapsed();
         self.engine.stage_weights(&self.params)?;
         self.step = next;
+        // The step's own time; validation is timed apart so that ms/step and tokens/s
+        // stay comparable between steps with and without it.
+        let mut timing = self.engine.take_timing();
+        timing.cpu += cpu;
+        let seconds = start.elapsed().as_secs_f64();
         let val_loss = if self.step.is_multiple_of(t.eval_every) || self.step == self.options.steps
         {
-            let c = Instant::now();
             let v = self.evaluate()?;
-            cpu += c.elapsed();
+            self.engine.take_timing();
             Some(v)
         } else {
             None
         };
-        let mut timing = self.engine.take_timing();
-        timing.cpu += cpu;
-        let seconds = start.elapsed().as_secs_f64();
         let report = StepReport {
             step: self.step,
             loss,
