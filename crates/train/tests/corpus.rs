@@ -3,7 +3,8 @@
 //! text, byte-level tokens) bring the validation loss from ~ln(256) = 5.55 to below 2.0,
 //! and the model then writes text made of the corpus's words.
 //!
-//! Skipped when the corpus is absent, unless ANEMONE_REQUIRE_SHARED=1 (as in CI).
+//! Skipped when the corpus is absent, unless ANEMONE_REQUIRE_SHARED=1 (as in CI), and in
+//! unoptimised builds.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -34,6 +35,14 @@ fn corpus() -> Option<String> {
 
 #[test]
 fn tiny_learns_the_plays_in_1000_steps() {
+    if cfg!(debug_assertions) {
+        // 1000 steps take minutes in an optimised build and far longer without; the claim
+        // is about the release build users run (CI runs it there).
+        eprintln!(
+            "skipped: the documented run is checked in release builds (cargo test --release)"
+        );
+        return;
+    }
     let Some(text) = corpus() else { return };
     assert!(text.len() > 100_000);
     let dir = tempfile::tempdir().unwrap();
