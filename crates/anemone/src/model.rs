@@ -75,6 +75,11 @@ pub struct WeightUpdate {
     pub load_seconds: f64,
     /// Whether a real compile happened (it counts against the budget).
     pub compiled: bool,
+    /// [`Model::reload_from_disk`] only: the load after rewriting the weight files failed,
+    /// so the program was compiled again with the new weights and that was loaded instead
+    /// (the seed's fallback). `compiled` says whether that took a real compile (a program
+    /// already in the device's cache takes none).
+    pub reload_failed: bool,
 }
 
 impl std::fmt::Debug for Model {
@@ -378,20 +383,43 @@ impl Model {
     /// The seed's experiment: writes each weight file where the compiled model was built
     /// from, then unloads and loads without compiling. On the ANE this is reported not to
     /// take effect (weights are baked in at compile, REFERENCE.md §2); on the simulator it
-    /// does not take effect either. Use [`Model::recompile_with`] or dynamic weights
+    /// depends on `SimOptions::reload` (by default it does not take effect either, as
+    /// measured). Use [`Model::recompile_with`] or dynamic weights
     /// ([`Model::set_weight`]) to change weights.
+    ///
+    /// If that load fails, the model falls back as the seed does: it compiles the program
+    /// with `weights` and loads the result ([`Model::recompile_with`]), which counts
+    /// against the compile budget; the returned update then has `reload_failed` set. When
+    /// the fallback fails too, the error gives both reasons and the model stays unloaded.
     pub fn reload_from_disk(&mut self, weights: &Weights) -> Result<WeightUpdate> {
         let start = Instant::now();
         for (path, file) in weights.iter() {
             self.exec.overwrite_weight_file(path, file.bytes())?;
         }
         self.unload()?;
-        self.load()?;
+        let unload_seconds = self.stats.unload_seconds;
+        if let Err(load_error) = self.load() {
+            let update = self.recompile_with(weights).map_err(|compile_error| Error::Device {
+                op: "reload",
+                message: format!(
+                    "loading after the weight files were rewritten failed ({load_error}), and \
+                     so did compiling with the new weights ({compile_error}); the model is \
+                     unloaded"
+                ),
+            })?;
+            return Ok(WeightUpdate {
+                seconds: start.elapsed().as_secs_f64(),
+                unload_seconds,
+                reload_failed: true,
+                ..update
+            });
+        }
         Ok(WeightUpdate {
             seconds: start.elapsed().as_secs_f64(),
-            unload_seconds: self.stats.unload_seconds,
+            unload_seconds,
             load_seconds: self.stats.load_seconds,
             compiled: false,
+            reload_failed: false,
         })
     }
 
@@ -434,6 +462,7 @@ impl Model {
             unload_seconds: 0.0,
             load_seconds,
             compiled: !outcome.cache_hit,
+            reload_failed: false,
         })
     }
 
@@ -458,13 +487,10 @@ impl Model {
         let outside =
             |r: &&PackedRegion| r.offset.checked_add(r.cols).is_none_or(|end| end > layout.width);
         if let Some(r) = layout.regions.iter().find(outside) {
+            // No `offset + cols` here: it is what overflowed.
             return Err(Error::Shape(format!(
-                "region `{}` (columns {}..{}) lies outside the {} columns of `{}`",
-                r.name,
-                r.offset,
-                r.offset + r.cols,
-                layout.width,
-                layout.input
+                "region `{}` ({} columns at column {}) lies outside the {} columns of `{}`",
+                r.name, r.cols, r.offset, layout.width, layout.input
             )));
         }
         self.layouts.retain(|l| l.input != layout.input);
@@ -491,30 +517,183 @@ impl Model {
                     "no packed weight `{name}`: give the layout with use_packed_layout first"
                 ))
             })?;
-        if values.len() != layout.channels * region.cols {
+        let want = layout.channels.checked_mul(region.cols);
+        if want != Some(values.len()) {
+            let count = want.map_or_else(|| "more than can be addressed".into(), |n| n.to_string());
             return Err(Error::Shape(format!(
-                "weight `{name}` is [{}, {}] ({} values), got {}",
+                "weight `{name}` is [{}, {}] ({count} values), got {}",
                 layout.channels,
                 region.cols,
-                layout.channels * region.cols,
                 values.len()
             )));
         }
         let surface = self.input(&layout.input)?;
         let dtype = surface.dtype();
         let elem = (dtype.bits() / 8) as usize;
-        let row_bytes = region.cols * elem;
+        let surface_name = surface.name().to_string();
+        // Where row `c` of the region starts and ends, in bytes; None if past the surface.
+        // `use_packed_layout` checked the layout against the surface's type, so this only
+        // guards against arithmetic that does not fit.
+        let span = |c: usize| {
+            let at = c.checked_mul(layout.width)?.checked_add(region.offset)?.checked_mul(elem)?;
+            Some(at..at.checked_add(region.cols.checked_mul(elem)?)?)
+        };
         let mut result = Ok(());
         surface.memory_mut().write(&mut |bytes| {
             for (c, row) in values.chunks_exact(region.cols).enumerate() {
-                let at = (c * layout.width + region.offset) * elem;
-                if let Err(e) = encode_f32(name, dtype, row, &mut bytes[at..at + row_bytes]) {
+                let Some(dst) = span(c).and_then(|r| bytes.get_mut(r)) else {
+                    result = Err(Error::Shape(format!(
+                        "row {c} of weight `{name}` lies outside input `{surface_name}`"
+                    )));
+                    return;
+                };
+                if let Err(e) = encode_f32(name, dtype, row, dst) {
                     result = Err(e);
                     return;
                 }
             }
-        });
+        })?;
         result?;
         Ok(WeightUpdate { seconds: start.elapsed().as_secs_f64(), ..WeightUpdate::default() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use anemone_mil::DType;
+    use anemone_mil::builder::Builder;
+
+    use super::*;
+    use crate::apple::{AneOptions, FakeCall, RecordingRuntime, device_with_runtime};
+    use crate::budget::{BudgetLimits, CompileBudget};
+
+    /// fp16 x [1, 8, 1, 8] -> 1x1 conv with `scale` x identity -> y.
+    fn scaled_identity(scale: f32) -> (Program, Weights) {
+        let mut b = Builder::new();
+        let mut f = b.function("main");
+        let x = f.input("x", TensorType::new(DType::Fp16, [1, 8, 1, 8]));
+        let w: Vec<f32> = (0..64).map(|i| if i / 8 == i % 8 { scale } else { 0.0 }).collect();
+        let w = f.weight("W", TensorType::new(DType::Fp16, [8, 8, 1, 1]), &w).unwrap();
+        let y = f.conv(&x, &w, &Default::default()).unwrap();
+        f.output_named(&y, "y").unwrap();
+        f.finish();
+        let built = b.build().unwrap();
+        (built.program, built.weights)
+    }
+
+    fn weight_bytes(weights: &Weights) -> Vec<u8> {
+        weights.get("@model_path/weights/weight.bin").unwrap().bytes().to_vec()
+    }
+
+    /// An ANE device over the recording fake, with a budget that refuses at `refuse_at`.
+    fn fake_ane(root: &tempfile::TempDir, refuse_at: usize) -> (Arc<RecordingRuntime>, Device) {
+        let rt = Arc::new(RecordingRuntime::new(root.path()));
+        let options = AneOptions { load_retry_delay: Duration::ZERO, ..AneOptions::default() };
+        let limits = BudgetLimits { warn_at: refuse_at, refuse_at };
+        let budget = Arc::new(CompileBudget::new(limits, " per test"));
+        (rt.clone(), device_with_runtime(rt, options, budget))
+    }
+
+    #[test]
+    fn a_failed_load_after_rewriting_the_weights_falls_back_to_a_compile() {
+        let root = tempfile::tempdir().unwrap();
+        let (rt, device) = fake_ane(&root, 10);
+        let (program, weights_a) = scaled_identity(1.0);
+        let (_, weights_b) = scaled_identity(3.0);
+        let mut model = device.compile(&program, &weights_a).unwrap();
+        assert_eq!(device.budget().used(), 1);
+        // The load after the rewrite fails, and so does its retry.
+        rt.fail(FakeCall::Load, 2, "ANE load failed");
+        rt.take_log();
+
+        let update = model.reload_from_disk(&weights_b).unwrap();
+        assert!(update.reload_failed && update.compiled, "{update:?}");
+        assert_eq!(device.budget().used(), 2, "the fallback compile is charged");
+        assert!(model.is_loaded());
+        assert_eq!(weight_bytes(model.weights()), weight_bytes(&weights_b));
+        let log = rt.take_log();
+        let position = |what: &str| log.iter().position(|l| l.contains(what));
+        let failed_load = position("loadWithQoS:options:error:] qos=21 options={} -> NO");
+        let compile = position("compileWithQoS:options:error:] qos=21 options={} -> YES");
+        assert!(failed_load.is_some() && compile > failed_load, "{log:#?}");
+        assert!(log.last().unwrap().contains("loadWithQoS:options:error:] qos=21"), "{log:#?}");
+        assert!(log.last().unwrap().ends_with("-> YES"), "{log:#?}");
+    }
+
+    #[test]
+    fn a_reload_that_loads_compiles_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let (_rt, device) = fake_ane(&root, 10);
+        let (program, weights_a) = scaled_identity(1.0);
+        let (_, weights_b) = scaled_identity(3.0);
+        let mut model = device.compile(&program, &weights_a).unwrap();
+        let update = model.reload_from_disk(&weights_b).unwrap();
+        assert!(!update.reload_failed && !update.compiled, "{update:?}");
+        assert_eq!(device.budget().used(), 1);
+        // The model keeps the weights it was compiled with.
+        assert_eq!(weight_bytes(model.weights()), weight_bytes(&weights_a));
+    }
+
+    #[test]
+    fn when_the_fallback_fails_too_the_error_gives_both_reasons() {
+        let root = tempfile::tempdir().unwrap();
+        // One compile allowed: the fallback's is refused.
+        let (rt, device) = fake_ane(&root, 1);
+        let (program, weights_a) = scaled_identity(1.0);
+        let (_, weights_b) = scaled_identity(3.0);
+        let mut model = device.compile(&program, &weights_a).unwrap();
+        rt.fail(FakeCall::Load, 2, "ANE load failed");
+        let e = model.reload_from_disk(&weights_b).unwrap_err().to_string();
+        assert!(e.contains("ANE load failed"), "{e}");
+        assert!(e.contains("compile budget spent"), "{e}");
+        assert!(!model.is_loaded());
+        assert_eq!(device.budget().used(), 1);
+    }
+
+    /// x [1, 4, 1, 16] holding weight `A` in columns 0..4.
+    fn packed_model() -> (Model, PackedLayout) {
+        let mut b = Builder::new();
+        let mut f = b.function("main");
+        let x = f.input("x", TensorType::new(DType::Fp16, [1, 4, 1, 16]));
+        let y = f.cast(&x, DType::Fp32).unwrap();
+        f.output_named(&y, "y").unwrap();
+        f.finish();
+        let program = b.build().unwrap().program;
+        let model = Device::simulator().compile(&program, &Weights::new()).unwrap();
+        let layout = PackedLayout {
+            input: "x".into(),
+            dtype: DType::Fp16,
+            channels: 4,
+            width: 16,
+            regions: vec![PackedRegion { name: "A".into(), offset: 0, cols: 4 }],
+        };
+        (model, layout)
+    }
+
+    #[test]
+    fn layouts_with_huge_offsets_are_refused_with_a_message() {
+        let (mut model, mut layout) = packed_model();
+        layout.regions[0].offset = usize::MAX;
+        let e = model.use_packed_layout(layout).unwrap_err().to_string();
+        assert!(e.contains(&format!("4 columns at column {}", usize::MAX)), "{e}");
+        assert!(e.contains("outside the 16 columns of `x`"), "{e}");
+    }
+
+    #[test]
+    fn weights_of_the_wrong_size_are_refused_and_the_right_size_lands() {
+        let (mut model, layout) = packed_model();
+        model.use_packed_layout(layout).unwrap();
+        let e = model.set_weight("A", &[1.0; 15]).unwrap_err().to_string();
+        assert!(e.contains("[4, 4] (16 values), got 15"), "{e}");
+        let values: Vec<f32> = (0..16).map(|i| i as f32).collect();
+        model.set_weight("A", &values).unwrap();
+        let x = model.input("x").unwrap().read_f32().unwrap();
+        for c in 0..4 {
+            assert_eq!(&x[c * 16..c * 16 + 4], &values[c * 4..c * 4 + 4]);
+            assert!(x[c * 16 + 4..(c + 1) * 16].iter().all(|&v| v == 0.0));
+        }
     }
 }

@@ -10,7 +10,8 @@ use crate::aligned::AlignedBytes;
 use crate::error::{Error, Result};
 
 /// The memory behind a surface. Access goes through closures so that a backend can lock
-/// and unlock shared memory around each access (IOSurfaceLock on macOS).
+/// and unlock shared memory around each access (IOSurfaceLock on macOS). Locking can fail,
+/// so each access returns a `Result`; `f` runs only when the memory could be locked.
 pub trait SurfaceMemory: Send {
     /// Allocation size in bytes.
     fn len(&self) -> usize;
@@ -18,9 +19,9 @@ pub trait SurfaceMemory: Send {
         self.len() == 0
     }
     /// Runs `f` over the bytes, locked for reading.
-    fn read(&self, f: &mut dyn FnMut(&[u8]));
+    fn read(&self, f: &mut dyn FnMut(&[u8])) -> Result<()>;
     /// Runs `f` over the bytes, locked for writing.
-    fn write(&mut self, f: &mut dyn FnMut(&mut [u8]));
+    fn write(&mut self, f: &mut dyn FnMut(&mut [u8])) -> Result<()>;
     /// Lets a backend reach its native handle (e.g. the IOSurfaceRef).
     fn as_any(&self) -> &dyn std::any::Any;
 }
@@ -52,11 +53,15 @@ impl SurfaceMemory for HeapMemory {
     fn len(&self) -> usize {
         self.0.len()
     }
-    fn read(&self, f: &mut dyn FnMut(&[u8])) {
-        f(self.bytes())
+    /// Never fails: heap memory needs no lock.
+    fn read(&self, f: &mut dyn FnMut(&[u8])) -> Result<()> {
+        f(self.bytes());
+        Ok(())
     }
-    fn write(&mut self, f: &mut dyn FnMut(&mut [u8])) {
-        f(self.bytes_mut())
+    /// Never fails, as `read`.
+    fn write(&mut self, f: &mut dyn FnMut(&mut [u8])) -> Result<()> {
+        f(self.bytes_mut());
+        Ok(())
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self
@@ -153,7 +158,7 @@ impl Surface {
         let n = self.tensor_bytes();
         self.memory.write(&mut |bytes| {
             result = encode_f32(&name, dtype, values, &mut bytes[..n]);
-        });
+        })?;
         result
     }
 
@@ -165,7 +170,7 @@ impl Surface {
         let n = self.tensor_bytes();
         self.memory.read(&mut |bytes| {
             result = decode_f32(&self.name, dtype, &bytes[..n], &mut out);
-        });
+        })?;
         result.map(|_| out)
     }
 
@@ -195,8 +200,7 @@ impl Surface {
                 src.len()
             )));
         }
-        self.memory.write(&mut |bytes| bytes[..n].copy_from_slice(src));
-        Ok(())
+        self.memory.write(&mut |bytes| bytes[..n].copy_from_slice(src))
     }
 
     /// Writes `src` at byte `offset` of the tensor (used for packed dynamic weights).
@@ -209,8 +213,7 @@ impl Surface {
                 self.name
             )));
         }
-        self.memory.write(&mut |bytes| bytes[offset..offset + src.len()].copy_from_slice(src));
-        Ok(())
+        self.memory.write(&mut |bytes| bytes[offset..offset + src.len()].copy_from_slice(src))
     }
 
     /// Copies the tensor's raw bytes into `dst` (which must be the tensor size).
@@ -223,16 +226,23 @@ impl Surface {
                 dst.len()
             )));
         }
-        self.memory.read(&mut |bytes| dst.copy_from_slice(&bytes[..n]));
-        Ok(())
+        self.memory.read(&mut |bytes| dst.copy_from_slice(&bytes[..n]))
+    }
+
+    /// The tensor's raw bytes, or the error of locking the memory.
+    pub fn try_read_bytes(&self) -> Result<Vec<u8>> {
+        let mut out = vec![0u8; self.tensor_bytes()];
+        self.read_bytes_into(&mut out)?;
+        Ok(out)
     }
 
     /// The tensor's raw bytes.
+    ///
+    /// # Panics
+    /// If the memory cannot be locked for reading (an `IOSurfaceLock` failure; heap memory
+    /// never fails). [`Surface::try_read_bytes`] returns that as an error instead.
     pub fn read_bytes(&self) -> Vec<u8> {
-        let mut out = vec![0u8; self.tensor_bytes()];
-        let n = out.len();
-        self.memory.read(&mut |bytes| out.copy_from_slice(&bytes[..n]));
-        out
+        self.try_read_bytes().unwrap_or_else(|e| panic!("reading surface `{}`: {e}", self.name))
     }
 
     fn check_len(&self, got: usize) -> Result<()> {
@@ -351,5 +361,60 @@ mod tests {
         let e = s.write_f32(&[1.0]).unwrap_err().to_string();
         assert!(e.contains("4 elements") && e.contains("got 1"), "{e}");
         assert!(s.write_bytes_at(14, &[0; 4]).is_err());
+    }
+
+    /// Memory whose lock always fails, as an IOSurface can.
+    struct Unlockable;
+
+    impl SurfaceMemory for Unlockable {
+        fn len(&self) -> usize {
+            64
+        }
+        fn read(&self, _: &mut dyn FnMut(&[u8])) -> Result<()> {
+            Err(Error::Device { op: "IOSurfaceLock", message: "kern_return_t 0xe00002c2".into() })
+        }
+        fn write(&mut self, _: &mut dyn FnMut(&mut [u8])) -> Result<()> {
+            self.read(&mut |_| {})
+        }
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+    }
+
+    #[test]
+    fn a_failed_lock_is_an_error_from_every_access() {
+        let ty = TensorType::new(DType::Fp16, [4]);
+        let mut s = Surface::with_memory("x", ty, Box::new(Unlockable)).unwrap();
+        let lock = "IOSurfaceLock failed: kern_return_t 0xe00002c2";
+        let errors = [
+            s.write_f32(&[1.0; 4]).unwrap_err(),
+            s.write_f16(&[f16::ONE; 4]).unwrap_err(),
+            s.write_bytes(&[0; 8]).unwrap_err(),
+            s.write_bytes_at(2, &[0; 2]).unwrap_err(),
+            s.read_f32().unwrap_err(),
+            s.read_f16().unwrap_err(),
+            s.read_bytes_into(&mut [0; 8]).unwrap_err(),
+            s.try_read_bytes().unwrap_err(),
+        ];
+        for e in errors {
+            assert_eq!(e.to_string(), lock);
+        }
+    }
+
+    #[test]
+    fn heap_memory_runs_each_access_once() {
+        let mut m = HeapMemory::zeroed(8);
+        let mut runs = 0;
+        m.write(&mut |b| {
+            b[3] = 7;
+            runs += 1;
+        })
+        .unwrap();
+        m.read(&mut |b| {
+            assert_eq!(b[3], 7);
+            runs += 1;
+        })
+        .unwrap();
+        assert_eq!(runs, 2);
     }
 }

@@ -554,7 +554,7 @@ fn write_region_f16(model: &mut Model, name: &str, values: &[f16]) -> Result<()>
             let at = c * layout.width + region.offset;
             dst[at..at + region.cols].copy_from_slice(row);
         }
-    });
+    })?;
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::runtime::AneRuntime;
+use crate::error::{Error, Result};
 use crate::surface::SurfaceMemory;
 
 /// One IOSurface of `len` bytes, released (`CFRelease`) when dropped.
@@ -43,23 +44,21 @@ impl<R: AneRuntime> SurfaceMemory for IoSurfaceMemory<R> {
         self.len
     }
 
-    /// # Panics
-    /// If `IOSurfaceLock` fails, which for a surface this process created means the system
-    /// is in trouble; the trait has no way to return the error.
-    fn read(&self, f: &mut dyn FnMut(&[u8])) {
+    /// Fails with the lock's `kern_return_t` when `IOSurfaceLock` refuses; `f` then does
+    /// not run.
+    fn read(&self, f: &mut dyn FnMut(&[u8])) -> Result<()> {
         let len = self.len;
         self.runtime
             .read_surface(self.surface(), &mut |bytes| f(&bytes[..len]))
-            .unwrap_or_else(|e| panic!("reading an IOSurface: {e}"));
+            .map_err(|message| Error::Device { op: "reading an IOSurface", message })
     }
 
-    /// # Panics
-    /// As `read`.
-    fn write(&mut self, f: &mut dyn FnMut(&mut [u8])) {
+    /// As `read`, locked for writing.
+    fn write(&mut self, f: &mut dyn FnMut(&mut [u8])) -> Result<()> {
         let len = self.len;
         self.runtime
             .write_surface(self.surface(), &mut |bytes| f(&mut bytes[..len]))
-            .unwrap_or_else(|e| panic!("writing an IOSurface: {e}"));
+            .map_err(|message| Error::Device { op: "writing an IOSurface", message })
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

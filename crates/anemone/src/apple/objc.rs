@@ -11,9 +11,14 @@
 //! exception, it unwinds as a foreign exception (which ends the process) instead of being
 //! undefined behaviour.
 //!
-//! Memory management is manual (no ARC): every method runs inside its own autorelease pool,
-//! and objects that outlive the call are retained for the caller and released by
-//! [`AneRuntime::release`].
+//! Memory management is manual (no ARC): every message is sent inside an autorelease pool
+//! (each method pushes its own, releases included), and objects that outlive the call are
+//! retained for the caller and released by [`AneRuntime::release`].
+//!
+//! Loading checks that every class answers every selector sent to it (`SENT`:
+//! `+respondsToSelector:` for class methods, `+instancesRespondToSelector:` for instance
+//! methods), so that a macOS whose private classes changed is refused at load, naming the
+//! first missing method, rather than aborting on an unrecognised selector later.
 //!
 //! Nobody on this project has run this file on an ANE; it follows the selectors and
 //! signatures that public, working projects use (REFERENCE.md §1).
@@ -88,6 +93,8 @@ type I32ToId = unsafe extern "C-unwind" fn(Id, Sel, i32) -> Id;
 type ObjectsKeysCountToId = unsafe extern "C-unwind" fn(Id, Sel, *const Id, *const Id, usize) -> Id;
 /// `+arrayWithObjects:count:`
 type ObjectsCountToId = unsafe extern "C-unwind" fn(Id, Sel, *const Id, usize) -> Id;
+/// `+respondsToSelector:`, `+instancesRespondToSelector:`
+type SelToBool = unsafe extern "C-unwind" fn(Id, Sel, Sel) -> ObjcBool;
 
 /// A method's function-pointer type, with the number of arguments after `self` and `_cmd`.
 trait Signature: Copy {
@@ -134,6 +141,123 @@ const fn selector_args(name: &CStr) -> usize {
         i += 1;
     }
     n
+}
+
+/// Whether a method is sent to the class object (`+`) or to instances of the class (`-`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Class,
+    Instance,
+}
+
+/// A method the backend sends: the class that must answer it, and how.
+#[derive(Clone, Copy, Debug)]
+struct Method {
+    /// The library the class comes from, named when the method is missing.
+    lib: Lib,
+    class: &'static CStr,
+    side: Side,
+    selector: &'static CStr,
+}
+
+impl Method {
+    const fn class(lib: Lib, class: &'static CStr, selector: &'static CStr) -> Method {
+        Method { lib, class, side: Side::Class, selector }
+    }
+
+    const fn instance(lib: Lib, class: &'static CStr, selector: &'static CStr) -> Method {
+        Method { lib, class, side: Side::Instance, selector }
+    }
+}
+
+/// `+[Class selector]` or `-[Class selector]`, as Objective-C writes methods.
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign = match self.side {
+            Side::Class => '+',
+            Side::Instance => '-',
+        };
+        let (class, selector) = (self.class.to_string_lossy(), self.selector.to_string_lossy());
+        write!(f, "{sign}[{class} {selector}]")
+    }
+}
+
+/// Every method [`ObjcRuntime`] sends, checked at load so that a macOS whose private
+/// classes changed is refused with the method's name instead of aborting on the first
+/// unrecognised selector (an Objective-C exception ends the process). `sel!` refuses to
+/// compile a selector that is not listed here.
+const SENT: &[Method] = {
+    use Lib::{AppleNeuralEngine as Ane, Foundation};
+    &[
+        Method::class(
+            Ane,
+            c"_ANEInMemoryModelDescriptor",
+            c"modelWithMILText:weights:optionsPlist:",
+        ),
+        Method::class(Ane, c"_ANEInMemoryModel", c"inMemoryModelWithDescriptor:"),
+        Method::instance(Ane, c"_ANEInMemoryModel", c"hexStringIdentifier"),
+        Method::instance(Ane, c"_ANEInMemoryModel", c"compiledModelExists"),
+        Method::instance(Ane, c"_ANEInMemoryModel", c"compileWithQoS:options:error:"),
+        Method::instance(Ane, c"_ANEInMemoryModel", c"loadWithQoS:options:error:"),
+        Method::instance(Ane, c"_ANEInMemoryModel", c"evaluateWithQoS:options:request:error:"),
+        Method::instance(Ane, c"_ANEInMemoryModel", c"unloadWithQoS:error:"),
+        Method::class(Ane, c"_ANEIOSurfaceObject", c"objectWithIOSurface:"),
+        Method::class(Ane, c"_ANERequest", REQUEST_WITH_INPUTS),
+        Method::class(Foundation, c"NSData", c"dataWithBytes:length:"),
+        Method::class(Foundation, c"NSString", c"stringWithUTF8String:"),
+        Method::instance(Foundation, c"NSString", c"UTF8String"),
+        Method::class(Foundation, c"NSNumber", c"numberWithUnsignedLongLong:"),
+        Method::class(Foundation, c"NSNumber", c"numberWithInt:"),
+        Method::class(Foundation, c"NSDictionary", c"dictionaryWithObjects:forKeys:count:"),
+        Method::class(Foundation, c"NSArray", c"arrayWithObjects:count:"),
+        // Sent to the NSError a failing call leaves in its out-parameter.
+        Method::instance(Foundation, c"NSError", c"description"),
+        // Sent to every object the backend keeps (all of them NSObjects).
+        Method::instance(Lib::Objc, c"NSObject", c"retain"),
+        Method::instance(Lib::Objc, c"NSObject", c"release"),
+    ]
+};
+
+/// Whether `selector` is in [`SENT`] (at compile time, for `sel!`).
+const fn is_listed(selector: &CStr) -> bool {
+    let mut i = 0;
+    while i < SENT.len() {
+        if bytes_equal(SENT[i].selector.to_bytes(), selector.to_bytes()) {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+const fn bytes_equal(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The first of `methods` that `responds` says the framework lacks, as the error that
+/// refuses the runtime. `responds` is the only part that talks to Objective-C.
+fn first_missing(
+    methods: &[Method],
+    mut responds: impl FnMut(&Method) -> Result<bool, LoadError>,
+) -> Result<(), LoadError> {
+    for m in methods {
+        if !responds(m)? {
+            // The loader's error for anything a library lacks; it names the library and
+            // the method as `-[Class selector]`.
+            return Err(LoadError::MissingMethod { lib: m.lib, method: m.to_string() });
+        }
+    }
+    Ok(())
 }
 
 /// A selector with `objc_msgSend` cast to the exact signature of its method.
@@ -242,6 +366,8 @@ pub struct ObjcRuntime {
     description: Msg<NoArgToId>,
     retain: Msg<NoArgToId>,
     release: Msg<NoArgToVoid>,
+    responds_to_selector: Msg<SelToBool>,
+    instances_respond_to_selector: Msg<SelToBool>,
 }
 
 impl fmt::Debug for ObjcRuntime {
@@ -310,14 +436,16 @@ impl ObjcRuntime {
             Msg { sel, send }
         }
         // Each selector is written next to its signature type, and the number of arguments
-        // is checked against the selector's colons while compiling.
+        // is checked against the selector's colons while compiling, as is its presence in
+        // the list of methods checked at load.
         macro_rules! sel {
             ($name:tt as $ty:ty) => {{
                 const {
                     assert!(
                         selector_args($name) == <$ty as Signature>::ARGS,
                         "the signature does not take the selector's arguments"
-                    )
+                    );
+                    assert!(is_listed($name), "the selector is missing from SENT");
                 };
                 msg::<$ty>(msg_send, sel_register_name, $name)
             }};
@@ -336,7 +464,7 @@ impl ObjcRuntime {
             }
         };
 
-        Ok(ObjcRuntime {
+        let runtime = ObjcRuntime {
             pool_push: c_fn!(
                 libs,
                 Lib::Objc,
@@ -427,8 +555,40 @@ impl ObjcRuntime {
             description: sel!(c"description" as NoArgToId),
             retain: sel!(c"retain" as NoArgToId),
             release: sel!(c"release" as NoArgToVoid),
+            // The two questions the check below asks; NSObject answers them for every class,
+            // so they are not themselves in SENT.
+            responds_to_selector: msg(msg_send, sel_register_name, c"respondsToSelector:"),
+            instances_respond_to_selector: msg(
+                msg_send,
+                sel_register_name,
+                c"instancesRespondToSelector:",
+            ),
             _libraries: libs,
-        })
+        };
+        {
+            let _pool = runtime.pool();
+            first_missing(SENT, |m| {
+                let class = class(m.class)?;
+                // SAFETY: sel_registerName takes a NUL-terminated name and returns its
+                // selector (registering it if new).
+                let sel = unsafe { sel_register_name(m.selector.as_ptr()) };
+                Ok(runtime.responds(class, m.side, sel))
+            })?;
+        }
+        Ok(runtime)
+    }
+
+    /// Whether `class` (a class object) answers `sel` itself (`+respondsToSelector:`), or
+    /// whether its instances do (`+instancesRespondToSelector:`).
+    fn responds(&self, class: Id, side: Side, sel: Sel) -> bool {
+        let m = match side {
+            Side::Class => self.responds_to_selector,
+            Side::Instance => self.instances_respond_to_selector,
+        };
+        // SAFETY: `class` is a class object from objc_getClass, and both methods are
+        // NSObject's, taking a SEL and returning a BOOL; the caller holds a pool for
+        // whatever `+initialize` autoreleases on this first message to the class.
+        is_yes(unsafe { (m.send)(class, m.sel, sel) })
     }
 
     /// An autorelease pool for the rest of the calling scope.
@@ -699,8 +859,10 @@ impl AneRuntime for ObjcRuntime {
 
     fn compiled_model_exists(&self, model: &ObjcObject) -> Result<bool, String> {
         let model = Self::expect(model, Kind::Model)?;
+        let _pool = self.pool();
         let m = self.compiled_model_exists;
-        // SAFETY: `model` is a live _ANEInMemoryModel; the method returns a BOOL.
+        // SAFETY: `model` is a live _ANEInMemoryModel; the method returns a BOOL (and may
+        // autorelease what it looks up, hence the pool).
         Ok(is_yes(unsafe { (m.send)(model, m.sel) }))
     }
 
@@ -856,6 +1018,8 @@ impl AneRuntime for ObjcRuntime {
     }
 
     fn release(&self, object: ObjcObject) {
+        // A last release runs -dealloc, which may autorelease.
+        let _pool = self.pool();
         let m = self.release;
         // SAFETY: the handle owns one reference (it was retained by `adopt`) and is consumed
         // here, so it is released exactly once.
@@ -863,6 +1027,8 @@ impl AneRuntime for ObjcRuntime {
     }
 
     fn release_surface(&self, surface: IoSurfaceHandle) {
+        // Not a message, but freeing the IOSurface may send some.
+        let _pool = self.pool();
         // SAFETY: the handle owns the reference IOSurfaceCreate returned and is consumed here.
         unsafe { (self.cf_release)(surface.0.as_ptr()) }
     }
@@ -884,6 +1050,69 @@ mod tests {
         assert_eq!(selector_args(c"hexStringIdentifier"), 0);
         assert_eq!(selector_args(c"unloadWithQoS:error:"), 2);
         assert_eq!(selector_args(REQUEST_WITH_INPUTS), SevenIdsToId::ARGS);
+    }
+
+    #[test]
+    fn a_missing_method_is_named_as_objective_c_writes_it() {
+        let load = c"loadWithQoS:options:error:";
+        let e = first_missing(SENT, |m| Ok(m.selector != load)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "-[_ANEInMemoryModel loadWithQoS:options:error:] missing (from \
+             AppleNeuralEngine.framework)"
+        );
+        let e = first_missing(SENT, |m| Ok(m.side == Side::Instance)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "+[_ANEInMemoryModelDescriptor modelWithMILText:weights:optionsPlist:] missing (from \
+             AppleNeuralEngine.framework)"
+        );
+        let utf8 = c"UTF8String";
+        let e = first_missing(SENT, |m| Ok(m.selector != utf8)).unwrap_err();
+        assert_eq!(e.to_string(), "-[NSString UTF8String] missing (from Foundation.framework)");
+    }
+
+    #[test]
+    fn the_check_asks_about_every_method_in_order_and_stops_at_the_first_gap() {
+        let mut asked = Vec::new();
+        first_missing(SENT, |m| {
+            asked.push(m.to_string());
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(asked.len(), SENT.len());
+        assert_eq!(
+            asked[0],
+            "+[_ANEInMemoryModelDescriptor modelWithMILText:weights:optionsPlist:]"
+        );
+        assert!(asked.contains(&"-[_ANEInMemoryModel compiledModelExists]".to_string()));
+        assert!(asked.contains(&"-[NSObject release]".to_string()));
+
+        let mut count = 0;
+        let e = first_missing(SENT, |m| {
+            count += 1;
+            Ok(m.selector != c"hexStringIdentifier")
+        });
+        assert!(e.is_err());
+        assert_eq!(count, 3, "nothing is asked past the first missing method");
+    }
+
+    #[test]
+    fn a_missing_class_stops_the_check_with_its_own_error() {
+        let e = first_missing(SENT, |m| {
+            Err(LoadError::MissingClass { class: m.class.to_string_lossy().into_owned() })
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&e, LoadError::MissingClass { class } if class == "_ANEInMemoryModelDescriptor")
+        );
+    }
+
+    #[test]
+    fn every_listed_selector_is_known_to_the_compile_time_check() {
+        assert!(SENT.iter().all(|m| is_listed(m.selector)));
+        assert!(!is_listed(c"loadWithQoS:options:"));
+        assert!(!is_listed(c"respondsToSelector:"));
     }
 
     #[test]
