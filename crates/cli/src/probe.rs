@@ -4,8 +4,9 @@
 
 use std::process::ExitCode;
 
-use anemone::Device;
 use anemone::probe::{self, Verdict, WeightReloadReport};
+use anemone::sim::{SimOptions, SimReload};
+use anemone::{Device, DeviceKind};
 
 use crate::EXIT_USAGE;
 
@@ -30,9 +31,18 @@ pub struct WeightReloadArgs {
     /// Spatial size.
     #[arg(long, default_value_t = 32)]
     pub spatial: usize,
+    /// What an unload + load does on the simulator: `snapshot` (weights fixed at compile, as
+    /// measured on the ANE; the default) or `reads-disk` (the load re-reads the weight
+    /// files, as mechramc/Orion reports). Only with the simulator.
+    #[arg(long, value_name = "MODEL", value_parser = parse_sim_reload)]
+    pub sim_reload: Option<SimReload>,
     /// Print one JSON document on stdout instead of the report.
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_sim_reload(s: &str) -> Result<SimReload, String> {
+    s.parse::<SimReload>().map_err(|e| e.to_string())
 }
 
 pub fn run(cmd: ProbeCommand) -> ExitCode {
@@ -60,24 +70,29 @@ fn weight_reload(args: &WeightReloadArgs) -> ExitCode {
         );
         return ExitCode::from(EXIT_USAGE);
     }
-    let device = crate::select_device(args.device.as_deref());
-    let device = match device {
+    let device = match probe_device(args) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    eprintln!("device: {}", device.kind());
+    // The simulator's verdict is the reload model's, not a measurement: say which.
+    let sim_reload =
+        (device.kind() == DeviceKind::Simulator).then(|| args.sim_reload.unwrap_or_default());
+    match sim_reload {
+        Some(model) => eprintln!("device: {} (reload model: {model})", device.kind()),
+        None => eprintln!("device: {}", device.kind()),
+    }
     let report =
         probe::weight_reload(&device, args.channels, args.spatial, &mut |line| eprintln!("{line}"));
     match report {
         Ok(r) if args.json => {
-            println!("{}", to_json(&r));
+            println!("{}", to_json(&r, sim_reload));
             ExitCode::SUCCESS
         }
         Ok(r) => {
-            print_report(&r);
+            print_report(&r, sim_reload);
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -87,7 +102,32 @@ fn weight_reload(args: &WeightReloadArgs) -> ExitCode {
     }
 }
 
-fn to_json(r: &WeightReloadReport) -> serde_json::Value {
+/// The device to probe: the one `--device` (or `$ANEMONE_DEVICE`) names, and for the
+/// simulator, with the reload model `--sim-reload` names.
+fn probe_device(args: &WeightReloadArgs) -> Result<Device, String> {
+    let Some(reload) = args.sim_reload else {
+        return crate::select_device(args.device.as_deref()).map_err(|e| e.to_string());
+    };
+    let refuse = |kind: &str| {
+        format!(
+            "--sim-reload models what a reload does on the simulator; it cannot be used with \
+             the {kind} device (use --device sim)"
+        )
+    };
+    // Refused before opening the device: asking for the ANE here is a usage error whether
+    // or not this machine has one.
+    let named = args.device.clone().or_else(|| std::env::var("ANEMONE_DEVICE").ok());
+    if named.as_deref().map(str::trim) == Some("ane") {
+        return Err(refuse("ane"));
+    }
+    let device = crate::select_device(args.device.as_deref()).map_err(|e| e.to_string())?;
+    if device.kind() != DeviceKind::Simulator {
+        return Err(refuse(device.kind().name()));
+    }
+    Ok(Device::simulator_with(SimOptions { reload, ..SimOptions::default() }))
+}
+
+fn to_json(r: &WeightReloadReport, sim_reload: Option<SimReload>) -> serde_json::Value {
     let methods: Vec<_> = r
         .methods
         .iter()
@@ -106,7 +146,11 @@ fn to_json(r: &WeightReloadReport) -> serde_json::Value {
         "device": r.device,
         "channels": r.channels,
         "spatial": r.spatial,
+        "sim_reload": sim_reload.map(SimReload::name),
         "verdict": r.verdict.as_str(),
+        // Largest |B - A| after the reload; null when an output became infinite.
+        "max_change": r.max_change,
+        "reload_failed": r.reload_failed,
         "compile_load_ms": r.compile_load_ms,
         "unload_ms": r.unload_ms,
         "reload_ms": r.reload_ms,
@@ -114,10 +158,14 @@ fn to_json(r: &WeightReloadReport) -> serde_json::Value {
     })
 }
 
-fn print_report(r: &WeightReloadReport) {
+fn print_report(r: &WeightReloadReport, sim_reload: Option<SimReload>) {
+    let device = match sim_reload {
+        Some(model) => format!("{}, reload model {model}", r.device),
+        None => r.device.to_string(),
+    };
     println!(
-        "=== RESULT ({}, {}x{} conv, spatial {}) ===",
-        r.device, r.channels, r.channels, r.spatial
+        "=== RESULT ({device}, {}x{} conv, spatial {}) ===",
+        r.channels, r.channels, r.spatial
     );
     let reload = &r.methods[0];
     println!("  Max A-B diff: {:.6}", r.max_change);
@@ -126,6 +174,12 @@ fn print_report(r: &WeightReloadReport) {
         "  Compile+load: {:.3} ms | Unload: {:.3} ms | Reload: {:.3} ms",
         r.compile_load_ms, r.unload_ms, r.reload_ms
     );
+    if r.reload_failed {
+        println!(
+            "  The load after the rewrite failed; the model compiled the program with B and \
+             loaded that instead (as the seed does)."
+        );
+    }
     println!();
     match r.verdict {
         Verdict::Success => {

@@ -178,6 +178,11 @@ fn probe_weight_reload_reports_the_seeds_verdict_and_the_alternatives() {
     assert_eq!(doc["device"], "sim");
     assert_eq!((doc["channels"].as_u64(), doc["spatial"].as_u64()), (Some(64), Some(32)));
     assert_eq!(doc["verdict"], "FAIL");
+    // The seed's "Max A-B diff": the default reload model (the ANE's, as measured) reads
+    // nothing, so nothing changed.
+    assert_eq!(doc["max_change"].as_f64(), Some(0.0));
+    assert_eq!(doc["sim_reload"], "snapshot");
+    assert_eq!(doc["reload_failed"], false);
     for field in ["compile_load_ms", "unload_ms", "reload_ms"] {
         assert!(doc[field].as_f64().is_some_and(|v| v >= 0.0), "{field}: {doc}");
     }
@@ -213,6 +218,67 @@ fn probe_weight_reload_reports_the_seeds_verdict_and_the_alternatives() {
     assert!(text.contains("FAIL: the output did not change"), "{text}");
     assert!(text.contains("16x16 conv, spatial 48"), "{text}");
     assert!(stderr(&o).contains("step 3: overwrite weights/weight.bin"), "{}", stderr(&o));
+}
+
+#[test]
+fn probe_weight_reload_on_a_simulator_whose_load_reads_the_disk() {
+    let o = anemone(&[
+        "probe",
+        "weight-reload",
+        "--device",
+        "sim",
+        "--sim-reload",
+        "reads-disk",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["verdict"], "SUCCESS");
+    assert_eq!(doc["sim_reload"], "reads-disk");
+    // B - A = 2 x A: up to 2 x 20.48 at the seed's size.
+    let change = doc["max_change"].as_f64().unwrap();
+    assert!(change > 40.0 && change < 41.0, "{doc}");
+    let methods = doc["methods"].as_array().unwrap();
+    assert_eq!(methods[0]["took_effect"], true);
+    assert!(methods[0]["speedup"].as_f64().unwrap() > 0.0, "{doc}");
+    assert!(stderr(&o).contains("device: sim (reload model: reads-disk)"), "{}", stderr(&o));
+
+    // Where 3 x A passes the ANE's 2^15 saturation the reload changes the output, but not
+    // to 3 x A.
+    let o = anemone(&[
+        "probe",
+        "weight-reload",
+        "--device",
+        "sim",
+        "--sim-reload",
+        "reads-disk",
+        "--spatial",
+        "20000",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("PARTIAL: the output changed but does not match 3x identity"), "{text}");
+    assert!(text.contains("(sim, reload model reads-disk, 64x64 conv, spatial 20000)"), "{text}");
+}
+
+#[test]
+fn the_reload_model_is_for_the_simulator_only_and_must_be_known() {
+    let o = anemone(&["probe", "weight-reload", "--device", "ane", "--sim-reload", "reads-disk"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--sim-reload models what a reload does on the simulator; it cannot be used with the ane device (use --device sim)"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(o.stdout.is_empty());
+    let o = anemone(&["probe", "weight-reload", "--device", "sim", "--sim-reload", "disk"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("unknown reload model `disk`: use `snapshot`")
+            && stderr(&o).contains("or `reads-disk`"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

@@ -6,12 +6,22 @@
 //! identity (output i gets input i's bytes), which is enough to see data flow through the
 //! right surfaces; it does not run programs.
 //!
+//! For the weight-reload experiment it can also compute the seed's layer
+//! ([`FakeEvaluation::Conv1x1`]: the model's one weight file as a `[C, C]` fp16 matrix
+//! applied to an fp32 `[C, S]` input), from the weight files the model holds. Which files
+//! those are after an unload + load is [`FakeReload`]: the ones the compiler read (what the
+//! ANE does, measured), the ones on disk now (what mechramc/Orion reports), or a scripted
+//! torn read of the disk.
+//!
 //! It also tracks every object and surface it hands out, so tests can check that the backend
 //! releases all of them.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
+
+use anemone_mil::DType;
+use anemone_mil::blob::{BlobFile, ReadMode, fp16_bytes_to_f32};
 
 use super::runtime::{AneRuntime, WeightFile};
 
@@ -31,6 +41,33 @@ pub enum FakeCall {
     MakeRequest,
 }
 
+/// Which weight files a model computes with after `loadWithQoS:`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FakeReload {
+    /// The files the compiler read: a load reads nothing (the ANE, measured on M3 Pro and
+    /// M5).
+    #[default]
+    Snapshot,
+    /// The files in the model's directory at the time of the load (mechramc/Orion's
+    /// report for its delta reload).
+    ReadsDisk,
+    /// A scripted fault: the load re-reads only the first `n` bytes of each weight file from
+    /// disk and keeps the compiled rest, so a rewrite takes effect in part.
+    ReadsFirstBytes(usize),
+}
+
+/// What `evaluateWithQoS:` computes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FakeEvaluation {
+    /// Output i receives input i's bytes (zeros where there is no input i).
+    #[default]
+    Identity,
+    /// The seed's 1x1 conv: when the model holds one weight file whose first record is
+    /// `C * C` fp16 values, output 0 = W x input 0, both fp32 `[C, S]`; otherwise the
+    /// identity.
+    Conv1x1,
+}
+
 /// An object handed out by the fake (no framework object behind it).
 #[derive(Debug)]
 pub struct FakeObject(u32);
@@ -41,10 +78,23 @@ pub struct FakeSurface(u32);
 
 #[derive(Debug)]
 enum Held {
-    Descriptor { hex: String },
-    Model { hex: String, loaded: bool },
-    SurfaceObject { surface: u32 },
-    Request { inputs: Vec<u32>, outputs: Vec<u32> },
+    Descriptor {
+        hex: String,
+    },
+    /// `weights`: the weight files the model computes with, by path relative to its
+    /// directory, set by each load.
+    Model {
+        hex: String,
+        loaded: bool,
+        weights: BTreeMap<String, Vec<u8>>,
+    },
+    SurfaceObject {
+        surface: u32,
+    },
+    Request {
+        inputs: Vec<u32>,
+        outputs: Vec<u32>,
+    },
 }
 
 impl Held {
@@ -64,8 +114,9 @@ struct State {
     next_id: u32,
     objects: BTreeMap<u32, Held>,
     surfaces: BTreeMap<u32, Vec<u8>>,
-    /// Failures still to give, per call, in order.
-    failures: BTreeMap<FakeCall, VecDeque<String>>,
+    /// Outcomes still to give, per call, in order: a failure, or None for a call that
+    /// succeeds before a later failure.
+    failures: BTreeMap<FakeCall, VecDeque<Option<String>>>,
     /// Hex identifiers compiled so far: `compiledModelExists` answers YES for them, as the
     /// framework's cache would.
     compiled: BTreeSet<String>,
@@ -73,6 +124,10 @@ struct State {
     hex_override: Option<String>,
     /// What the model's temporary directory held at each compile: relative path -> bytes.
     files_at_compile: Vec<BTreeMap<String, Vec<u8>>>,
+    /// The weight files each hex identifier was compiled from.
+    compiled_weights: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    reload: FakeReload,
+    evaluation: FakeEvaluation,
 }
 
 /// A fake of the Objective-C layer that records each call. See the module docs.
@@ -111,9 +166,16 @@ impl RecordingRuntime {
     /// Makes the next `times` calls of `call` fail with `description` (as the NSError's
     /// description, or as the framework's nil result).
     pub fn fail(&self, call: FakeCall, times: usize, description: &str) {
+        self.fail_after(call, 0, times, description);
+    }
+
+    /// Lets the next `after` calls of `call` succeed, then makes `times` of them fail with
+    /// `description`.
+    pub fn fail_after(&self, call: FakeCall, after: usize, times: usize, description: &str) {
         let mut st = self.state();
         let queue = st.failures.entry(call).or_default();
-        queue.extend(std::iter::repeat_n(description.to_string(), times));
+        queue.extend(std::iter::repeat_n(None, after));
+        queue.extend(std::iter::repeat_n(Some(description.to_string()), times));
     }
 
     /// Fixes the answer of `compiledModelExists` (by default: YES once the same hex
@@ -125,6 +187,16 @@ impl RecordingRuntime {
     /// Fixes the answer of `hexStringIdentifier` (by default a hash of the MIL and weights).
     pub fn set_hex_identifier(&self, hex: Option<&str>) {
         self.state().hex_override = hex.map(str::to_string);
+    }
+
+    /// Chooses which weight files a load leaves the model computing with.
+    pub fn set_reload(&self, reload: FakeReload) {
+        self.state().reload = reload;
+    }
+
+    /// Chooses what evaluate computes.
+    pub fn set_evaluation(&self, evaluation: FakeEvaluation) {
+        self.state().evaluation = evaluation;
     }
 
     /// Objects handed out and not yet released, as `kind#id`.
@@ -155,7 +227,7 @@ impl State {
 
     /// The scripted failure for `call`, if one is due.
     fn failure(&mut self, call: FakeCall) -> Option<String> {
-        self.failures.get_mut(&call).and_then(VecDeque::pop_front)
+        self.failures.get_mut(&call).and_then(VecDeque::pop_front).flatten()
     }
 
     fn add(&mut self, object: Held) -> FakeObject {
@@ -173,7 +245,7 @@ impl State {
 
     fn model(&mut self, object: &FakeObject) -> Result<(&mut String, &mut bool), String> {
         match self.objects.get_mut(&object.0) {
-            Some(Held::Model { hex, loaded }) => Ok((hex, loaded)),
+            Some(Held::Model { hex, loaded, .. }) => Ok((hex, loaded)),
             Some(other) => Err(format!("expected a model, got a {}", other.kind())),
             None => Err(format!("object #{} was released", object.0)),
         }
@@ -192,6 +264,80 @@ fn content_hex(mil: &[u8], weights: &[WeightFile<'_>]) -> String {
         h.update(w.bytes);
     }
     h.finalize().as_bytes()[..16].iter().map(|b| format!("{b:02X}")).collect()
+}
+
+/// The weight files among a directory's files (everything but the program text).
+fn weight_files(files: BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec<u8>> {
+    files.into_iter().filter(|(path, _)| path.starts_with("weights/")).collect()
+}
+
+/// The weight files a load leaves the model with: `compiled` are those the compiler read,
+/// `disk` those in the directory now.
+fn weights_after_load(
+    reload: FakeReload,
+    compiled: &BTreeMap<String, Vec<u8>>,
+    disk: BTreeMap<String, Vec<u8>>,
+) -> BTreeMap<String, Vec<u8>> {
+    match reload {
+        FakeReload::Snapshot => compiled.clone(),
+        FakeReload::ReadsDisk => disk,
+        FakeReload::ReadsFirstBytes(n) => compiled
+            .iter()
+            .map(|(path, old)| {
+                let mut bytes = old.clone();
+                if let Some(new) = disk.get(path) {
+                    let k = n.min(new.len()).min(bytes.len());
+                    bytes[..k].copy_from_slice(&new[..k]);
+                }
+                (path.clone(), bytes)
+            })
+            .collect(),
+    }
+}
+
+/// The seed's weight matrix from a model's weight files: the first record of its only file,
+/// when that holds `C * C` fp16 values. Returns `C` and the values, row-major `[out, in]`.
+fn conv_weights(weights: &BTreeMap<String, Vec<u8>>) -> Option<(usize, Vec<f32>)> {
+    let [(_, bytes)] = weights.iter().collect::<Vec<_>>()[..] else { return None };
+    let file = BlobFile::new(bytes.clone());
+    let record = *file.records(ReadMode::Lenient).ok()?.first()?;
+    if record.dtype() != Some(DType::Fp16) {
+        return None;
+    }
+    let count = usize::try_from(record.element_count()?).ok()?;
+    let channels = count.isqrt();
+    let start = usize::try_from(record.data_offset).ok()?;
+    let data = file.bytes().get(start..start.checked_add(count * 2)?)?;
+    if channels == 0 || channels * channels != count {
+        return None;
+    }
+    let mut w = vec![0f32; count];
+    fp16_bytes_to_f32(data, &mut w);
+    Some((channels, w))
+}
+
+/// `y = W x` over fp32 `[C, S]` bytes (S from the input's length); None when the input is
+/// not a whole number of `C`-channel columns.
+fn conv1x1(channels: usize, w: &[f32], input: &[u8]) -> Option<Vec<u8>> {
+    let x: Vec<f32> =
+        input.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    if x.is_empty() || !x.len().is_multiple_of(channels) {
+        return None;
+    }
+    let spatial = x.len() / channels;
+    let mut y = vec![0f32; x.len()];
+    for o in 0..channels {
+        for i in 0..channels {
+            let wi = w[o * channels + i];
+            if wi == 0.0 {
+                continue;
+            }
+            for s in 0..spatial {
+                y[o * spatial + s] += wi * x[i * spatial + s];
+            }
+        }
+    }
+    Some(y.iter().flat_map(|v| v.to_le_bytes()).collect())
 }
 
 /// Every regular file under `dir`, by path relative to it.
@@ -259,7 +405,7 @@ impl AneRuntime for RecordingRuntime {
             st.record(format!("{call} -> nil ({e})"));
             return Err(e);
         }
-        let object = st.add(Held::Model { hex, loaded: false });
+        let object = st.add(Held::Model { hex, loaded: false, weights: BTreeMap::new() });
         let line = format!("{call} -> {}", st.name(&object));
         st.record(line);
         Ok(object)
@@ -302,11 +448,12 @@ impl AneRuntime for RecordingRuntime {
             format!("-[{} compileWithQoS:options:error:] qos={qos} options={{}}", st.name(model));
         let hex = st.model(model)?.0.clone();
         let files = snapshot(&self.temp_root.join(&hex));
-        st.files_at_compile.push(files);
+        st.files_at_compile.push(files.clone());
         if let Some(e) = st.failure(FakeCall::Compile) {
             st.record(format!("{call} -> NO error={e}"));
             return Err(e);
         }
+        st.compiled_weights.insert(hex.clone(), weight_files(files));
         st.compiled.insert(hex);
         st.record(format!("{call} -> YES"));
         Ok(())
@@ -316,12 +463,20 @@ impl AneRuntime for RecordingRuntime {
         let mut st = self.state();
         let call =
             format!("-[{} loadWithQoS:options:error:] qos={qos} options={{}}", st.name(model));
-        st.model(model)?;
+        let hex = st.model(model)?.0.clone();
         if let Some(e) = st.failure(FakeCall::Load) {
             st.record(format!("{call} -> NO error={e}"));
             return Err(e);
         }
-        *st.model(model)?.1 = true;
+        let disk = weight_files(snapshot(&self.temp_root.join(&hex)));
+        // A program this fake never compiled (compiledModelExists forced to YES) was compiled
+        // from whatever its directory holds.
+        let compiled = st.compiled_weights.get(&hex).cloned().unwrap_or_else(|| disk.clone());
+        let now = weights_after_load(st.reload, &compiled, disk);
+        if let Some(Held::Model { loaded, weights, .. }) = st.objects.get_mut(&model.0) {
+            *loaded = true;
+            *weights = now;
+        }
         st.record(format!("{call} -> YES"));
         Ok(())
     }
@@ -359,6 +514,24 @@ impl AneRuntime for RecordingRuntime {
         if let Some(e) = failure {
             st.record(format!("{call} -> NO error={e}"));
             return Err(e);
+        }
+        if st.evaluation == FakeEvaluation::Conv1x1 {
+            let computed = match st.objects.get(&model.0) {
+                Some(Held::Model { weights, .. }) => conv_weights(weights).and_then(|(c, w)| {
+                    let x = st.surfaces.get(inputs.first()?)?;
+                    conv1x1(c, &w, x)
+                }),
+                _ => None,
+            };
+            if let (Some(y), Some(dst)) =
+                (computed, outputs.first().and_then(|o| st.surfaces.get_mut(o)))
+            {
+                let n = y.len().min(dst.len());
+                dst[..n].copy_from_slice(&y[..n]);
+                dst[n..].fill(0);
+                st.record(format!("{call} -> YES"));
+                return Ok(());
+            }
         }
         // Identity: output i receives input i (zeros where there is no input i).
         for (i, out) in outputs.iter().enumerate() {

@@ -39,7 +39,7 @@ use std::sync::{Arc, OnceLock};
 pub use backend::{
     AneBackend, AneCompiled, AneExecutable, AneOptions, DEFAULT_QOS, LOAD_RETRY_DELAY,
 };
-pub use fake::{FakeCall, FakeObject, FakeSurface, RecordingRuntime};
+pub use fake::{FakeCall, FakeEvaluation, FakeObject, FakeReload, FakeSurface, RecordingRuntime};
 pub use iosurface::IoSurfaceMemory;
 pub use loader::{Lib, LoadError};
 pub use objc::{IoSurfaceHandle, ObjcObject, ObjcRuntime};

@@ -35,6 +35,7 @@ use anemone_mil::builder::{Builder, ConvOptions};
 use anemone_mil::package::Weights;
 use anemone_mil::{DType, Program, TensorType, text};
 
+use super::fake::{FakeEvaluation, FakeReload};
 use super::*;
 use crate::budget::{BudgetLimits, CompileBudget};
 use crate::device::{Backend, CompileJob, Compiled, DeviceKind};
@@ -673,4 +674,97 @@ fn model_weight_updates_drive_the_seeds_calls() {
     assert_eq!(device.budget().used(), used + 1);
     let log = s.rt.take_log();
     assert!(log.iter().any(|l| l.contains("compileWithQoS")), "{log:#?}");
+}
+
+/// The probe on the ANE backend over the fake, with the fake computing the seed's conv from
+/// the weight files its model holds after each load.
+fn probe_on_the_fake(reload: FakeReload) -> crate::probe::WeightReloadReport {
+    let s = Setup::new();
+    s.rt.set_evaluation(FakeEvaluation::Conv1x1);
+    s.rt.set_reload(reload);
+    let device = s.device(quick());
+    let mut steps = Vec::new();
+    let r = crate::probe::weight_reload(&device, CH, SP, &mut |l| steps.push(l.to_string()));
+    let r = r.unwrap();
+    assert_eq!(r.device, "ane");
+    assert!(steps[2].starts_with("step 3: overwrite weights/weight.bin"), "{steps:#?}");
+    r
+}
+
+#[test]
+fn the_probe_on_a_device_that_keeps_its_compiled_weights_fails() {
+    let r = probe_on_the_fake(FakeReload::Snapshot);
+    assert_eq!(r.verdict, crate::probe::Verdict::Fail);
+    assert_eq!(r.max_change, 0.0);
+    assert!(!r.methods[0].took_effect);
+    // The recompile reaches the device with B and takes effect.
+    assert_eq!(r.methods[1].method, "recompile");
+    assert!(r.methods[1].took_effect, "{:?}", r.methods[1]);
+}
+
+#[test]
+fn the_probe_on_a_device_whose_load_reads_the_disk_succeeds() {
+    let r = probe_on_the_fake(FakeReload::ReadsDisk);
+    assert_eq!(r.verdict, crate::probe::Verdict::Success);
+    // B - A = 2 x A, and the largest input is CH * SP * 0.01.
+    let expect = 2.0 * (CH * SP) as f32 * 0.01;
+    assert!((r.max_change - expect).abs() < 0.05, "{} vs {expect}", r.max_change);
+    assert!(r.methods[0].took_effect && r.methods[0].max_error <= 0.1, "{:?}", r.methods[0]);
+}
+
+/// A load that re-reads only the first half of the file (header, record, and the rows of
+/// the first half of the output channels): those channels become 3 x A, the others stay A.
+#[test]
+fn the_probe_on_a_device_that_reads_part_of_the_file_is_partial() {
+    let half = 128 + CH * CH; // 64-byte header + 64-byte record + half of C x C fp16 values
+    let r = probe_on_the_fake(FakeReload::ReadsFirstBytes(half));
+    assert_eq!(r.verdict, crate::probe::Verdict::Partial);
+    assert!(r.max_change > 1.0, "{}", r.max_change);
+    assert!(!r.methods[0].took_effect);
+    // The channels left at A are 2 x A away from 3 x A.
+    assert!(r.methods[0].max_error > r.max_change * 0.5, "{:?}", r.methods[0]);
+}
+
+#[test]
+fn the_fake_computes_with_the_weights_its_load_chose() {
+    let s = Setup::new();
+    s.rt.set_evaluation(FakeEvaluation::Conv1x1);
+    s.rt.set_reload(FakeReload::ReadsDisk);
+    let (program, weights_a) = seed_program(1.0);
+    let (_, weights_b) = seed_program(3.0);
+    let device = s.device(quick());
+    let mut model = device.compile(&program, &weights_a).unwrap();
+    let out = model.output_names()[0].to_string();
+    let run = |model: &mut crate::Model| {
+        model.input("x").unwrap().write_f32(&seed_input()).unwrap();
+        model.evaluate().unwrap();
+        model.output(&out).unwrap().read_f32().unwrap()
+    };
+    let x = seed_input();
+    assert_eq!(run(&mut model), x);
+    model.reload_from_disk(&weights_b).unwrap();
+    let y = run(&mut model);
+    assert!(y.iter().zip(&x).all(|(y, x)| (y - 3.0 * x).abs() <= 0.1 + x.abs() / 300.0));
+    // Under the snapshot model a load goes back to the weights of the compile, whatever
+    // the disk holds.
+    s.rt.set_reload(FakeReload::Snapshot);
+    model.reload_from_disk(&weights_b).unwrap();
+    assert_eq!(run(&mut model), x, "snapshot: the weights of the compile");
+}
+
+/// The seed's fallback: when the load after the rewrite fails, the model compiles with B.
+/// Its output is then 3 x A, but a compile made it so: the verdict is FAIL, not SUCCESS.
+#[test]
+fn a_reload_that_falls_back_to_a_compile_is_not_a_success() {
+    let s = Setup::new();
+    s.rt.set_evaluation(FakeEvaluation::Conv1x1);
+    // The first load (after compiling A) works; the reload's load and its retry fail.
+    s.rt.fail_after(FakeCall::Load, 1, 2, "Error Domain=com.apple.appleneuralengine Code=5");
+    let device = s.device(quick());
+    let r = crate::probe::weight_reload(&device, CH, SP, &mut |_| {}).unwrap();
+    assert!(r.reload_failed);
+    assert_eq!(r.verdict, crate::probe::Verdict::Fail);
+    assert!(!r.methods[0].took_effect);
+    // The fallback did change the output, to 3 x A.
+    assert!(r.max_change > 1.0 && r.methods[0].max_error <= 0.1, "{r:?}");
 }

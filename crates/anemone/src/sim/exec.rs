@@ -1,10 +1,17 @@
 //! The simulator backend: compiles programs into plans and runs them step by step over
 //! fp16/fp32 buffers, checking the ANE's rules on every evaluate (equal surface sizes,
 //! loaded before evaluate).
+//!
+//! It also owns the simulator's side of the weight-reload experiment: each executable keeps
+//! the compiled program's weight files as a "disk" copy (the ANE backend writes them to the
+//! model's temporary directory), an overwrite really replaces that copy, and [`SimReload`]
+//! says whether a later unload + load reads it.
 
 use std::sync::{Arc, OnceLock};
 
-use anemone_mil::{DType, TensorType, f16};
+use anemone_mil::blob::ReadMode;
+use anemone_mil::package::Weights;
+use anemone_mil::{DType, Program, TensorType, f16};
 
 use super::kernels::elementwise::{BinaryOp, binary, unary};
 use super::kernels::{
@@ -15,6 +22,51 @@ use crate::aligned::AlignedBytes;
 use crate::device::{Backend, BindingOrder, CompileJob, Compiled, DeviceKind, Executable};
 use crate::error::{Error, Result};
 use crate::surface::{HeapMemory, Surface};
+
+/// What an unload + load does with weight files rewritten since the compile: the hardware
+/// question the weight-reload probe asks, as a model the simulator follows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SimReload {
+    /// A load reads nothing: the weights stay those of the compile. Measured on M3 Pro and
+    /// M5 (REFERENCE.md §2: max diff 0 after rewriting the file and reloading).
+    #[default]
+    Snapshot,
+    /// A load re-reads the weight files, so a rewritten file takes effect without a compile:
+    /// what mechramc/Orion reports for its delta reload (reported, not measured here).
+    ReadsDisk,
+}
+
+impl SimReload {
+    /// Every model, in the order the command line lists them.
+    pub const ALL: [SimReload; 2] = [SimReload::Snapshot, SimReload::ReadsDisk];
+
+    /// `snapshot` or `reads-disk`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SimReload::Snapshot => "snapshot",
+            SimReload::ReadsDisk => "reads-disk",
+        }
+    }
+}
+
+impl std::fmt::Display for SimReload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for SimReload {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<SimReload> {
+        SimReload::ALL.into_iter().find(|r| r.name() == s.trim()).ok_or_else(|| {
+            Error::UnknownName(format!(
+                "unknown reload model `{s}`: use `snapshot` (weights fixed at compile, as \
+                 measured on the ANE) or `reads-disk` (a load re-reads the weight files)"
+            ))
+        })
+    }
+}
 
 /// The CPU simulator backend.
 #[derive(Debug, Default)]
@@ -30,6 +82,29 @@ impl SimBackend {
     pub fn with_options(options: SimOptions) -> SimBackend {
         SimBackend { options }
     }
+
+    /// [`Backend::compile`] with the concrete result, for callers that want to look at it.
+    pub fn compile_program(&self, job: &CompileJob) -> Result<SimCompiled> {
+        let plan = plan::compile(
+            job.program,
+            job.function,
+            job.weights,
+            job.read_mode,
+            job.inputs,
+            job.outputs,
+            self.options,
+        )?;
+        // Only a model that re-reads the files at load needs the program to plan again.
+        let source = (self.options.reload == SimReload::ReadsDisk).then(|| Source {
+            program: job.program.clone(),
+            function: job.function.to_string(),
+            read_mode: job.read_mode,
+            inputs: job.inputs.to_vec(),
+            outputs: job.outputs.to_vec(),
+            options: self.options,
+        });
+        Ok(SimCompiled { built: Arc::new(Built::new(plan)), files: job.weights.clone(), source })
+    }
 }
 
 impl Backend for SimBackend {
@@ -44,28 +119,23 @@ impl Backend for SimBackend {
     }
 
     fn compile(&self, job: &CompileJob) -> Result<Arc<dyn Compiled>> {
-        let plan = plan::compile(
-            job.program,
-            job.function,
-            job.weights,
-            job.read_mode,
-            job.inputs,
-            job.outputs,
-            self.options,
-        )?;
-        Ok(Arc::new(SimCompiled { plan, widened: OnceLock::new() }))
+        Ok(Arc::new(self.compile_program(job)?))
     }
 }
 
-/// A compiled plan, shared by every model instantiated from it.
+/// A plan and its GEMM weights widened to f32.
 #[derive(Debug)]
-pub struct SimCompiled {
-    pub plan: Plan,
+struct Built {
+    plan: Plan,
     /// GEMM weights widened to f32 by the first load, indexed by constant.
     widened: OnceLock<Vec<Option<Vec<f32>>>>,
 }
 
-impl SimCompiled {
+impl Built {
+    fn new(plan: Plan) -> Built {
+        Built { plan, widened: OnceLock::new() }
+    }
+
     fn widen(&self) -> &[Option<Vec<f32>>] {
         self.widened.get_or_init(|| {
             let mut out = vec![None; self.plan.constants.len()];
@@ -80,31 +150,114 @@ impl SimCompiled {
     }
 }
 
-impl Compiled for SimCompiled {
-    fn instantiate(self: Arc<Self>) -> Result<Box<dyn Executable>> {
-        Ok(Box::new(SimExecutable {
-            compiled: self,
+/// What the compile planned from, kept to plan again from rewritten weight files.
+#[derive(Debug)]
+struct Source {
+    program: Program,
+    function: String,
+    read_mode: ReadMode,
+    inputs: Vec<(String, TensorType)>,
+    outputs: Vec<(String, TensorType)>,
+    options: SimOptions,
+}
+
+/// A compiled plan, shared by every model instantiated from it.
+#[derive(Debug)]
+pub struct SimCompiled {
+    built: Arc<Built>,
+    /// The weight files the compile read (sharing their bytes): every executable's disk
+    /// copy starts as these.
+    files: Weights,
+    /// Present when a load re-reads the weight files ([`SimReload::ReadsDisk`]).
+    source: Option<Source>,
+}
+
+impl SimCompiled {
+    /// The compiled plan.
+    pub fn plan(&self) -> &Plan {
+        &self.built.plan
+    }
+
+    /// A new, unloaded executable whose disk holds the weight files of the compile.
+    pub fn executable(self: &Arc<Self>) -> SimExecutable {
+        SimExecutable {
+            compiled: self.clone(),
+            built: self.built.clone(),
+            disk: self.files.clone(),
+            disk_changed: false,
             buffers: Vec::new(),
             scratch: Scratch::new(),
             loaded: false,
-        }))
+        }
+    }
+}
+
+impl Compiled for SimCompiled {
+    fn instantiate(self: Arc<Self>) -> Result<Box<dyn Executable>> {
+        Ok(Box::new(self.executable()))
     }
 }
 
 /// One loadable instance: activation buffers exist only while loaded.
+///
+/// Each executable has its own disk copy of the weight files. On the ANE, executables that
+/// share a compiled program share its directory; here a rewrite stays with the model that
+/// made it, so a later compile that hits the device's cache starts from the weights it asked
+/// for.
 pub struct SimExecutable {
     compiled: Arc<SimCompiled>,
+    /// The plan evaluate runs: the compiled one, or one planned from rewritten files by a
+    /// load that re-reads them.
+    built: Arc<Built>,
+    /// The weight files as they are "on disk" now, by BLOBFILE path.
+    disk: Weights,
+    /// Whether a file was rewritten since `built` was planned.
+    disk_changed: bool,
     buffers: Vec<AlignedBytes>,
     scratch: Scratch,
     loaded: bool,
 }
 
+impl SimExecutable {
+    /// The bytes of a weight file as they are on this executable's disk now.
+    pub fn weight_file(&self, blob_path: &str) -> Option<&[u8]> {
+        self.disk.get(blob_path).map(|f| f.bytes())
+    }
+
+    /// The load's reading of the weight files: under [`SimReload::ReadsDisk`], files
+    /// rewritten since the last plan are read and planned from, as a compile would; under
+    /// [`SimReload::Snapshot`] nothing is read.
+    fn read_weight_files(&mut self) -> Result<()> {
+        let Some(src) = &self.compiled.source else { return Ok(()) };
+        if !self.disk_changed {
+            return Ok(());
+        }
+        let plan = plan::compile(
+            &src.program,
+            &src.function,
+            &self.disk,
+            src.read_mode,
+            &src.inputs,
+            &src.outputs,
+            src.options,
+        )
+        .map_err(|e| Error::Device {
+            op: "load",
+            message: format!("re-reading the rewritten weight files: {e}"),
+        })?;
+        self.built = Arc::new(Built::new(plan));
+        self.disk_changed = false;
+        Ok(())
+    }
+}
+
 impl Executable for SimExecutable {
     fn load(&mut self) -> Result<()> {
         if !self.loaded {
-            self.compiled.widen();
+            self.read_weight_files()?;
+            self.built.widen();
             self.buffers = self
-                .compiled
+                .built
                 .plan
                 .memory
                 .buffer_sizes
@@ -138,8 +291,8 @@ impl Executable for SimExecutable {
         }
         check_equal_sizes("input", inputs.iter().map(|s| (s.name(), s.alloc_size())))?;
         check_equal_sizes("output", outputs.iter().map(|s| (s.name(), s.alloc_size())))?;
-        let plan = &self.compiled.plan;
-        let widened = self.compiled.widen();
+        let plan = &self.built.plan;
+        let widened = self.built.widen();
         if inputs.len() != plan.inputs.len() || outputs.len() != plan.outputs.len() {
             return Err(Error::State(format!(
                 "evaluate got {} inputs and {} outputs; the program has {} and {}",
@@ -180,19 +333,28 @@ impl Executable for SimExecutable {
         for (&v, surface) in plan.outputs.iter().zip(outputs.iter_mut()) {
             let src = env.bytes(v);
             let n = src.len();
-            surface.memory_mut().write(&mut |dst| dst[..n].copy_from_slice(src));
+            surface.memory_mut().write(&mut |dst| dst[..n].copy_from_slice(src))?;
         }
         Ok(())
     }
 
-    fn overwrite_weight_file(&mut self, _blob_path: &str, _bytes: &[u8]) -> Result<()> {
-        // The plan holds its own copy of every constant, decoded at compile: like the ANE,
-        // the simulator never reads the weight file again, so there is nothing to update.
+    /// Replaces the file on this executable's disk, as the ANE backend rewrites it in the
+    /// model's directory. Whether the next load reads it is [`SimReload`]'s business.
+    fn overwrite_weight_file(&mut self, blob_path: &str, bytes: &[u8]) -> Result<()> {
+        if self.disk.get(blob_path).is_none() {
+            let known: Vec<&str> = self.disk.iter().map(|(p, _)| p).collect();
+            let known = if known.is_empty() { "none".into() } else { known.join(", ") };
+            return Err(Error::UnknownName(format!(
+                "`{blob_path}` is not a weight file of this program (it has: {known})"
+            )));
+        }
+        self.disk.insert(blob_path, bytes.to_vec());
+        self.disk_changed = true;
         Ok(())
     }
 
     fn peak_memory_bytes(&self) -> usize {
-        self.compiled.plan.memory.peak_bytes()
+        self.built.plan.memory.peak_bytes()
     }
 
     fn scratch_bytes(&self) -> usize {
@@ -200,7 +362,7 @@ impl Executable for SimExecutable {
     }
 
     fn intermediate_bytes(&self) -> usize {
-        self.compiled.plan.intermediate_bytes
+        self.built.plan.intermediate_bytes
     }
 }
 
@@ -652,4 +814,60 @@ fn cast(src: &[u8], from: DType, dst: &mut [u8], to: DType) -> KResult {
         other => return Err(unsupported("cast", other)),
     };
     r.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use anemone_mil::builder::Builder;
+
+    use super::*;
+
+    const WEIGHT_PATH: &str = "@model_path/weights/weight.bin";
+
+    /// A compiled 1x1 conv with identity weights, and its weight file.
+    fn compiled(reload: SimReload) -> (Arc<SimCompiled>, Vec<u8>) {
+        let mut b = Builder::new();
+        let mut f = b.function("main");
+        let x = f.input("x", TensorType::new(DType::Fp16, [1, 4, 1, 8]));
+        let eye: Vec<f32> = (0..16).map(|i| if i / 4 == i % 4 { 1.0 } else { 0.0 }).collect();
+        let w = f.weight("W", TensorType::new(DType::Fp16, [4, 4, 1, 1]), &eye).unwrap();
+        let y = f.conv(&x, &w, &Default::default()).unwrap();
+        f.output_named(&y, "y").unwrap();
+        f.finish();
+        let built = b.build().unwrap();
+        let io = |name: &str| vec![(name.to_string(), TensorType::new(DType::Fp16, [1, 4, 1, 8]))];
+        let backend = SimBackend::with_options(SimOptions { reload, ..SimOptions::default() });
+        let job = CompileJob {
+            program: &built.program,
+            function: "main",
+            text: "",
+            weights: &built.weights,
+            read_mode: ReadMode::Strict,
+            inputs: &io("x"),
+            outputs: &io("y"),
+        };
+        let compiled = backend.compile_program(&job).unwrap();
+        let file = built.weights.get(WEIGHT_PATH).unwrap().bytes().to_vec();
+        (Arc::new(compiled), file)
+    }
+
+    #[test]
+    fn an_overwrite_replaces_the_executables_file_in_either_model() {
+        for reload in SimReload::ALL {
+            let (compiled, original) = compiled(reload);
+            let mut exec = compiled.executable();
+            assert_eq!(exec.weight_file(WEIGHT_PATH), Some(&original[..]));
+            let mut rewritten = original.clone();
+            let last = rewritten.len() - 1;
+            rewritten[last] ^= 0x40;
+            exec.overwrite_weight_file(WEIGHT_PATH, &rewritten).unwrap();
+            assert_eq!(exec.weight_file(WEIGHT_PATH), Some(&rewritten[..]), "{reload}");
+            exec.load().unwrap();
+            // The load reads the new file only when the model says it does.
+            let reread = !Arc::ptr_eq(&exec.built, &compiled.built);
+            assert_eq!(reread, reload == SimReload::ReadsDisk, "{reload}");
+            // Other executables of the program still have the compile's file.
+            assert_eq!(compiled.executable().weight_file(WEIGHT_PATH), Some(&original[..]));
+        }
+    }
 }

@@ -5,7 +5,8 @@
 //! (rounding, saturation, NaN handling) and says which of them the simulator reproduces
 //! exactly and which it approximates. `kernels` holds the compute kernels: pure functions over
 //! dense row-major slices, independent of the MIL IR. `peak` measures this machine's f32 FMA
-//! peak, the yardstick for benchmarks.
+//! peak, the yardstick for benchmarks. [`SimReload`] is the simulator's model of what an
+//! unload + load does with a rewritten weight file (the weight-reload probe's question).
 
 pub mod exec;
 pub mod kernels;
@@ -14,5 +15,5 @@ pub mod numerics;
 pub mod peak;
 pub mod plan;
 
-pub use exec::SimBackend;
-pub use plan::SimOptions;
+pub use exec::{SimBackend, SimReload};
+pub use plan::{Fp32Arithmetic, SimOptions};
