@@ -159,7 +159,13 @@ fn fixture_10_matches_hand_computed_attention_with_and_without_the_mask() {
     for (device, causal) in [
         // The ANE ignores attn_mask (REFERENCE.md §2), and by default so does the simulator.
         (Device::simulator(), false),
-        (Device::simulator_with(anemone::sim::SimOptions { apply_attention_mask: true }), true),
+        (
+            Device::simulator_with(anemone::sim::SimOptions {
+                apply_attention_mask: true,
+                ..Default::default()
+            }),
+            true,
+        ),
     ] {
         let mut model = device.compile(&program, &Weights::new()).unwrap();
         model.input("q").unwrap().write_f32(&q).unwrap();

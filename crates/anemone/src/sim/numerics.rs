@@ -3,15 +3,17 @@
 //! The ANE stores and computes in fp16 (REFERENCE.md §3). Every kernel of the simulator computes
 //! in f32 and rounds once to the output type; when that type is fp16 the kernel also applies the
 //! rules below that are marked *reproduced*. Kernels over f32 data are plain IEEE reference
-//! kernels and apply none of them (the plan runs fp16 kernels where it emulates the ANE).
+//! kernels and apply none of them: the ANE has no fp32 arithmetic, so by default the plan runs
+//! an op typed fp32 through the fp16 kernels (see the first row, and `plan::Fp32Arithmetic`).
 //!
 //! | rule (measured on hardware) | simulator |
 //! |---|---|
+//! | no fp32 arithmetic: tensors typed fp32 are computed in fp16; only I/O and `cast` keep fp32 | reproduced by default: operands rounded to fp16, every rule below applied, the fp16 result stored exactly in the fp32 tensor; data movement (reshape, transpose, slice, concat, split) keeps fp32 values as they are; `Fp32Arithmetic::Exact` keeps IEEE f32 instead |
 //! | f32 -> fp16 rounds to nearest, ties to even; overflow (after rounding, beyond 65504) gives ±inf | reproduced exactly ([`f32_to_f16`], [`round_f16`]) |
 //! | no NaN ever exists: a NaN read by the datapath is +inf | reproduced: fp16 kernels read NaN as +inf ([`ane_read`]); a cast to fp16 maps NaN to +inf |
 //! | indeterminate forms (inf-inf, 0*inf, sqrt(-1), rsqrt(-1), log(-1)) give +0 | reproduced: an fp16 kernel whose f32 result is NaN stores +0 ([`ane_result`]) |
 //! | matmul and convolutions of two or more taps saturate at 2^15: an output that rounds to 32768 or more is ±inf | reproduced on the final output ([`mac_saturate`]); a partial sum that passes 2^15 and later cancels is *not* detected |
-//! | elementwise ops and reductions overflow at the fp16 limit | reproduced (it is ordinary fp16 rounding) |
+//! | elementwise ops and reduce_sum overflow at the fp16 limit, not at 2^15: a result beyond 65504 after rounding is ±inf | reproduced on the final result (ordinary fp16 rounding); reductions accumulate in f32, so a partial sum that passes 65504 and later cancels is *not* detected. The source states no limit for reduce_mean; the simulator rounds the mean once |
 //! | matmul/conv accumulate products in groups of 4 rounded to fp16, then in a wide accumulator | approximated: the simulator accumulates in f32 (closer to exact). [`dot_groups_of_4`] is a slow reference model of the rule |
 //! | softmax subtracts the max ([1000, 1, 2, 3] -> [1, 0, 0, 0]) | reproduced |
 //! | sigmoid/tanh/gelu/exp use a 33-knot piecewise-linear table (max sigmoid error ~0.0034) | approximated: the simulator evaluates the exact function in f32 and rounds once |

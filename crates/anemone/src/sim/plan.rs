@@ -2,6 +2,12 @@
 //! its parameters resolved by the op registry, constants are decoded once (weights are
 //! snapshotted here, as the ANE compiler does), reshapes alias their input, and every
 //! intermediate tensor gets a buffer from the live-range memory plan.
+//!
+//! Arithmetic typed fp32 runs as on the ANE, in fp16 ([`Fp32Arithmetic::AsAne`]): the plan
+//! narrows the op's fp32 operands to fp16 (constants once at compile time, other tensors by a
+//! cast step), runs the fp16 kernel, and widens the result back into the fp32 tensor by an
+//! exact cast step. A later fp32 op reads the fp16 copy directly, and a widening that nothing
+//! reads is dropped, so a chain of fp32 ops costs what the same chain in fp16 does.
 
 use std::collections::HashMap;
 
@@ -144,6 +150,28 @@ pub struct SimOptions {
     /// Apply `attn_mask` of scaled_dot_product_attention. The ANE ignores it (REFERENCE.md
     /// §2, measured), and so does the simulator by default; set this for MIL's meaning.
     pub apply_attention_mask: bool,
+    /// What an unload + load does with rewritten weight files (default: nothing, as
+    /// measured on the ANE).
+    pub reload: super::SimReload,
+    /// How arithmetic typed fp32 is computed (default: in fp16, as on the ANE).
+    pub fp32: Fp32Arithmetic,
+}
+
+/// How the simulator computes ops whose tensors are typed fp32.
+///
+/// The ANE has no fp32 arithmetic: it computes fp32 tensors in fp16 (REFERENCE.md §3), so
+/// `mul(x, x)` on fp32 `[1.0001, 300]` gives `[1, inf]` there. Only function inputs and outputs,
+/// `cast` and data movement (reshape, transpose, slice, concat, split) keep fp32 values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Fp32Arithmetic {
+    /// As the ANE: the fp32 operands of an op are rounded to fp16, the op runs with every fp16
+    /// rule of `numerics` (rounding, overflow to inf, saturation, NaN rules), and its fp16
+    /// result is stored, exactly, in the fp32 tensor.
+    #[default]
+    AsAne,
+    /// MIL's meaning: IEEE f32 arithmetic, none of the ANE's rules. A reference for checking
+    /// what fp16 computation costs a program.
+    Exact,
 }
 
 /// Compiles `function` of `program`. `inputs`/`outputs` name the I/O in binding order.
@@ -172,6 +200,8 @@ pub fn compile(
         names: HashMap::new(),
         constants: Vec::new(),
         steps: Vec::new(),
+        widening: Vec::new(),
+        narrow: HashMap::new(),
     };
     let mut input_ids = Vec::with_capacity(inputs.len());
     for (i, (name, ty)) in inputs.iter().enumerate() {
@@ -194,6 +224,11 @@ struct PlanBuilder<'a> {
     names: HashMap<String, ValueId>,
     constants: Vec<Constant>,
     steps: Vec<Step>,
+    /// For each step, whether it only widens an fp16 result into its fp32 tensor (such a step
+    /// is dropped when nothing reads the fp32 tensor).
+    widening: Vec<bool>,
+    /// fp32 values whose fp16 rounding is already available, and that fp16 value.
+    narrow: HashMap<ValueId, ValueId>,
 }
 
 /// A value whose buffer the memory plan assigns.
@@ -226,6 +261,63 @@ impl PlanBuilder<'_> {
         self.alias_of.push(alias);
         self.names.insert(name.to_string(), id);
         id
+    }
+
+    /// A value the program does not name (the fp16 copy of an fp32 tensor): `label` only
+    /// appears in error messages and never shadows a name of the program.
+    fn define_hidden(
+        &mut self,
+        label: String,
+        ty: TensorType,
+        storage: Storage,
+        alias: Option<ValueId>,
+    ) -> ValueId {
+        self.values.push(Value { name: label, ty, storage });
+        self.alias_of.push(alias);
+        self.values.len() - 1
+    }
+
+    fn push_step(&mut self, step: Step, widening: bool) {
+        self.steps.push(step);
+        self.widening.push(widening);
+    }
+
+    /// The fp16 rounding of the fp32 value `v`, as the ANE reads an fp32 operand: a constant
+    /// is converted once here, another tensor by a cast step (NaN becomes +inf either way, as
+    /// the datapath reads it). Made once per value.
+    fn narrowed(&mut self, v: ValueId) -> Result<ValueId> {
+        if let Some(&h) = self.narrow.get(&v) {
+            return Ok(h);
+        }
+        let value = self.values[v].clone();
+        let ty = TensorType { dtype: DType::Fp16, ..value.ty.clone() };
+        let label = format!("{}(fp16)", value.name);
+        let h = match value.storage {
+            Storage::Const(c) => {
+                let n = value.ty.byte_size().unwrap_or(0) as usize;
+                let wide = decode_to_f32(&self.constants[c].bytes()[..n], DType::Fp32)?;
+                let halves: Vec<f16> = wide
+                    .iter()
+                    .map(|&x| if x.is_nan() { f16::INFINITY } else { f16::from_f32(x) })
+                    .collect();
+                let c = self.push_constant(bytemuck::cast_slice(&halves).to_vec());
+                self.define_hidden(label, ty, Storage::Const(c), None)
+            }
+            _ => {
+                let h = self.define_hidden(label, ty, PENDING, None);
+                let step = Step {
+                    op_name: value.name.clone(),
+                    kind: OpKind::Cast,
+                    kernel: Kernel::Cast,
+                    inputs: vec![v],
+                    outputs: vec![h],
+                };
+                self.push_step(step, false);
+                h
+            }
+        };
+        self.narrow.insert(v, h);
+        Ok(h)
     }
 
     fn value(&self, name: &str) -> Result<ValueId> {
@@ -318,7 +410,15 @@ impl PlanBuilder<'_> {
                 let arg = op.input("x").ok_or_else(|| Error::Shape("reshape without x".into()))?;
                 let src = self.argument(arg, &format!("{op_name}_x"))?;
                 let storage = self.values[src].storage;
-                self.define(&first_output, out_types[0].clone(), storage, Some(src));
+                let ty = out_types[0].clone();
+                let id = self.define(&first_output, ty.clone(), storage, Some(src));
+                // The fp16 copy of an fp32 input reshapes the same way, for the ops that read it.
+                if let Some(&h) = self.narrow.get(&src) {
+                    let ty = TensorType { dtype: DType::Fp16, ..ty };
+                    let label = format!("{first_output}(fp16)");
+                    let hid = self.define_hidden(label, ty, self.values[h].storage, Some(h));
+                    self.narrow.insert(id, hid);
+                }
                 return Ok(());
             }
             _ => {}
@@ -336,13 +436,41 @@ impl PlanBuilder<'_> {
                 None => {}
             }
         }
-        let outputs = op
-            .outputs
-            .iter()
-            .zip(out_types)
-            .map(|(o, ty)| self.define(&o.name.name, ty, PENDING, None))
-            .collect();
-        self.steps.push(Step { op_name, kind: ctx.kind, kernel, inputs, outputs });
+        let in_fp16 = self.options.fp32 == Fp32Arithmetic::AsAne && is_arithmetic(&kernel);
+        if in_fp16 {
+            for v in &mut inputs {
+                if self.values[*v].ty.dtype == DType::Fp32 {
+                    *v = self.narrowed(*v)?;
+                }
+            }
+        }
+        let mut outputs = Vec::with_capacity(out_types.len());
+        let mut widen = Vec::new();
+        for (o, ty) in op.outputs.iter().zip(out_types) {
+            let fp32 = ty.dtype == DType::Fp32;
+            let id = self.define(&o.name.name, ty.clone(), PENDING, None);
+            if in_fp16 && fp32 {
+                let ty = TensorType { dtype: DType::Fp16, ..ty };
+                let h = self.define_hidden(format!("{}(fp16)", o.name.name), ty, PENDING, None);
+                self.narrow.insert(id, h);
+                widen.push((h, id));
+                outputs.push(h);
+            } else {
+                outputs.push(id);
+            }
+        }
+        let kind = ctx.kind;
+        self.push_step(Step { op_name: op_name.clone(), kind, kernel, inputs, outputs }, false);
+        for (h, id) in widen {
+            let step = Step {
+                op_name: op_name.clone(),
+                kind: OpKind::Cast,
+                kernel: Kernel::Cast,
+                inputs: vec![h],
+                outputs: vec![id],
+            };
+            self.push_step(step, true);
+        }
         Ok(())
     }
 
@@ -537,6 +665,19 @@ impl PlanBuilder<'_> {
             }
             v
         };
+        // Widenings of fp16 results that no step and no output reads: their fp32 tensors are
+        // never computed and get no buffer.
+        let mut read = vec![false; self.values.len()];
+        for &v in self.steps.iter().flat_map(|s| &s.inputs).chain(&outputs) {
+            read[root(v, &self.alias_of)] = true;
+        }
+        let steps = std::mem::take(&mut self.steps);
+        self.steps = steps
+            .into_iter()
+            .zip(&self.widening)
+            .filter(|(step, widening)| !**widening || read[step.outputs[0]])
+            .map(|(step, _)| step)
+            .collect();
         // Lifetimes of every buffer-backed root value: from its step to its last use.
         let mut first = vec![usize::MAX; self.values.len()];
         let mut last = vec![0usize; self.values.len()];
@@ -555,8 +696,11 @@ impl PlanBuilder<'_> {
             let r = root(o, &self.alias_of);
             last[r] = end;
         }
+        // A value no step produces is a dropped widening's: it needs no buffer.
         let roots: Vec<ValueId> = (0..self.values.len())
-            .filter(|&v| self.values[v].storage == PENDING && self.alias_of[v].is_none())
+            .filter(|&v| {
+                self.values[v].storage == PENDING && self.alias_of[v].is_none() && first[v] < end
+            })
             .collect();
         let lifetimes: Vec<Lifetime> = roots
             .iter()
@@ -587,6 +731,27 @@ impl PlanBuilder<'_> {
             memory,
             intermediate_bytes,
         }
+    }
+}
+
+/// Kernels that compute with their operands' values (and so, on the ANE, in fp16); the others
+/// move or convert data and keep fp32 values exact.
+fn is_arithmetic(kernel: &Kernel) -> bool {
+    match kernel {
+        Kernel::Conv { .. }
+        | Kernel::Matmul { .. }
+        | Kernel::Binary(_)
+        | Kernel::Unary(_)
+        | Kernel::Reduce { .. }
+        | Kernel::Softmax { .. }
+        | Kernel::Attention { .. }
+        | Kernel::Quantize(_)
+        | Kernel::Dequantize(_) => true,
+        Kernel::Cast
+        | Kernel::Transpose { .. }
+        | Kernel::Slice { .. }
+        | Kernel::Concat { .. }
+        | Kernel::Split { .. } => false,
     }
 }
 

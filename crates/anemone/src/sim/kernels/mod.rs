@@ -4,7 +4,8 @@
 //!
 //! Numeric kernels are generic over [`Element`] (fp16 and f32): they load to f32, compute in f32
 //! and round once to the output type; fp16 kernels also apply the ANE's rules of
-//! [`numerics`]. Layout kernels are generic over any `T: Copy`, integers
+//! [`numerics`]. The f32 kernels are IEEE references: the plan runs ops typed fp32 on the fp16
+//! kernels unless exact fp32 is asked for (`plan::Fp32Arithmetic`). Layout kernels are generic over any `T: Copy`, integers
 //! included. Reshape needs no kernel: a dense row-major buffer is its own reshape, so the plan
 //! aliases the buffer.
 //!
