@@ -11,16 +11,18 @@ fn anemone() -> Command {
     Command::new(env!("CARGO_BIN_EXE_anemone"))
 }
 
-/// Whether the binary has the `weights` subcommand. Until it is wired into main.rs the tests
-/// say so and pass, rather than failing for a reason outside this module.
-fn wired() -> bool {
+/// Fails the calling test, naming the cause, when the binary lacks `weights pack|list`: a
+/// missing subcommand is a failure of this command, not a reason to skip its tests.
+fn assert_wired() {
     let out = anemone().args(["weights", "--help"]).output().expect("run anemone");
     let text = String::from_utf8_lossy(&out.stdout);
-    let ok = out.status.success() && text.contains("pack") && text.contains("list");
-    if !ok {
-        eprintln!("skipped: `anemone weights` is not wired into the binary");
-    }
-    ok
+    assert!(
+        out.status.success() && text.contains("pack") && text.contains("list"),
+        "`anemone weights --help` did not list `pack` and `list` (exit {:?}); the `weights` \
+         subcommand is missing from the binary\nstdout:\n{text}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn run(dir: &Path, args: &[&str]) -> Output {
@@ -70,9 +72,7 @@ fn scratch() -> (tempfile::TempDir, PathBuf) {
 
 #[test]
 fn pack_prints_blobfile_literals_and_writes_a_valid_file() {
-    if !wired() {
-        return;
-    }
+    assert_wired();
     let (_tmp, root) = scratch();
     let w: Vec<f32> = (0..64 * 64).map(|i| i as f32 * 0.01).collect();
     npy(&root.join("w.npy"), "<f4", &[64, 64, 1, 1], false, &f32_bytes(&w));
@@ -102,9 +102,7 @@ fn pack_prints_blobfile_literals_and_writes_a_valid_file() {
 
 #[test]
 fn pack_converts_to_integer_types_and_refuses_what_does_not_fit() {
-    if !wired() {
-        return;
-    }
+    assert_wired();
     let (_tmp, root) = scratch();
     // A Fortran-order 2x3 int64 array holding [[0, 1, 2], [3, 4, 5]].
     let data: Vec<u8> = [0i64, 3, 1, 4, 2, 5].iter().flat_map(|x| x.to_le_bytes()).collect();
@@ -161,9 +159,7 @@ fn pack_converts_to_integer_types_and_refuses_what_does_not_fit() {
 
 #[test]
 fn pack_other_float_types() {
-    if !wired() {
-        return;
-    }
+    assert_wired();
     let (_tmp, root) = scratch();
     npy(
         &root.join("h.npy"),
@@ -188,9 +184,7 @@ fn pack_other_float_types() {
 
 #[test]
 fn pack_needs_to_know_where_the_file_sits() {
-    if !wired() {
-        return;
-    }
+    assert_wired();
     let (_tmp, root) = scratch();
     npy(&root.join("a.npy"), "<f4", &[1], false, &f32_bytes(&[1.0]));
     let o = run(&root, &["weights", "pack", "A=a.npy", "-o", "a.bin"]);
@@ -217,9 +211,7 @@ fn pack_needs_to_know_where_the_file_sits() {
 
 #[test]
 fn pack_usage_and_input_errors() {
-    if !wired() {
-        return;
-    }
+    assert_wired();
     let (_tmp, root) = scratch();
     npy(&root.join("a.npy"), "<f4", &[1], false, &f32_bytes(&[1.0]));
     let cases: &[(&[&str], i32, &str)] = &[
@@ -255,9 +247,7 @@ fn pack_usage_and_input_errors() {
 
 #[test]
 fn list_prints_every_record() {
-    if !wired() {
-        return;
-    }
+    assert_wired();
     let (_tmp, root) = scratch();
     npy(&root.join("a.npy"), "<f4", &[4, 4], false, &f32_bytes(&[0.5; 16]));
     npy(&root.join("b.npy"), "|i1", &[3], false, &[1, 2, 3]);
@@ -279,9 +269,7 @@ fn list_prints_every_record() {
 
 #[test]
 fn list_fails_on_corrupt_files_and_reads_maderix_files_leniently() {
-    if !wired() {
-        return;
-    }
+    assert_wired();
     let (_tmp, root) = scratch();
     // maderix's layout: count 1 for two int8 blobs, records marked fp16, bogus sizes.
     let mut b = vec![0u8; 64 + 2 * (64 + 256)];
