@@ -438,6 +438,17 @@ pub fn generate(args: &GenerateArgs) -> ExitCode {
         Ok(t) => t,
         Err(e) => return fail(e, EXIT_USAGE),
     };
+    if tokenizer.vocab_size() > params.config().vocab_size {
+        return fail(
+            format!(
+                "the tokenizer has {} tokens but the model's vocabulary is {}: it is not this \
+                 model's tokenizer",
+                tokenizer.vocab_size(),
+                params.config().vocab_size
+            ),
+            EXIT_USAGE,
+        );
+    }
     let mut context = match tokenizer.encode(&args.prompt) {
         Ok(ids) => ids,
         Err(e) => return fail(e, EXIT_USAGE),

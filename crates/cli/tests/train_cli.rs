@@ -709,3 +709,60 @@ fn llama2c_models_generate_and_start_a_fine_tune() {
     );
     assert_fails(&o, 2, &["dim 32", "dim 64"]);
 }
+
+#[test]
+fn a_fresh_run_never_replaces_an_existing_checkpoint() {
+    let f = Fixture::new();
+    let out = f.path("run");
+    assert_exit(&f.train(&out, &["--steps", "3"]), 0);
+    let file = out.join("checkpoint.safetensors");
+    let before = std::fs::read(&file).unwrap();
+    let o = f.train(&out, &["--steps", "6"]);
+    assert_fails(&o, 2, &["already exists", "--resume"]);
+    assert_eq!(std::fs::read(&file).unwrap(), before, "the checkpoint was touched");
+}
+
+#[test]
+fn resume_keeps_the_recorded_tokenizer_and_generate_refuses_a_foreign_one() {
+    let f = Fixture::new();
+    let tokenizer = f.path("tokenizer.json");
+    word_tokenizer(&tokenizer);
+    let model = r#""dim": 32, "hidden_dim": 64, "n_layers": 1, "n_heads": 2, "seq_len": 16, "vocab_size": 64"#;
+    let config = f.config_with_model("words.json", model);
+    let out = f.path("words");
+    let tok = tokenizer.to_str().unwrap();
+    let o = f.train_with(
+        &config,
+        &f.data,
+        &out,
+        &["--steps", "4", "--stop-after", "2", "--tokenizer", tok],
+    );
+    assert_exit(&o, 0);
+    // Resumed without --tokenizer: the text is read with the recorded one, and the next
+    // checkpoint still names it.
+    assert_exit(&f.train_with(&config, &f.data, &out, &["--steps", "4", "--resume"]), 0);
+    let state = checkpoint::load(&out).unwrap();
+    assert_eq!(state.tokenizer.as_deref(), Some(tok));
+    // A tokenizer with more tokens than the model cannot be its tokenizer.
+    let small = f.path("small");
+    assert_exit(&f.train(&small, &["--steps", "2"]), 0);
+    let big = f.path("big.json");
+    let json = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": {"<unk>": 0, "far": 999}, "unk_token": "<unk>"}
+    });
+    std::fs::write(&big, json.to_string()).unwrap();
+    let o = anemone(&[
+        "generate",
+        "--checkpoint",
+        small.to_str().unwrap(),
+        "--tokenizer",
+        big.to_str().unwrap(),
+        "--prompt",
+        "far",
+    ]);
+    assert_fails(&o, 2, &["1000 tokens", "vocabulary is 256"]);
+    assert!(stdout(&o).is_empty());
+}

@@ -127,16 +127,34 @@ impl Trainer {
         if options.log_every == 0 {
             options.log_every = 1;
         }
+        let resumed = if options.resume { Some(load_resume_state(&options)?) } else { None };
+        match &resumed {
+            Some(state) => {
+                // The model must match; training settings come from the checkpoint, and so
+                // does the tokenizer unless one is given: re-reading text with another
+                // tokenizer would silently train on a different token stream.
+                checkpoint::check_compatible(state, &options.config)?;
+                options.config.train = state.config.train.clone();
+                if options.tokenizer.is_none() {
+                    options.tokenizer = state.tokenizer.as_ref().map(PathBuf::from);
+                }
+            }
+            None => {
+                // A fresh run would replace the checkpoint already there at its first save.
+                let existing = options.out.join(checkpoint::CHECKPOINT_FILE);
+                if existing.exists() {
+                    return Err(Error::Config(format!(
+                        "{} already exists: pass --resume to continue that run, or choose \
+                         another --out",
+                        existing.display()
+                    )));
+                }
+            }
+        }
         let tokenizer = match &options.tokenizer {
             Some(p) => Tokenizer::from_file(p)?,
             None => Tokenizer::bytes(),
         };
-        let resumed = if options.resume { Some(load_resume_state(&options)?) } else { None };
-        if let Some(state) = &resumed {
-            // The model must match; training settings come from the checkpoint.
-            checkpoint::check_compatible(state, &options.config)?;
-            options.config.train = state.config.train.clone();
-        }
         options.config.validate()?;
         let config = options.config.clone();
         if tokenizer.vocab_size() > config.model.vocab_size {
