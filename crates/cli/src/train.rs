@@ -20,9 +20,9 @@ use crate::EXIT_USAGE;
 #[derive(clap::Args)]
 pub struct TrainArgs {
     /// A preset (tiny, stories15m, stories110m) or a JSON/TOML file with
-    /// `{"model": {...}, "train": {...}}`.
-    #[arg(long, default_value = "tiny")]
-    pub config: String,
+    /// `{"model": {...}, "train": {...}}` [default: tiny; with --resume, the checkpoint's].
+    #[arg(long)]
+    pub config: Option<String>,
     /// Training data: a UTF-8 text file (byte-level tokens unless --tokenizer is given) or
     /// a llama2.c token file (`.bin`: uint16 little-endian ids).
     #[arg(long)]
@@ -148,13 +148,19 @@ fn training_flags_given(args: &TrainArgs) -> Vec<&'static str> {
 }
 
 fn build_config(args: &TrainArgs) -> Result<Config, Error> {
+    if args.resume && args.config.is_none() {
+        // The run continues as it was started, whatever model it was started with (a
+        // preset, a file or a llama2.c model).
+        return Ok(checkpoint::load(&args.out)?.config);
+    }
+    let name = args.config.as_deref().unwrap_or("tiny");
     let mut config = match &args.init {
         // A llama2.c model carries its own shape; the training settings come from --config.
         Some(path) if is_llama2c_model(path) => {
             let params = checkpoint::load_llama2c(path)?;
-            Config { model: params.config().clone(), train: Config::load(&args.config)?.train }
+            Config { model: params.config().clone(), train: Config::load(name)?.train }
         }
-        _ => Config::load(&args.config)?,
+        _ => Config::load(name)?,
     };
     if args.resume {
         // The run continues with the checkpoint's settings (the caller says so); applying
@@ -211,7 +217,8 @@ pub fn train(args: &TrainArgs) -> ExitCode {
         Ok(d) => d,
         Err(e) => return fail(e, EXIT_USAGE),
     };
-    let log_every = args.log_every.unwrap_or(config.train.eval_every);
+    // 0: with each validation, at the run's own (on a resume, the checkpoint's) interval.
+    let log_every = args.log_every.unwrap_or(0);
     let options = RunOptions {
         config: config.clone(),
         data: args.data.clone(),

@@ -696,6 +696,16 @@ fn llama2c_models_generate_and_start_a_fine_tune() {
     let lines = json_lines(&o);
     let first = lines[0]["loss"].as_f64().unwrap();
     assert!(first < 5.4, "fine-tuning did not start from the model's weights: loss {first}");
+    // A run started from the model file resumes without naming its shape again.
+    let again = f.path("again");
+    let (data, again_s, bin_s) =
+        (f.data.to_str().unwrap(), again.to_str().unwrap(), bin.to_str().unwrap());
+    let start = ["train", "--data", data, "--out", again_s, "--steps", "4"];
+    let o = anemone(&[&start[..], &["--init", bin_s, "--stop-after", "2"]].concat());
+    assert_exit(&o, 0);
+    let o = anemone(&[&start[..], &["--resume", "--json"]].concat());
+    assert_exit(&o, 0);
+    assert_eq!(json_lines(&o).last().unwrap()["step"], 4);
     // A model file that does not match the config is refused with both shapes named.
     let other = f.config_with_model(
         "other.json",

@@ -39,7 +39,7 @@ pub struct RunOptions {
     /// Start from these weights (a llama2.c `.bin` or a checkpoint) instead of random ones.
     pub init: Option<PathBuf>,
     pub seed: u64,
-    /// Report a step every this many steps.
+    /// Report a step every this many steps; 0 reports with each validation.
     pub log_every: usize,
 }
 
@@ -124,9 +124,6 @@ impl Trainer {
         if options.steps == 0 {
             return Err(Error::Config("--steps must be at least 1".into()));
         }
-        if options.log_every == 0 {
-            options.log_every = 1;
-        }
         let resumed = if options.resume { Some(load_resume_state(&options)?) } else { None };
         match &resumed {
             Some(state) => {
@@ -156,6 +153,9 @@ impl Trainer {
             None => Tokenizer::bytes(),
         };
         options.config.validate()?;
+        if options.log_every == 0 {
+            options.log_every = options.config.train.eval_every;
+        }
         let config = options.config.clone();
         if tokenizer.vocab_size() > config.model.vocab_size {
             return Err(Error::Config(format!(
