@@ -127,10 +127,6 @@ fn exit_code(e: &Error) -> u8 {
 /// checkpoint that could not be written): whatever the cause, the input was accepted.
 const EXIT_RUN_FAILED: u8 = 1;
 
-fn is_llama2c_model(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("bin"))
-}
-
 /// The training-setting flags given on the command line.
 fn training_flags_given(args: &TrainArgs) -> Vec<&'static str> {
     [
@@ -156,7 +152,7 @@ fn build_config(args: &TrainArgs) -> Result<Config, Error> {
     let name = args.config.as_deref().unwrap_or("tiny");
     let mut config = match &args.init {
         // A llama2.c model carries its own shape; the training settings come from --config.
-        Some(path) if is_llama2c_model(path) => {
+        Some(path) if checkpoint::is_llama2c_file(path) => {
             let params = checkpoint::load_llama2c(path)?;
             Config { model: params.config().clone(), train: Config::load(name)?.train }
         }
@@ -396,7 +392,7 @@ fn print_summary(s: &Summary) {
 
 /// The weights, and the tokenizer recorded with them, from a checkpoint or model file.
 fn load_model(path: &Path) -> Result<(Params, Option<PathBuf>), Error> {
-    if is_llama2c_model(path) {
+    if checkpoint::is_llama2c_file(path) {
         return Ok((checkpoint::load_llama2c(path)?, None));
     }
     let state = checkpoint::load(path)?;

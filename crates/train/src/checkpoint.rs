@@ -376,6 +376,11 @@ const LLAMA2C_HEADER: usize = 7 * 4;
 const LLAMA2C_NORM_EPS: f32 = 1e-5;
 const LLAMA2C_ROPE_THETA: f32 = 10000.0;
 
+/// Whether `path` names a llama2.c model file (`.bin`) rather than a checkpoint.
+pub fn is_llama2c_file(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("bin"))
+}
+
 /// Reads a llama2.c model file. A negative vocab_size in the header means the classifier
 /// is not shared and its weights follow the RoPE tables, which are skipped (they are
 /// recomputed). The config gets llama2.c's norm_eps (1e-5) and rope_theta (10000).

@@ -21,7 +21,7 @@ use half::slice::HalfFloatSliceExt;
 use crate::config::ModelConfig;
 use crate::cpu::{self, Mat};
 use crate::error::{Error, Result};
-use crate::kernels::{self, KERNEL_COUNT, KernelKind, KernelProgram, KernelShape};
+use crate::kernels::{self, KernelKind, KernelProgram, KernelShape};
 use crate::params::{Params, Tensor};
 
 /// Where the time of a pass went. `cpu` is the main thread's own work (and waiting for the
@@ -149,7 +149,7 @@ impl Engine {
         self.shape
     }
 
-    /// Compiles spent building this engine: at most [`KERNEL_COUNT`], fewer when the
+    /// Compiles spent building this engine: at most [`kernels::KERNEL_COUNT`], fewer when the
     /// device's cache already held the programs.
     pub fn compiles(&self) -> usize {
         self.compiles
@@ -233,8 +233,7 @@ impl Engine {
         for (l, models) in self.layers.iter_mut().enumerate() {
             let mut xn = vec![0.0f32; d * t];
             let r_attn = cpu::rmsnorm(&x, params.get(Tensor::AttnNorm(l)), eps, t, &mut xn);
-            let lap = lap(&mut clock);
-            timing.cpu += lap;
+            timing.cpu += lap_since(&mut clock);
             let m = &mut models.attn_fwd;
             write_region(m, "activations", &xn)?;
             timing.copy += lap_since(&mut clock);
@@ -363,7 +362,7 @@ impl Engine {
             &mut dx,
             &mut d_final_norm,
         );
-        timing.cpu += lap(&mut clock);
+        timing.cpu += lap_since(&mut clock);
         let classifier = params.classifier_tensor();
         let layers = &mut self.layers;
         let result = std::thread::scope(|scope| -> Result<()> {
@@ -510,10 +509,7 @@ fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
-fn lap(clock: &mut Instant) -> Duration {
-    lap_since(clock)
-}
-
+/// The time since `clock`, which then restarts.
 fn lap_since(clock: &mut Instant) -> Duration {
     let now = Instant::now();
     let d = now - *clock;
@@ -569,13 +565,11 @@ fn read_f32(model: &Model, name: &str) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-/// The number of device compiles a training engine needs.
-pub const TRAINING_COMPILES: usize = KERNEL_COUNT;
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::ModelConfig;
+    use crate::kernels::KERNEL_COUNT;
 
     pub(crate) fn small_config() -> ModelConfig {
         ModelConfig {

@@ -485,9 +485,11 @@ fn load_resume_state(options: &RunOptions) -> Result<TrainState> {
 
 /// Initial weights from a llama2.c `.bin` model or from a checkpoint (its weights only).
 fn load_init(path: &Path, config: &Config) -> Result<Params> {
-    let is_bin = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("bin"));
-    let params =
-        if is_bin { checkpoint::load_llama2c(path)? } else { checkpoint::load(path)?.params };
+    let params = if checkpoint::is_llama2c_file(path) {
+        checkpoint::load_llama2c(path)?
+    } else {
+        checkpoint::load(path)?.params
+    };
     if params.config() != &config.model {
         return Err(Error::checkpoint(
             path,
