@@ -17,6 +17,7 @@ use super::kernels::elementwise::{BinaryOp, binary, unary};
 use super::kernels::{
     self, Element, Scratch, attention, conv, layout, matmul, quant, reduce, softmax,
 };
+use super::ops as family;
 use super::plan::{self, Kernel, Plan, SimOptions, Storage, ValueId};
 use crate::aligned::AlignedBytes;
 use crate::device::{Backend, BindingOrder, CompileJob, Compiled, DeviceKind, Executable};
@@ -464,6 +465,9 @@ fn run_step(
             &mut b.bytes_mut()[..n]
         })
         .collect();
+    if let Some(result) = run_family(env, step, &mut outs) {
+        return result;
+    }
     let o0: &mut [u8] = outs[0];
     match &step.kernel {
         Kernel::Cast => cast(env.bytes(i[0]), in_dtype, o0, out_ty.dtype),
@@ -552,7 +556,33 @@ fn run_step(
                 _ => k(layout::split::<u64>(view(x), shape, *axis, sizes, &mut typed(&mut outs))),
             })
         }
+        Kernel::Norm(_) | Kernel::Index(_) | Kernel::Logic(_) => {
+            unreachable!("run by run_family")
+        }
     }
+}
+
+/// Runs a step of an op family that runs itself (`sim::ops`); None for the other kernels.
+fn run_family(env: &Env, step: &plan::Step, outs: &mut [&mut [u8]]) -> Option<KResult> {
+    if !matches!(step.kernel, Kernel::Norm(_) | Kernel::Index(_) | Kernel::Logic(_)) {
+        return None;
+    }
+    let inputs: Vec<family::In> = step
+        .inputs
+        .iter()
+        .map(|&v| family::In { bytes: env.bytes(v), ty: env.ty(v), widened: env.widened(v) })
+        .collect();
+    let mut outputs: Vec<family::Out> = outs
+        .iter_mut()
+        .zip(&step.outputs)
+        .map(|(b, &v)| family::Out { bytes: &mut b[..], ty: env.ty(v) })
+        .collect();
+    Some(match &step.kernel {
+        Kernel::Norm(k) => family::norm::run(k, &inputs, &mut outputs),
+        Kernel::Index(k) => family::index::run(k, &inputs, &mut outputs),
+        Kernel::Logic(k) => family::logic::run(k, &inputs, &mut outputs),
+        _ => unreachable!("checked above"),
+    })
 }
 
 /// Layout kernels move elements without looking at them: dispatch on the element width.

@@ -12,6 +12,7 @@ pub mod exec;
 pub mod kernels;
 pub mod memory;
 pub mod numerics;
+pub mod ops;
 pub mod peak;
 pub mod plan;
 

@@ -22,6 +22,7 @@ use super::kernels::elementwise::{BinaryOp, GeluMode, UnaryOp};
 use super::kernels::layout::SliceAxis;
 use super::kernels::reduce::ReduceOp;
 use super::memory::{self, Lifetime, MemoryPlan};
+use super::ops as family;
 use crate::aligned::AlignedBytes;
 use crate::error::{Error, Result};
 
@@ -105,6 +106,12 @@ pub enum Kernel {
     },
     Quantize(Quant),
     Dequantize(Quant),
+    /// linear, normalizations and pooling ([`family::norm`]).
+    Norm(family::norm::NormKernel),
+    /// Indexing and shape-building ops ([`family::index`]).
+    Index(family::index::IndexKernel),
+    /// Comparisons, logical ops, select and clip ([`family::logic`]).
+    Logic(family::logic::LogicKernel),
 }
 
 /// Quantization parameters with the zero point kept as f32 (the kernel converts it to the
@@ -243,6 +250,32 @@ fn data_inputs(kind: OpKind) -> &'static [&'static str] {
         OpKind::Concat => &["values"],
         OpKind::ScaledDotProductAttention => &["query", "key", "value", "attn_mask"],
         OpKind::Quantize | OpKind::Dequantize => &["input"],
+        OpKind::Linear
+        | OpKind::LayerNorm
+        | OpKind::BatchNorm
+        | OpKind::InstanceNorm
+        | OpKind::MaxPool
+        | OpKind::AvgPool => family::norm::data_inputs(kind),
+        OpKind::Gather
+        | OpKind::GatherAlongAxis
+        | OpKind::ExpandDims
+        | OpKind::Squeeze
+        | OpKind::Stack
+        | OpKind::Tile
+        | OpKind::Pad
+        | OpKind::BandPart => family::index::data_inputs(kind),
+        OpKind::Select
+        | OpKind::Equal
+        | OpKind::NotEqual
+        | OpKind::Greater
+        | OpKind::GreaterEqual
+        | OpKind::Less
+        | OpKind::LessEqual
+        | OpKind::LogicalAnd
+        | OpKind::LogicalOr
+        | OpKind::LogicalXor
+        | OpKind::LogicalNot
+        | OpKind::Clip => family::logic::data_inputs(kind),
         k if k.is_elementwise_binary() => &["x", "y"],
         _ => &["x"],
     }
@@ -578,6 +611,42 @@ impl PlanBuilder<'_> {
                     Kernel::Dequantize(quant)
                 }
             }
+            OpKind::Abs => Kernel::Unary(UnaryOp::Abs),
+            OpKind::Erf => Kernel::Unary(UnaryOp::Erf),
+            OpKind::Sin => Kernel::Unary(UnaryOp::Sin),
+            OpKind::Cos => Kernel::Unary(UnaryOp::Cos),
+            OpKind::Floor => Kernel::Unary(UnaryOp::Floor),
+            OpKind::Ceil => Kernel::Unary(UnaryOp::Ceil),
+            OpKind::Round => Kernel::Unary(UnaryOp::Round),
+            OpKind::Sign => Kernel::Unary(UnaryOp::Sign),
+            OpKind::Square => Kernel::Unary(UnaryOp::Square),
+            OpKind::Exp2 => Kernel::Unary(UnaryOp::Exp2),
+            OpKind::Linear
+            | OpKind::LayerNorm
+            | OpKind::BatchNorm
+            | OpKind::InstanceNorm
+            | OpKind::MaxPool
+            | OpKind::AvgPool => Kernel::Norm(family::norm::plan(ctx).map_err(e)?),
+            OpKind::Gather
+            | OpKind::GatherAlongAxis
+            | OpKind::ExpandDims
+            | OpKind::Squeeze
+            | OpKind::Stack
+            | OpKind::Tile
+            | OpKind::Pad
+            | OpKind::BandPart => Kernel::Index(family::index::plan(ctx).map_err(e)?),
+            OpKind::Select
+            | OpKind::Equal
+            | OpKind::NotEqual
+            | OpKind::Greater
+            | OpKind::GreaterEqual
+            | OpKind::Less
+            | OpKind::LessEqual
+            | OpKind::LogicalAnd
+            | OpKind::LogicalOr
+            | OpKind::LogicalXor
+            | OpKind::LogicalNot
+            | OpKind::Clip => Kernel::Logic(family::logic::plan(ctx).map_err(e)?),
             OpKind::Const | OpKind::ConstexprAffineDequantize | OpKind::Reshape => {
                 unreachable!("handled without a kernel")
             }
@@ -642,6 +711,7 @@ impl PlanBuilder<'_> {
             let operands: &[usize] = match step.kind {
                 OpKind::Conv => &[1, 2],
                 OpKind::Matmul => &[0, 1],
+                OpKind::Linear => &[1, 2],
                 _ => &[],
             };
             for &i in operands {
@@ -747,6 +817,9 @@ fn is_arithmetic(kernel: &Kernel) -> bool {
         | Kernel::Attention { .. }
         | Kernel::Quantize(_)
         | Kernel::Dequantize(_) => true,
+        Kernel::Norm(k) => family::norm::is_arithmetic(k),
+        Kernel::Index(k) => family::index::is_arithmetic(k),
+        Kernel::Logic(k) => family::logic::is_arithmetic(k),
         Kernel::Cast
         | Kernel::Transpose { .. }
         | Kernel::Slice { .. }

@@ -22,7 +22,10 @@ mod conv;
 mod cost;
 mod elementwise;
 mod helpers;
+mod index;
+mod logic;
 mod matmul;
+mod norm;
 mod quant;
 mod reduce;
 mod shape;
@@ -86,10 +89,46 @@ pub enum OpKind {
     Quantize,
     Dequantize,
     ConstexprAffineDequantize,
+    Abs,
+    Erf,
+    Sin,
+    Cos,
+    Floor,
+    Ceil,
+    Round,
+    Sign,
+    Square,
+    Exp2,
+    Linear,
+    LayerNorm,
+    BatchNorm,
+    InstanceNorm,
+    MaxPool,
+    AvgPool,
+    Gather,
+    GatherAlongAxis,
+    ExpandDims,
+    Squeeze,
+    Stack,
+    Tile,
+    Pad,
+    BandPart,
+    Select,
+    Equal,
+    NotEqual,
+    Greater,
+    GreaterEqual,
+    Less,
+    LessEqual,
+    LogicalAnd,
+    LogicalOr,
+    LogicalXor,
+    LogicalNot,
+    Clip,
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 35] = [
+    pub const ALL: [OpKind; 71] = [
         OpKind::Const,
         OpKind::Cast,
         OpKind::Conv,
@@ -125,6 +164,42 @@ impl OpKind {
         OpKind::Quantize,
         OpKind::Dequantize,
         OpKind::ConstexprAffineDequantize,
+        OpKind::Abs,
+        OpKind::Erf,
+        OpKind::Sin,
+        OpKind::Cos,
+        OpKind::Floor,
+        OpKind::Ceil,
+        OpKind::Round,
+        OpKind::Sign,
+        OpKind::Square,
+        OpKind::Exp2,
+        OpKind::Linear,
+        OpKind::LayerNorm,
+        OpKind::BatchNorm,
+        OpKind::InstanceNorm,
+        OpKind::MaxPool,
+        OpKind::AvgPool,
+        OpKind::Gather,
+        OpKind::GatherAlongAxis,
+        OpKind::ExpandDims,
+        OpKind::Squeeze,
+        OpKind::Stack,
+        OpKind::Tile,
+        OpKind::Pad,
+        OpKind::BandPart,
+        OpKind::Select,
+        OpKind::Equal,
+        OpKind::NotEqual,
+        OpKind::Greater,
+        OpKind::GreaterEqual,
+        OpKind::Less,
+        OpKind::LessEqual,
+        OpKind::LogicalAnd,
+        OpKind::LogicalOr,
+        OpKind::LogicalXor,
+        OpKind::LogicalNot,
+        OpKind::Clip,
     ];
 
     /// The op's name in MIL text.
@@ -165,6 +240,42 @@ impl OpKind {
             OpKind::Quantize => "quantize",
             OpKind::Dequantize => "dequantize",
             OpKind::ConstexprAffineDequantize => "constexpr_affine_dequantize",
+            OpKind::Abs => "abs",
+            OpKind::Erf => "erf",
+            OpKind::Sin => "sin",
+            OpKind::Cos => "cos",
+            OpKind::Floor => "floor",
+            OpKind::Ceil => "ceil",
+            OpKind::Round => "round",
+            OpKind::Sign => "sign",
+            OpKind::Square => "square",
+            OpKind::Exp2 => "exp2",
+            OpKind::Linear => "linear",
+            OpKind::LayerNorm => "layer_norm",
+            OpKind::BatchNorm => "batch_norm",
+            OpKind::InstanceNorm => "instance_norm",
+            OpKind::MaxPool => "max_pool",
+            OpKind::AvgPool => "avg_pool",
+            OpKind::Gather => "gather",
+            OpKind::GatherAlongAxis => "gather_along_axis",
+            OpKind::ExpandDims => "expand_dims",
+            OpKind::Squeeze => "squeeze",
+            OpKind::Stack => "stack",
+            OpKind::Tile => "tile",
+            OpKind::Pad => "pad",
+            OpKind::BandPart => "band_part",
+            OpKind::Select => "select",
+            OpKind::Equal => "equal",
+            OpKind::NotEqual => "not_equal",
+            OpKind::Greater => "greater",
+            OpKind::GreaterEqual => "greater_equal",
+            OpKind::Less => "less",
+            OpKind::LessEqual => "less_equal",
+            OpKind::LogicalAnd => "logical_and",
+            OpKind::LogicalOr => "logical_or",
+            OpKind::LogicalXor => "logical_xor",
+            OpKind::LogicalNot => "logical_not",
+            OpKind::Clip => "clip",
         }
     }
 
@@ -192,6 +303,16 @@ impl OpKind {
             | OpKind::Relu
             | OpKind::Sigmoid
             | OpKind::Silu => &elementwise::UNARY,
+            OpKind::Abs
+            | OpKind::Erf
+            | OpKind::Sin
+            | OpKind::Cos
+            | OpKind::Floor
+            | OpKind::Ceil
+            | OpKind::Round
+            | OpKind::Sign
+            | OpKind::Square
+            | OpKind::Exp2 => &elementwise::UNARY,
             OpKind::Log | OpKind::Rsqrt | OpKind::Inverse => &elementwise::UNARY_EPSILON,
             OpKind::Gelu => &elementwise::GELU,
             OpKind::Reshape => &shape::RESHAPE,
@@ -206,6 +327,32 @@ impl OpKind {
             OpKind::Quantize => &quant::QUANTIZE,
             OpKind::Dequantize => &quant::DEQUANTIZE,
             OpKind::ConstexprAffineDequantize => &quant::CONSTEXPR_AFFINE_DEQUANTIZE,
+            OpKind::Linear
+            | OpKind::LayerNorm
+            | OpKind::BatchNorm
+            | OpKind::InstanceNorm
+            | OpKind::MaxPool
+            | OpKind::AvgPool => norm::signature(self),
+            OpKind::Gather
+            | OpKind::GatherAlongAxis
+            | OpKind::ExpandDims
+            | OpKind::Squeeze
+            | OpKind::Stack
+            | OpKind::Tile
+            | OpKind::Pad
+            | OpKind::BandPart => index::signature(self),
+            OpKind::Select
+            | OpKind::Equal
+            | OpKind::NotEqual
+            | OpKind::Greater
+            | OpKind::GreaterEqual
+            | OpKind::Less
+            | OpKind::LessEqual
+            | OpKind::LogicalAnd
+            | OpKind::LogicalOr
+            | OpKind::LogicalXor
+            | OpKind::LogicalNot
+            | OpKind::Clip => logic::signature(self),
         }
     }
 
@@ -243,6 +390,16 @@ impl OpKind {
                 | OpKind::Sigmoid
                 | OpKind::Silu
                 | OpKind::Gelu
+                | OpKind::Abs
+                | OpKind::Erf
+                | OpKind::Sin
+                | OpKind::Cos
+                | OpKind::Floor
+                | OpKind::Ceil
+                | OpKind::Round
+                | OpKind::Sign
+                | OpKind::Square
+                | OpKind::Exp2
         )
     }
 }
@@ -402,6 +559,16 @@ pub fn infer(ctx: &OpContext) -> Result<Vec<Type>, OpError> {
         | OpKind::Sigmoid
         | OpKind::Silu
         | OpKind::Gelu => elementwise::infer_unary(ctx),
+        OpKind::Abs
+        | OpKind::Erf
+        | OpKind::Sin
+        | OpKind::Cos
+        | OpKind::Floor
+        | OpKind::Ceil
+        | OpKind::Round
+        | OpKind::Sign
+        | OpKind::Square
+        | OpKind::Exp2 => elementwise::infer_unary(ctx),
         OpKind::Reshape => shape::infer_reshape(ctx),
         OpKind::Transpose => shape::infer_transpose(ctx),
         OpKind::SliceBySize | OpKind::SliceByIndex => shape::infer_slice(ctx),
@@ -413,5 +580,31 @@ pub fn infer(ctx: &OpContext) -> Result<Vec<Type>, OpError> {
         OpKind::Quantize | OpKind::Dequantize | OpKind::ConstexprAffineDequantize => {
             quant::infer(ctx)
         }
+        OpKind::Linear
+        | OpKind::LayerNorm
+        | OpKind::BatchNorm
+        | OpKind::InstanceNorm
+        | OpKind::MaxPool
+        | OpKind::AvgPool => norm::infer(ctx),
+        OpKind::Gather
+        | OpKind::GatherAlongAxis
+        | OpKind::ExpandDims
+        | OpKind::Squeeze
+        | OpKind::Stack
+        | OpKind::Tile
+        | OpKind::Pad
+        | OpKind::BandPart => index::infer(ctx),
+        OpKind::Select
+        | OpKind::Equal
+        | OpKind::NotEqual
+        | OpKind::Greater
+        | OpKind::GreaterEqual
+        | OpKind::Less
+        | OpKind::LessEqual
+        | OpKind::LogicalAnd
+        | OpKind::LogicalOr
+        | OpKind::LogicalXor
+        | OpKind::LogicalNot
+        | OpKind::Clip => logic::infer(ctx),
     }
 }

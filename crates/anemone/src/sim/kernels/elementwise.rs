@@ -58,6 +58,18 @@ pub enum UnaryOp {
     /// x sigmoid(x).
     Silu,
     Gelu(GeluMode),
+    Abs,
+    Erf,
+    Sin,
+    Cos,
+    Floor,
+    Ceil,
+    /// Round half to even, as numpy's `round` (coremltools' reference for `round`).
+    Round,
+    /// -1, 0 or 1 (0 for ±0; NaN stays NaN and the fp16 rules apply).
+    Sign,
+    Square,
+    Exp2,
 }
 
 impl BinaryOp {
@@ -116,6 +128,24 @@ impl UnaryOp {
                 times_gate(x, 0.5 * (1.0 + inner.tanh()))
             }
             UnaryOp::Gelu(GeluMode::SigmoidApproximation) => times_gate(x, sigmoid(1.702 * x)),
+            UnaryOp::Abs => x.abs(),
+            UnaryOp::Erf => erf(x),
+            UnaryOp::Sin => x.sin(),
+            UnaryOp::Cos => x.cos(),
+            UnaryOp::Floor => x.floor(),
+            UnaryOp::Ceil => x.ceil(),
+            UnaryOp::Round => x.round_ties_even(),
+            UnaryOp::Sign => {
+                if x > 0.0 {
+                    1.0
+                } else if x < 0.0 {
+                    -1.0
+                } else {
+                    x * 0.0
+                }
+            }
+            UnaryOp::Square => x * x,
+            UnaryOp::Exp2 => x.exp2(),
         }
     }
 }
@@ -619,6 +649,16 @@ mod tests {
                 0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
             }
             UnaryOp::Gelu(GeluMode::SigmoidApproximation) => x * sig(1.702 * x),
+            UnaryOp::Abs => x.abs(),
+            UnaryOp::Erf => erf_reference(x),
+            UnaryOp::Sin => x.sin(),
+            UnaryOp::Cos => x.cos(),
+            UnaryOp::Floor => x.floor(),
+            UnaryOp::Ceil => x.ceil(),
+            UnaryOp::Round => x.round_ties_even(),
+            UnaryOp::Sign => x.signum() * (x != 0.0) as u8 as f64,
+            UnaryOp::Square => x * x,
+            UnaryOp::Exp2 => x.exp2(),
         }
     }
 
@@ -638,6 +678,16 @@ mod tests {
             UnaryOp::Gelu(GeluMode::Exact),
             UnaryOp::Gelu(GeluMode::TanhApproximation),
             UnaryOp::Gelu(GeluMode::SigmoidApproximation),
+            UnaryOp::Abs,
+            UnaryOp::Erf,
+            UnaryOp::Sin,
+            UnaryOp::Cos,
+            UnaryOp::Floor,
+            UnaryOp::Ceil,
+            UnaryOp::Round,
+            UnaryOp::Sign,
+            UnaryOp::Square,
+            UnaryOp::Exp2,
         ];
         let raw = values(1000, 5);
         for op in ops {

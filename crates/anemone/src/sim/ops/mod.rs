@@ -1,0 +1,35 @@
+//! Op families that plan and run themselves: each module turns the registry's resolved
+//! parameters of its ops into a kernel description at compile time ([`plan`-style functions])
+//! and runs it over typed byte slices at evaluate time. The plan and the executor only
+//! dispatch to them, so adding an op of a family touches that family's module (and its pure
+//! kernels in `sim::kernels`) and nothing else.
+//!
+//! - [`norm`]: linear, layer_norm, batch_norm, instance_norm, max_pool, avg_pool.
+//! - [`index`]: gather, gather_along_axis, expand_dims, squeeze, stack, tile, pad, band_part.
+//! - [`logic`]: comparisons, logical ops, select, clip.
+
+pub mod index;
+pub mod logic;
+pub mod norm;
+
+use anemone_mil::TensorType;
+
+/// One input of a step: its bytes (exactly its tensor's size) and type.
+#[derive(Clone, Copy, Debug)]
+pub struct In<'a> {
+    pub bytes: &'a [u8],
+    pub ty: &'a TensorType,
+    /// For an fp16 constant read by a GEMM, its values widened to f32 once at load (the
+    /// plan decides which constants get this).
+    pub widened: Option<&'a [f32]>,
+}
+
+/// One output of a step: the bytes to fill (exactly its tensor's size) and its type.
+#[derive(Debug)]
+pub struct Out<'a> {
+    pub bytes: &'a mut [u8],
+    pub ty: &'a TensorType,
+}
+
+/// What a family's run function returns: an error message for the step.
+pub type RunResult = std::result::Result<(), String>;
