@@ -510,6 +510,13 @@ impl PlanBuilder<'_> {
     /// The kernel for one op, its parameters resolved by the registry.
     fn kernel(&mut self, ctx: &OpContext, op_name: &str) -> Result<Kernel> {
         let e = |err| op_error(ctx, op_name, err);
+        // Integer arithmetic (index computations such as `ids + vocab` for negative token
+        // ids) is exact and belongs to the logic family, not to the fp16 datapath.
+        if ctx.kind.is_elementwise_binary()
+            && ctx.tensor("x").is_ok_and(|x| x.dtype.is_int() || x.dtype == DType::Bool)
+        {
+            return Ok(Kernel::Logic(family::logic::plan(ctx).map_err(e)?));
+        }
         Ok(match ctx.kind {
             OpKind::Cast => Kernel::Cast,
             OpKind::Conv => {
