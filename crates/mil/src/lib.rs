@@ -7,6 +7,7 @@
 
 pub mod blob;
 pub mod builder;
+pub mod coreml;
 pub mod diag;
 pub mod ir;
 pub mod lint;
