@@ -827,6 +827,7 @@ fn cast(src: &[u8], from: DType, dst: &mut [u8], to: DType) -> KResult {
                 DType::Int32 => quant::cast::<$S, i32>($s, view_mut(dst)),
                 DType::UInt32 => quant::cast::<$S, u32>($s, view_mut(dst)),
                 DType::Int64 => quant::cast::<$S, i64>($s, view_mut(dst)),
+                DType::Bool => quant::cast::<$S, quant::BoolByte>($s, view_mut(dst)),
                 other => return Err(unsupported("cast", other)),
             }
         };
@@ -841,6 +842,7 @@ fn cast(src: &[u8], from: DType, dst: &mut [u8], to: DType) -> KResult {
         DType::Int32 => to!(i32, view::<i32>(src)),
         DType::UInt32 => to!(u32, view::<u32>(src)),
         DType::Int64 => to!(i64, view::<i64>(src)),
+        DType::Bool => to!(quant::BoolByte, view::<quant::BoolByte>(src)),
         other => return Err(unsupported("cast", other)),
     };
     r.map_err(|e| e.to_string())

@@ -258,8 +258,6 @@ fn data_inputs(kind: OpKind) -> &'static [&'static str] {
         | OpKind::AvgPool => family::norm::data_inputs(kind),
         OpKind::Gather
         | OpKind::GatherAlongAxis
-        | OpKind::ExpandDims
-        | OpKind::Squeeze
         | OpKind::Stack
         | OpKind::Tile
         | OpKind::Pad
@@ -438,9 +436,12 @@ impl PlanBuilder<'_> {
                 self.define(&first_output, ty, Storage::Const(c), None);
                 return Ok(());
             }
-            OpKind::Reshape => {
-                // No kernel: the result is the input's storage under another shape.
-                let arg = op.input("x").ok_or_else(|| Error::Shape("reshape without x".into()))?;
+            OpKind::Reshape | OpKind::ExpandDims | OpKind::Squeeze => {
+                // No kernel: the result is the input's storage under another shape (a dense
+                // row-major buffer is its own reshape, and adding or removing size-1 axes is
+                // one).
+                let arg =
+                    op.input("x").ok_or_else(|| Error::Shape(format!("{} without x", ctx.kind)))?;
                 let src = self.argument(arg, &format!("{op_name}_x"))?;
                 let storage = self.values[src].storage;
                 let ty = out_types[0].clone();
@@ -636,8 +637,6 @@ impl PlanBuilder<'_> {
             | OpKind::AvgPool => Kernel::Norm(family::norm::plan(ctx).map_err(e)?),
             OpKind::Gather
             | OpKind::GatherAlongAxis
-            | OpKind::ExpandDims
-            | OpKind::Squeeze
             | OpKind::Stack
             | OpKind::Tile
             | OpKind::Pad
@@ -654,7 +653,11 @@ impl PlanBuilder<'_> {
             | OpKind::LogicalXor
             | OpKind::LogicalNot
             | OpKind::Clip => Kernel::Logic(family::logic::plan(ctx).map_err(e)?),
-            OpKind::Const | OpKind::ConstexprAffineDequantize | OpKind::Reshape => {
+            OpKind::Const
+            | OpKind::ConstexprAffineDequantize
+            | OpKind::Reshape
+            | OpKind::ExpandDims
+            | OpKind::Squeeze => {
                 unreachable!("handled without a kernel")
             }
         })

@@ -44,6 +44,11 @@ pub use conv::{ConvParams, PadType};
 pub use cost::flops;
 pub use elementwise::{EpsilonParams, GeluMode};
 pub use helpers::{ConstValues, broadcast_shapes, normalize_axis};
+pub use index::{
+    BandPartParams, ExpandDimsParams, GatherAlongAxisParams, GatherParams, PadMode, PadParams,
+    SqueezeParams, StackParams, TileParams,
+};
+pub use logic::{ClipParams, Comparison, LogicParams, LogicalOp};
 pub use matmul::MatmulParams;
 pub use quant::QuantParams;
 pub use reduce::ReduceParams;

@@ -16,7 +16,9 @@
 pub mod attention;
 pub mod conv;
 pub mod elementwise;
+pub mod index;
 pub mod layout;
+pub mod logic;
 pub mod matmul;
 pub mod quant;
 pub mod reduce;

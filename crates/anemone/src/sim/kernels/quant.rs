@@ -203,6 +203,26 @@ impl CastScalar for bool {
     }
 }
 
+/// A bool tensor element as stored: one byte, 0 or 1 (any non-zero byte reads as true).
+/// Tensors are byte buffers, and `bool` itself cannot be viewed from arbitrary bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(transparent)]
+pub struct BoolByte(pub u8);
+
+// SAFETY: a transparent wrapper of u8: no padding, and every bit pattern is a valid value.
+unsafe impl bytemuck::Zeroable for BoolByte {}
+// SAFETY: as above; u8 is Pod.
+unsafe impl bytemuck::Pod for BoolByte {}
+
+impl CastScalar for BoolByte {
+    fn to_f64(self) -> f64 {
+        if self.0 != 0 { 1.0 } else { 0.0 }
+    }
+    fn from_f64(v: f64) -> Self {
+        BoolByte((v != 0.0) as u8)
+    }
+}
+
 /// `dst[i] = src[i]` converted by the rules of the module doc; fp16 <-> f32 run at memory speed.
 pub fn cast<S: CastScalar, D: CastScalar>(src: &[S], dst: &mut [D]) -> Result<()> {
     if src.len() != dst.len() {

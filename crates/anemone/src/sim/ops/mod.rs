@@ -5,7 +5,8 @@
 //! kernels in `sim::kernels`) and nothing else.
 //!
 //! - [`norm`]: linear, layer_norm, batch_norm, instance_norm, max_pool, avg_pool.
-//! - [`index`]: gather, gather_along_axis, expand_dims, squeeze, stack, tile, pad, band_part.
+//! - [`index`]: gather, gather_along_axis, stack, tile, pad, band_part (expand_dims and squeeze
+//!   alias their input in the plan, like reshape).
 //! - [`logic`]: comparisons, logical ops, select, clip.
 
 pub mod index;
