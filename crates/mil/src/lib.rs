@@ -11,6 +11,7 @@ pub mod coreml;
 pub mod diag;
 pub mod ir;
 pub mod lint;
+pub mod lower;
 pub mod ops;
 pub mod package;
 pub mod text;
