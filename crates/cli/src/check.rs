@@ -14,7 +14,8 @@ use crate::source::Source;
 
 #[derive(clap::Args)]
 pub struct CheckArgs {
-    /// A .mil file, or a model directory holding model.mil and weights/.
+    /// A .mil file, a model directory holding model.mil and weights/, or a Core ML model
+    /// (.mlpackage or .mlmodel: its inputs, outputs and op counts are printed too).
     pub path: PathBuf,
     /// Print one JSON document on stdout instead of text on stderr.
     #[arg(long)]
@@ -48,6 +49,10 @@ pub fn run(args: &CheckArgs) -> ExitCode {
     };
     let errors = diagnostics.iter().filter(|d| d.is_error()).count();
     let warnings = diagnostics.len() - errors;
+    if let (Some(imported), false) = (&src.imported, args.json) {
+        crate::import::print_summary(&args.path, imported);
+        src.print_lowerings();
+    }
     if args.json {
         println!("{}", to_json(&src, &diagnostics, errors, warnings));
     } else {
@@ -77,11 +82,26 @@ fn to_json(src: &Source, diagnostics: &[Diagnostic], errors: usize, warnings: us
             })
         })
         .collect();
-    serde_json::json!({
+    let mut doc = serde_json::json!({
         "file": src.display_name,
         "errors": errors,
         "warnings": warnings,
         "diagnostics": items,
-    })
-    .to_string()
+    });
+    if let Some(imported) = &src.imported {
+        let m = &imported.model;
+        let feature = |f: &anemone_mil::coreml::FeatureInfo| serde_json::json!({ "name": f.name, "dtype": f.dtype.name(), "shape": f.shape });
+        doc["model"] = serde_json::json!({
+            "specification_version": m.spec_version,
+            "coremltools": m.metadata.converter_version(),
+            "inputs": m.inputs.iter().map(feature).collect::<Vec<_>>(),
+            "outputs": m.outputs.iter().map(feature).collect::<Vec<_>>(),
+            "ops": crate::import::op_counts(&imported.program)
+                .into_iter()
+                .map(|(k, v)| (k, serde_json::json!(v)))
+                .collect::<serde_json::Map<_, _>>(),
+            "rewrites": imported.lowerings.iter().map(|l| l.to_string()).collect::<Vec<_>>(),
+        });
+    }
+    doc.to_string()
 }

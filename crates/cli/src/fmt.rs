@@ -11,7 +11,7 @@ use crate::source::Source;
 
 #[derive(clap::Args)]
 pub struct FmtArgs {
-    /// A .mil file, or a model directory holding model.mil.
+    /// A .mil file, a model directory holding model.mil, or a Core ML model (printed as MIL).
     pub path: PathBuf,
     /// Rewrite the file in place (atomically) instead of printing.
     #[arg(long)]
@@ -56,6 +56,14 @@ pub fn run(args: &FmtArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if src.imported.is_some() && (args.write || args.check) {
+        eprintln!(
+            "error: {} is a Core ML model, not MIL text: `anemone fmt` prints it as MIL; \
+             `anemone import` writes it as a model directory",
+            args.path.display()
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
     let program = match text::parse(&src.text) {
         Ok(p) => p,
         Err(d) => {

@@ -1,4 +1,5 @@
-//! The `anemone` command: check, format, pack weights for, run and benchmark MIL programs.
+//! The `anemone` command: check, format, pack weights for, run and benchmark MIL programs,
+//! and import Core ML models.
 
 use std::process::ExitCode;
 
@@ -7,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod check;
 mod fmt;
+mod import;
 mod npy;
 mod probe;
 mod run;
@@ -33,7 +35,13 @@ enum Command {
     /// Print a MIL program in canonical form (the form the ANE compiler takes).
     Fmt(fmt::FmtArgs),
     /// Compile a program on a device, evaluate it on .npy inputs, write .npy outputs.
+    ///
+    /// Takes MIL (a .mil file or model directory) or a Core ML model (.mlpackage or
+    /// .mlmodel), which runs as imported, with the rewrites the ANE needs.
     Run(run::RunArgs),
+    /// Write a Core ML model (.mlpackage or .mlmodel) as a model directory: model.mil and
+    /// weights/, rewritten where the ANE deviates from MIL.
+    Import(import::ImportArgs),
     /// Time a fixed suite of programs on a device: evaluate time, GFLOP/s, ratio to this
     /// machine's f32 FMA peak, and compile, load and unload times.
     Bench(bench::BenchArgs),
@@ -75,6 +83,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(&args),
         Command::Fmt(args) => fmt::run(&args),
         Command::Run(args) => run::run(&args),
+        Command::Import(args) => import::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Probe { cmd } => probe::run(cmd),
         Command::Weights { cmd } => weights::run(cmd),

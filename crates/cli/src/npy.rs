@@ -75,6 +75,79 @@ impl Data {
     }
 }
 
+/// The elements as little-endian bytes of the integer type `dtype` (int8..int64,
+/// uint8..uint64): integers and whole-valued floats that fit, else an error naming the first
+/// element that does not.
+pub fn integers_as(data: &Data, dtype: anemone_mil::DType) -> Result<Vec<u8>, String> {
+    let bits = dtype.bits();
+    if !dtype.is_int() || bits < 8 {
+        return Err(format!("{dtype} is not an integer type that .npy values can fill"));
+    }
+    let (lo, hi): (i128, i128) = if dtype.is_signed_int() {
+        (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1)
+    } else {
+        (0, (1i128 << bits) - 1)
+    };
+    let bytes = (bits / 8) as usize;
+    let mut out = Vec::with_capacity(data.len() * bytes);
+    for i in 0..data.len() {
+        let v = data.get_int(i).map_err(|v| format!("element {i} ({v}) is not an integer"))?;
+        if v < lo || v > hi {
+            return Err(format!("element {i} ({v}) does not fit {dtype} ({lo}..={hi})"));
+        }
+        out.extend_from_slice(&v.to_le_bytes()[..bytes]);
+    }
+    Ok(out)
+}
+
+/// A C-order .npy file of an integer or bool tensor's raw little-endian bytes.
+pub fn encode_raw(shape: &[u64], dtype: anemone_mil::DType, raw: &[u8]) -> Result<Vec<u8>, String> {
+    use anemone_mil::DType as D;
+    fn ints<T: Copy + npyz::Serialize + npyz::AutoSerialize + le::FromLe>(
+        shape: &[u64],
+        raw: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        let values: Vec<T> = raw.chunks_exact(T::SIZE).map(T::from_le).collect();
+        encode(shape, &values)
+    }
+    match dtype {
+        D::Int8 => ints::<i8>(shape, raw),
+        D::Int16 => ints::<i16>(shape, raw),
+        D::Int32 => ints::<i32>(shape, raw),
+        D::Int64 => ints::<i64>(shape, raw),
+        D::UInt8 => ints::<u8>(shape, raw),
+        D::UInt16 => ints::<u16>(shape, raw),
+        D::UInt32 => ints::<u32>(shape, raw),
+        D::UInt64 => ints::<u64>(shape, raw),
+        D::Bool => {
+            let values: Vec<bool> = raw.iter().map(|&b| b != 0).collect();
+            encode(shape, &values)
+        }
+        other => Err(format!("{other} tensors cannot be written as .npy")),
+    }
+}
+
+/// Little-endian decoding of the integer types `encode_raw` writes.
+mod le {
+    pub trait FromLe: Sized {
+        const SIZE: usize;
+        fn from_le(bytes: &[u8]) -> Self;
+    }
+    macro_rules! from_le {
+        ($($t:ty),*) => {$(
+            impl FromLe for $t {
+                const SIZE: usize = std::mem::size_of::<$t>();
+                fn from_le(bytes: &[u8]) -> Self {
+                    let mut b = [0u8; std::mem::size_of::<$t>()];
+                    b.copy_from_slice(bytes);
+                    <$t>::from_le_bytes(b)
+                }
+            }
+        )*};
+    }
+    from_le!(i8, i16, i32, i64, u8, u16, u32, u64);
+}
+
 /// `element [i, j, k]` for flat C-order index `i`.
 pub fn index_name(shape: &[usize], mut i: usize) -> String {
     if shape.is_empty() {

@@ -16,9 +16,11 @@ use crate::source::Source;
 
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// A .mil file (weights resolved from its directory) or a model directory.
+    /// A .mil file (weights resolved from its directory), a model directory, or a Core ML
+    /// model (.mlpackage directory or .mlmodel file).
     pub path: PathBuf,
-    /// An input as NAME=FILE.npy (f32 or f16; the shape must match the declaration).
+    /// An input as NAME=FILE.npy (float32 or float16 for float inputs, integers for integer
+    /// inputs; the shape must match the declaration).
     #[arg(long = "input", short = 'i', value_name = "NAME=FILE.npy")]
     pub inputs: Vec<String>,
     /// Where to write NAME.npy for every output.
@@ -75,8 +77,11 @@ fn run_inner(args: &RunArgs) -> Result<(), Failure> {
         eprint!("{}", diag::render(&d, &src.display_name, &src.text, color));
         data("")
     })?;
+    src.print_lowerings();
     let weights = if args.synthetic_weights {
         anemone_mil::package::synthetic_weights(&program, 1).map_err(data)?
+    } else if let Some(weights) = src.imported_weights() {
+        weights.clone()
     } else {
         src.model_dir.load_weights(&program).map_err(|diags| {
             let color = std::io::stderr().is_terminal();
@@ -124,11 +129,6 @@ fn feed_inputs(model: &mut Model, specs: &[String]) -> Result<(), Failure> {
         }
         let surface = model.input(name).map_err(|e| usage(e.to_string()))?;
         let array = npy::read(Path::new(file)).map_err(usage)?;
-        if !matches!(array.data, npy::Data::F32(_) | npy::Data::F16(_)) {
-            return Err(data(format!(
-                "input `{name}`: {file} must hold float32 or float16 values"
-            )));
-        }
         if array.shape != surface.shape() {
             return Err(data(format!(
                 "input `{name}`: {file} has shape {:?} but the program declares {}",
@@ -136,7 +136,19 @@ fn feed_inputs(model: &mut Model, specs: &[String]) -> Result<(), Failure> {
                 surface.tensor_type()
             )));
         }
-        surface.write_f32(&array.data.to_f32()).map_err(|e| data(e.to_string()))?;
+        let dtype = surface.dtype();
+        if dtype.is_int() {
+            let bytes = npy::integers_as(&array.data, dtype)
+                .map_err(|e| data(format!("input `{name}`: {file}: {e}")))?;
+            surface.write_bytes(&bytes).map_err(|e| data(e.to_string()))?;
+        } else {
+            if !matches!(array.data, npy::Data::F32(_) | npy::Data::F16(_)) {
+                return Err(data(format!(
+                    "input `{name}`: {file} must hold float32 or float16 values"
+                )));
+            }
+            surface.write_f32(&array.data.to_f32()).map_err(|e| data(e.to_string()))?;
+        }
         given.push(name.to_string());
     }
     let missing: Vec<&str> =
@@ -159,6 +171,10 @@ fn write_outputs(model: &Model, dir: &Path) -> Result<(), Failure> {
         let bytes = match surface.dtype() {
             DType::Fp16 => {
                 npy::encode_f16(&shape, &surface.read_f16().map_err(|e| data(e.to_string()))?)
+            }
+            d if d.is_int() || d == DType::Bool => {
+                let raw = surface.try_read_bytes().map_err(|e| data(e.to_string()))?;
+                npy::encode_raw(&shape, d, &raw)
             }
             _ => npy::encode_f32(&shape, &surface.read_f32().map_err(|e| data(e.to_string()))?),
         }
