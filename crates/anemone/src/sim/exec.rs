@@ -465,7 +465,7 @@ fn run_step(
             &mut b.bytes_mut()[..n]
         })
         .collect();
-    if let Some(result) = run_family(env, step, &mut outs) {
+    if let Some(result) = run_family(env, step, &mut outs, scratch) {
         return result;
     }
     let o0: &mut [u8] = outs[0];
@@ -563,7 +563,12 @@ fn run_step(
 }
 
 /// Runs a step of an op family that runs itself (`sim::ops`); None for the other kernels.
-fn run_family(env: &Env, step: &plan::Step, outs: &mut [&mut [u8]]) -> Option<KResult> {
+fn run_family(
+    env: &Env,
+    step: &plan::Step,
+    outs: &mut [&mut [u8]],
+    scratch: &mut Scratch,
+) -> Option<KResult> {
     if !matches!(step.kernel, Kernel::Norm(_) | Kernel::Index(_) | Kernel::Logic(_)) {
         return None;
     }
@@ -578,9 +583,9 @@ fn run_family(env: &Env, step: &plan::Step, outs: &mut [&mut [u8]]) -> Option<KR
         .map(|(b, &v)| family::Out { bytes: &mut b[..], ty: env.ty(v) })
         .collect();
     Some(match &step.kernel {
-        Kernel::Norm(k) => family::norm::run(k, &inputs, &mut outputs),
-        Kernel::Index(k) => family::index::run(k, &inputs, &mut outputs),
-        Kernel::Logic(k) => family::logic::run(k, &inputs, &mut outputs),
+        Kernel::Norm(k) => family::norm::run(k, &inputs, &mut outputs, scratch),
+        Kernel::Index(k) => family::index::run(k, &inputs, &mut outputs, scratch),
+        Kernel::Logic(k) => family::logic::run(k, &inputs, &mut outputs, scratch),
         _ => unreachable!("checked above"),
     })
 }

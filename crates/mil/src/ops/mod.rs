@@ -50,6 +50,7 @@ pub use index::{
 };
 pub use logic::{ClipParams, Comparison, LogicParams, LogicalOp};
 pub use matmul::MatmulParams;
+pub use norm::{BatchNormParams, InstanceNormParams, LayerNormParams, LinearParams, PoolParams};
 pub use quant::QuantParams;
 pub use reduce::ReduceParams;
 pub use shape::{ConcatParams, ReshapeParams, SliceParams, SplitParams, TransposeParams};

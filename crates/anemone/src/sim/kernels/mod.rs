@@ -20,6 +20,7 @@ pub mod index;
 pub mod layout;
 pub mod logic;
 pub mod matmul;
+pub mod norm;
 pub mod quant;
 pub mod reduce;
 pub mod softmax;

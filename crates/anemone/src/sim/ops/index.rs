@@ -12,6 +12,7 @@ use anemone_mil::{DType, bf16, f16};
 
 use super::{In, Out, RunResult};
 use crate::sim::kernels;
+use crate::sim::kernels::Scratch;
 use crate::sim::kernels::index::{self as kernel, GatherAxes, NegativeIndices, PadFill};
 
 /// A planned op of this family with its parameters resolved.
@@ -167,7 +168,12 @@ fn view_mut<'a, T: bytemuck::Pod>(bytes: &'a mut [u8], what: &str) -> Result<&'a
 }
 
 /// Runs a planned op.
-pub fn run(kernel: &IndexKernel, inputs: &[In], outputs: &mut [Out]) -> RunResult {
+pub fn run(
+    kernel: &IndexKernel,
+    inputs: &[In],
+    outputs: &mut [Out],
+    _scratch: &mut Scratch,
+) -> RunResult {
     let (Some(first), Some(out)) = (inputs.first(), outputs.first_mut()) else {
         return Err("an indexing op needs an input and an output".to_string());
     };

@@ -16,6 +16,7 @@ use bytemuck::Pod;
 use half::f16;
 
 use super::{In, Out, RunResult};
+use crate::sim::kernels::Scratch;
 use crate::sim::kernels::elementwise::BinaryOp;
 use crate::sim::kernels::logic::{self as kernel, Comparison};
 
@@ -214,7 +215,12 @@ macro_rules! by_type {
 }
 
 /// Runs a planned op.
-pub fn run(kernel: &LogicKernel, inputs: &[In], outputs: &mut [Out]) -> RunResult {
+pub fn run(
+    kernel: &LogicKernel,
+    inputs: &[In],
+    outputs: &mut [Out],
+    _scratch: &mut Scratch,
+) -> RunResult {
     let [out] = outputs else {
         return Err(format!("{kernel:?} writes one output, not {}", outputs.len()));
     };
@@ -364,12 +370,14 @@ mod tests {
         let mut out_words = [0u32; 3];
         let out_storage: &mut [u8] = bytemuck::cast_slice_mut(&mut out_words);
         let mut outs = [Out { bytes: &mut out_storage[1..9], ty: &ty }];
-        run(&LogicKernel::Integer(BinaryOp::Mul), &[x, y], &mut outs).unwrap();
-        let e = run(&LogicKernel::Not, &[x, y], &mut outs).unwrap_err();
+        run(&LogicKernel::Integer(BinaryOp::Mul), &[x, y], &mut outs, &mut Scratch::new()).unwrap();
+        let e = run(&LogicKernel::Not, &[x, y], &mut outs, &mut Scratch::new()).unwrap_err();
         assert_eq!(e, "Not was handed 2 inputs");
         let zero = 0i32.to_le_bytes();
         let z = In { bytes: &zero, ty: &one, widened: None };
-        let e = run(&LogicKernel::Integer(BinaryOp::RealDiv), &[x, z], &mut outs).unwrap_err();
+        let e =
+            run(&LogicKernel::Integer(BinaryOp::RealDiv), &[x, z], &mut outs, &mut Scratch::new())
+                .unwrap_err();
         assert!(e.contains("division by zero at output element [0]"), "{e}");
         let got: Vec<i32> = out_storage[1..9]
             .chunks_exact(4)

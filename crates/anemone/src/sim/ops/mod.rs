@@ -1,6 +1,7 @@
 //! Op families that plan and run themselves: each module turns the registry's resolved
 //! parameters of its ops into a kernel description at compile time ([`plan`-style functions])
-//! and runs it over typed byte slices at evaluate time. The plan and the executor only
+//! and runs it over typed byte slices at evaluate time, with the executor's scratch
+//! buffers for GEMM staging. The plan and the executor only
 //! dispatch to them, so adding an op of a family touches that family's module (and its pure
 //! kernels in `sim::kernels`) and nothing else.
 //!
