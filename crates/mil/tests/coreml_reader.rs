@@ -847,10 +847,8 @@ fn coremltools_models_in_the_repository_read_and_validate() {
     assert!(paths.len() >= 12, "the fixture packages are missing from {}", root.display());
     for path in paths {
         let model = coreml::read(&path).unwrap_or_else(|e| panic!("{e}"));
-        let errors: Vec<_> = validate::validate(&model.program)
-            .into_iter()
-            .filter(|d| d.is_error())
-            .collect();
+        let errors: Vec<_> =
+            validate::validate(&model.program).into_iter().filter(|d| d.is_error()).collect();
         assert!(errors.is_empty(), "{}: {errors:?}", path.display());
         assert_eq!(text::parse(&text::print(&model.program)).unwrap(), model.program);
         let blob_errors: Vec<_> = check_blob_refs(&model.program, &model.weights, ReadMode::Strict)
@@ -949,10 +947,8 @@ fn a_100_mb_weight_package_is_read_without_copying_its_weights() {
         allocated < weight_bytes / 100,
         "reading allocated {allocated} bytes for {weight_bytes} bytes of weights"
     );
-    let errors: Vec<_> = validate::validate(&model.program)
-        .into_iter()
-        .filter(|d| d.is_error())
-        .collect();
+    let errors: Vec<_> =
+        validate::validate(&model.program).into_iter().filter(|d| d.is_error()).collect();
     assert!(errors.is_empty(), "{errors:?}");
     eprintln!("read a {weight_bytes}-byte weight package allocating {allocated} bytes");
 }

@@ -409,6 +409,10 @@ impl Cx<'_> {
             ranked.insert((rank.unwrap_or(usize::MAX), i), Named { name, value });
         }
 
+        // Every MIL op yields at least one value (and MIL text cannot write one that does not).
+        if op.outputs.is_empty() {
+            return Err(self.malformed(&at, "the op has no outputs".to_string()));
+        }
         let mut outputs = Vec::with_capacity(op.outputs.len());
         for o in &op.outputs {
             let name = self.ident(&o.name, &at, "output")?;
