@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use anemone_mil::blob::{BlobBytes, ReadMode};
-use anemone_mil::ops::{self, ConstValues, OpContext, OpKind};
+use anemone_mil::ops::{self, ConstValues, OpContext, OpFamily, OpKind};
 use anemone_mil::package::Weights;
 use anemone_mil::validate::{self, ResolvedOp};
 use anemone_mil::{Argument, DType, Literal, LiteralData, Program, TensorData, TensorType, f16};
@@ -250,32 +250,13 @@ fn data_inputs(kind: OpKind) -> &'static [&'static str] {
         OpKind::Concat => &["values"],
         OpKind::ScaledDotProductAttention => &["query", "key", "value", "attn_mask"],
         OpKind::Quantize | OpKind::Dequantize => &["input"],
-        OpKind::Linear
-        | OpKind::LayerNorm
-        | OpKind::BatchNorm
-        | OpKind::InstanceNorm
-        | OpKind::MaxPool
-        | OpKind::AvgPool => family::norm::data_inputs(kind),
-        OpKind::Gather
-        | OpKind::GatherAlongAxis
-        | OpKind::Stack
-        | OpKind::Tile
-        | OpKind::Pad
-        | OpKind::BandPart => family::index::data_inputs(kind),
-        OpKind::Select
-        | OpKind::Equal
-        | OpKind::NotEqual
-        | OpKind::Greater
-        | OpKind::GreaterEqual
-        | OpKind::Less
-        | OpKind::LessEqual
-        | OpKind::LogicalAnd
-        | OpKind::LogicalOr
-        | OpKind::LogicalXor
-        | OpKind::LogicalNot
-        | OpKind::Clip => family::logic::data_inputs(kind),
         k if k.is_elementwise_binary() => &["x", "y"],
-        _ => &["x"],
+        k => match k.family() {
+            Some(OpFamily::Norm) => family::norm::data_inputs(kind),
+            Some(OpFamily::Index) => family::index::data_inputs(kind),
+            Some(OpFamily::Logic) => family::logic::data_inputs(kind),
+            None => &["x"],
+        },
     }
 }
 
@@ -629,30 +610,6 @@ impl PlanBuilder<'_> {
             OpKind::Sign => Kernel::Unary(UnaryOp::Sign),
             OpKind::Square => Kernel::Unary(UnaryOp::Square),
             OpKind::Exp2 => Kernel::Unary(UnaryOp::Exp2),
-            OpKind::Linear
-            | OpKind::LayerNorm
-            | OpKind::BatchNorm
-            | OpKind::InstanceNorm
-            | OpKind::MaxPool
-            | OpKind::AvgPool => Kernel::Norm(family::norm::plan(ctx).map_err(e)?),
-            OpKind::Gather
-            | OpKind::GatherAlongAxis
-            | OpKind::Stack
-            | OpKind::Tile
-            | OpKind::Pad
-            | OpKind::BandPart => Kernel::Index(family::index::plan(ctx).map_err(e)?),
-            OpKind::Select
-            | OpKind::Equal
-            | OpKind::NotEqual
-            | OpKind::Greater
-            | OpKind::GreaterEqual
-            | OpKind::Less
-            | OpKind::LessEqual
-            | OpKind::LogicalAnd
-            | OpKind::LogicalOr
-            | OpKind::LogicalXor
-            | OpKind::LogicalNot
-            | OpKind::Clip => Kernel::Logic(family::logic::plan(ctx).map_err(e)?),
             OpKind::Const
             | OpKind::ConstexprAffineDequantize
             | OpKind::Reshape
@@ -660,6 +617,12 @@ impl PlanBuilder<'_> {
             | OpKind::Squeeze => {
                 unreachable!("handled without a kernel")
             }
+            k => match k.family() {
+                Some(OpFamily::Norm) => Kernel::Norm(family::norm::plan(ctx).map_err(e)?),
+                Some(OpFamily::Index) => Kernel::Index(family::index::plan(ctx).map_err(e)?),
+                Some(OpFamily::Logic) => Kernel::Logic(family::logic::plan(ctx).map_err(e)?),
+                None => unreachable!("{k} has a kernel arm or a family"),
+            },
         })
     }
 

@@ -55,6 +55,21 @@ impl PadType {
             PadType::Custom => "custom",
         }
     }
+
+    /// The (before, after) padding `same` or `same_lower` gives one spatial dim of `size`
+    /// for a window of `extent` moving by `stride`: the total that makes the output
+    /// ceil(size / stride) (_utils.py aggregated_pad), the odd element after for `same` and
+    /// before for `same_lower`. None when the total overflows. Only for those two types.
+    pub fn same_padding(self, size: usize, extent: usize, stride: usize) -> Option<(usize, usize)> {
+        let needed =
+            size.div_ceil(stride).saturating_sub(1).checked_mul(stride)?.checked_add(extent)?;
+        let total = needed.saturating_sub(size);
+        Some(if self == PadType::SameLower {
+            (total - total / 2, total / 2)
+        } else {
+            (total / 2, total - total / 2)
+        })
+    }
 }
 
 /// conv's parameters with defaults applied and padding resolved per spatial dim.
@@ -205,20 +220,7 @@ impl ConvParams {
                 PadType::Valid => (0, 0),
                 PadType::Custom => (pad[2 * i], pad[2 * i + 1]),
                 PadType::Same | PadType::SameLower => {
-                    // Total pad so that out = ceil(in / stride) (_utils.py aggregated_pad);
-                    // same puts the odd element after, same_lower before (conv.py).
-                    let out = size.div_ceil(s);
-                    let needed = out
-                        .saturating_sub(1)
-                        .checked_mul(s)
-                        .and_then(|v| v.checked_add(extent))
-                        .ok_or_else(|| too_big("the padding"))?;
-                    let total = needed.saturating_sub(size);
-                    if pad_type == PadType::Same {
-                        (total / 2, total - total / 2)
-                    } else {
-                        (total - total / 2, total / 2)
-                    }
+                    pad_type.same_padding(size, extent, s).ok_or_else(|| too_big("the padding"))?
                 }
             };
             let padded = size

@@ -3,7 +3,9 @@
 //! REFERENCE.md §2); elementwise ops, reductions and softmax count one per element they
 //! read; ops that only move data count none.
 
-use super::{AttentionParams, ConvParams, MatmulParams, OpContext, OpError, OpKind};
+use super::{
+    AttentionParams, ConvParams, LinearParams, MatmulParams, OpContext, OpError, OpKind, PoolParams,
+};
 
 /// Product of dims, saturating: declared shapes can be absurd, and a count must never
 /// overflow.
@@ -35,6 +37,21 @@ pub fn flops(ctx: &OpContext) -> Result<u64, OpError> {
                 2 * (p.embed as u64).saturating_add(p.value_embed as u64).saturating_add(1);
             scores.saturating_mul(per_score)
         }
+        OpKind::Linear => {
+            let p = LinearParams::resolve(ctx)?;
+            let macs = product(&[p.rows, p.out_features, p.in_features]).saturating_mul(2);
+            macs.saturating_add(if p.has_bias { product(&[p.rows, p.out_features]) } else { 0 })
+        }
+        OpKind::MaxPool | OpKind::AvgPool => {
+            // One per window element read, per output.
+            let p = PoolParams::resolve(ctx)?;
+            product(&p.output_shape()).saturating_mul(product(&p.kernel_sizes))
+        }
+        // Mean, variance, normalize, scale and shift: a few passes over x; count 5.
+        OpKind::LayerNorm | OpKind::BatchNorm | OpKind::InstanceNorm => {
+            elements("x")?.saturating_mul(5)
+        }
+        OpKind::Clip => elements("x")?,
         k if k.is_elementwise_binary() => elements("x")?.max(elements("y")?),
         k if k.is_elementwise_unary() => elements("x")?,
         OpKind::ReduceSum | OpKind::ReduceMean | OpKind::ReduceMax | OpKind::Softmax => {
@@ -42,4 +59,28 @@ pub fn flops(ctx: &OpContext) -> Result<u64, OpError> {
         }
         _ => 0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testing::{f16, op};
+
+    #[test]
+    fn linear_counts_its_multiply_accumulates_and_bias() {
+        let base = op(OpKind::Linear).var("x", f16(&[4, 3, 16])).var("weight", f16(&[8, 16]));
+        assert_eq!(flops(&base.ctx()).unwrap(), 2 * 12 * 8 * 16);
+        let biased = base.var("bias", f16(&[8]));
+        assert_eq!(flops(&biased.ctx()).unwrap(), 2 * 12 * 8 * 16 + 12 * 8);
+    }
+
+    #[test]
+    fn pools_count_one_per_window_element_of_each_output() {
+        let p = op(OpKind::MaxPool)
+            .var("x", f16(&[1, 2, 8, 8]))
+            .ints("kernel_sizes", &[2, 2])
+            .ints("strides", &[2, 2])
+            .string("pad_type", "valid");
+        assert_eq!(flops(&p.ctx()).unwrap(), 2 * 4 * 4 * 4);
+    }
 }

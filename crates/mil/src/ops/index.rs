@@ -15,7 +15,7 @@ use crate::ir::{DType, Type};
 
 use super::helpers::{normalize_axis, product, result};
 use super::signature::{DTypes, InputSpec, NAME_ONLY, Ranks, Signature};
-use super::{InputArg, OpContext, OpError, OpKind};
+use super::{OpContext, OpError, OpKind};
 
 /// Element types of the data these ops move: any; the simulator moves every whole-byte type
 /// bit for bit.
@@ -397,27 +397,7 @@ impl StackParams {
     /// `axis` lies in `[-(rank + 1), rank]`, negative counting from the end of the output
     /// (iOS15 tensor_operation.py stack).
     pub fn resolve(ctx: &OpContext) -> Result<StackParams, OpError> {
-        let values = match ctx.arg("values") {
-            Some(InputArg::Tuple(v, _)) if !v.is_empty() => v,
-            Some(InputArg::Tuple(..)) => {
-                return Err(ctx.error("values is an empty tuple").with_subject("values"));
-            }
-            Some(InputArg::One(_)) => {
-                return Err(ctx
-                    .error("values takes a tuple of values, e.g. values = (a, b)")
-                    .with_subject("values"));
-            }
-            None => {
-                return Err(ctx.error("missing required input values").with_subject("values"));
-            }
-        };
-        let types = values
-            .iter()
-            .map(|v| {
-                v.ty.as_tensor()
-                    .ok_or_else(|| ctx.error("values holds a dictionary").with_subject("values"))
-            })
-            .collect::<Result<Vec<_>, OpError>>()?;
+        let types = ctx.tuple_tensors("values")?;
         let first = &types[0];
         for (i, t) in types.iter().enumerate().skip(1) {
             if t.dtype != first.dtype {

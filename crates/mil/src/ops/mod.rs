@@ -333,12 +333,26 @@ impl OpKind {
             OpKind::Quantize => &quant::QUANTIZE,
             OpKind::Dequantize => &quant::DEQUANTIZE,
             OpKind::ConstexprAffineDequantize => &quant::CONSTEXPR_AFFINE_DEQUANTIZE,
+            // The families' ops: one module each ([`OpKind::family`]).
+            _ => match self.family() {
+                Some(OpFamily::Norm) => norm::signature(self),
+                Some(OpFamily::Index) => index::signature(self),
+                Some(OpFamily::Logic) => logic::signature(self),
+                None => unreachable!("{self} has no signature"),
+            },
+        }
+    }
+
+    /// The family module that owns this op's registry entry (and, in the simulator, its
+    /// plan and run), for the ops grouped that way; None for the others.
+    pub fn family(self) -> Option<OpFamily> {
+        Some(match self {
             OpKind::Linear
             | OpKind::LayerNorm
             | OpKind::BatchNorm
             | OpKind::InstanceNorm
             | OpKind::MaxPool
-            | OpKind::AvgPool => norm::signature(self),
+            | OpKind::AvgPool => OpFamily::Norm,
             OpKind::Gather
             | OpKind::GatherAlongAxis
             | OpKind::ExpandDims
@@ -346,7 +360,7 @@ impl OpKind {
             | OpKind::Stack
             | OpKind::Tile
             | OpKind::Pad
-            | OpKind::BandPart => index::signature(self),
+            | OpKind::BandPart => OpFamily::Index,
             OpKind::Select
             | OpKind::Equal
             | OpKind::NotEqual
@@ -358,8 +372,9 @@ impl OpKind {
             | OpKind::LogicalOr
             | OpKind::LogicalXor
             | OpKind::LogicalNot
-            | OpKind::Clip => logic::signature(self),
-        }
+            | OpKind::Clip => OpFamily::Logic,
+            _ => return None,
+        })
     }
 
     /// True for ops whose result is known at compile time (`const`, and the constexpr ops
@@ -408,6 +423,18 @@ impl OpKind {
                 | OpKind::Exp2
         )
     }
+}
+
+/// Groups of ops whose registry entries share a module (and whose simulator side plans and
+/// runs itself): see [`OpKind::family`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OpFamily {
+    /// linear, layer_norm, batch_norm, instance_norm, max_pool, avg_pool.
+    Norm,
+    /// gather, gather_along_axis, expand_dims, squeeze, stack, tile, pad, band_part.
+    Index,
+    /// Comparisons, logical ops, select, clip.
+    Logic,
 }
 
 impl fmt::Display for OpKind {
@@ -499,6 +526,37 @@ impl<'a> OpContext<'a> {
         })
     }
 
+    /// The types of the non-empty tuple bound to input `name` (concat's and stack's
+    /// `values`), each seen as a tensor.
+    pub fn tuple_tensors(&self, name: &str) -> Result<Vec<TensorType>, OpError> {
+        let values = match self.arg(name) {
+            Some(InputArg::Tuple(v, _)) if !v.is_empty() => v,
+            Some(InputArg::Tuple(..)) => {
+                return Err(self
+                    .error(format_args!("{name} is an empty tuple"))
+                    .with_subject(name));
+            }
+            Some(InputArg::One(_)) => {
+                return Err(self
+                    .error(format_args!("{name} takes a tuple of values, e.g. {name} = (a, b)"))
+                    .with_subject(name));
+            }
+            None => {
+                return Err(self
+                    .error(format_args!("missing required input {name}"))
+                    .with_subject(name));
+            }
+        };
+        values
+            .iter()
+            .map(|v| {
+                v.ty.as_tensor().ok_or_else(|| {
+                    self.error(format_args!("{name} holds a dictionary")).with_subject(name)
+                })
+            })
+            .collect()
+    }
+
     /// Like [`OpContext::tensor`] for an optional input: None when absent.
     pub fn optional_tensor(&self, name: &str) -> Result<Option<TensorType>, OpError> {
         if self.has(name) { self.tensor(name).map(Some) } else { Ok(None) }
@@ -586,31 +644,28 @@ pub fn infer(ctx: &OpContext) -> Result<Vec<Type>, OpError> {
         OpKind::Quantize | OpKind::Dequantize | OpKind::ConstexprAffineDequantize => {
             quant::infer(ctx)
         }
-        OpKind::Linear
-        | OpKind::LayerNorm
-        | OpKind::BatchNorm
-        | OpKind::InstanceNorm
-        | OpKind::MaxPool
-        | OpKind::AvgPool => norm::infer(ctx),
-        OpKind::Gather
-        | OpKind::GatherAlongAxis
-        | OpKind::ExpandDims
-        | OpKind::Squeeze
-        | OpKind::Stack
-        | OpKind::Tile
-        | OpKind::Pad
-        | OpKind::BandPart => index::infer(ctx),
-        OpKind::Select
-        | OpKind::Equal
-        | OpKind::NotEqual
-        | OpKind::Greater
-        | OpKind::GreaterEqual
-        | OpKind::Less
-        | OpKind::LessEqual
-        | OpKind::LogicalAnd
-        | OpKind::LogicalOr
-        | OpKind::LogicalXor
-        | OpKind::LogicalNot
-        | OpKind::Clip => logic::infer(ctx),
+        k => match k.family() {
+            Some(OpFamily::Norm) => norm::infer(ctx),
+            Some(OpFamily::Index) => index::infer(ctx),
+            Some(OpFamily::Logic) => logic::infer(ctx),
+            None => unreachable!("{k} has no inference"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_op_has_a_name_a_signature_and_at_most_one_family() {
+        for kind in OpKind::ALL {
+            assert_eq!(OpKind::from_name(kind.name()), Some(kind));
+            // A kind without its own arm must belong to a family, or this panics.
+            let sig = kind.signature();
+            if kind != OpKind::Const {
+                assert!(!sig.inputs.is_empty(), "{kind} takes no inputs");
+            }
+        }
     }
 }

@@ -498,20 +498,7 @@ impl PoolParams {
                 PadType::Valid => (0, 0),
                 PadType::Custom => pad.as_ref().map_or((0, 0), |p| (p[2 * i], p[2 * i + 1])),
                 PadType::Same | PadType::SameLower => {
-                    // _utils.py aggregated_pad: max(0, s * ceil(in / s) - in + k - s), the odd
-                    // element after for same and before for same_lower.
-                    let total = size
-                        .div_ceil(s)
-                        .checked_mul(s)
-                        .and_then(|v| v.checked_add(k))
-                        .zip(size.checked_add(s))
-                        .map(|(reach, base)| reach.saturating_sub(base))
-                        .ok_or_else(too_big)?;
-                    if pad_type == PadType::Same {
-                        (total / 2, total - total / 2)
-                    } else {
-                        (total - total / 2, total / 2)
-                    }
+                    pad_type.same_padding(size, k, s).ok_or_else(too_big)?
                 }
             };
             let padded = size

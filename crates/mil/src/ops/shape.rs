@@ -411,27 +411,7 @@ pub struct ConcatParams {
 
 impl ConcatParams {
     pub fn resolve(ctx: &OpContext) -> Result<ConcatParams, OpError> {
-        let values = match ctx.arg("values") {
-            Some(InputArg::Tuple(v, _)) if !v.is_empty() => v,
-            Some(InputArg::Tuple(..)) => {
-                return Err(ctx.error("values is an empty tuple").with_subject("values"));
-            }
-            Some(InputArg::One(_)) => {
-                return Err(ctx
-                    .error("values takes a tuple of values, e.g. values = (a, b)")
-                    .with_subject("values"));
-            }
-            None => {
-                return Err(ctx.error("missing required input values").with_subject("values"));
-            }
-        };
-        let shapes = values
-            .iter()
-            .map(|v| {
-                v.ty.as_tensor()
-                    .ok_or_else(|| ctx.error("values holds a dictionary").with_subject("values"))
-            })
-            .collect::<Result<Vec<_>, OpError>>()?;
+        let shapes = ctx.tuple_tensors("values")?;
         let first = &shapes[0];
         let rank = first.rank();
         let axis = ctx.const_axis("axis", rank, None)?;
