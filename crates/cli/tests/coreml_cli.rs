@@ -251,3 +251,43 @@ fn the_readme_lists_every_op_the_registry_supports() {
         .collect();
     assert!(missing.is_empty(), "README's supported ops lack {missing:?}");
 }
+
+#[test]
+fn unknown_ops_and_neural_networks_are_refused_by_name() {
+    use anemone_mil::coreml::proto;
+    use prost::Message;
+
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../anemone/tests/coreml/mlp-ios18");
+    let model_rel = "Data/com.apple.CoreML/model.mlmodel";
+    let original = std::fs::read(src.join("model.mlpackage").join(model_rel)).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let write = |name: &str, model: &proto::Model| -> PathBuf {
+        let file = tmp.path().join(format!("{name}.mlmodel"));
+        std::fs::write(&file, model.encode_to_vec()).unwrap();
+        file
+    };
+
+    // An op anemone does not know, named by its type and its `name` attribute.
+    let mut model = proto::Model::decode(&original[..]).unwrap();
+    let Some(proto::model::Type::MlProgram(program)) = &mut model.r#type else { panic!() };
+    let block = program.functions.get_mut("main").unwrap().block_specializations.values_mut();
+    let op = block.flat_map(|b| b.operations.iter_mut()).find(|o| o.r#type == "relu").unwrap();
+    op.r#type = "hardswish_v9".into();
+    let file = write("unknown", &model);
+    let o = anemone(&["check", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("hardswish_v9") && err.contains("input_cast_fp16"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    // A neural-network model: not an ML Program; the error says how to convert.
+    let nn = proto::Model {
+        specification_version: 4,
+        r#type: Some(proto::model::Type::NeuralNetwork(Default::default())),
+        ..Default::default()
+    };
+    let file = write("nn", &nn);
+    let o = anemone(&["run", file.to_str().unwrap(), "-o", "/dev/null/x"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("mlprogram"), "{}", stderr(&o));
+}
