@@ -768,3 +768,29 @@ fn a_reload_that_falls_back_to_a_compile_is_not_a_success() {
     // The fallback did change the output, to 3 x A.
     assert!(r.max_change > 1.0 && r.methods[0].max_error <= 0.1, "{r:?}");
 }
+
+#[test]
+fn an_imported_core_ml_model_reaches_the_compiler_as_its_printed_program_and_weight_file() {
+    // What the ANE compiler does with it cannot be checked here; what it is handed can: the
+    // program as `anemone import` prints it (masked attention rewritten) and the package's
+    // weight file byte for byte.
+    let package = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/coreml/sdpa-ios18/model.mlpackage");
+    let imported = anemone_mil::coreml::read(&package).unwrap();
+    let mut program = imported.program.clone();
+    assert_eq!(anemone_mil::lower::for_ane(&mut program).len(), 1);
+    let s = Setup::new();
+    s.rt.set_hex_identifier(Some(HEX));
+    let device = s.device(AneOptions::default());
+    let mut model = device.compile(&program, &imported.weights).unwrap();
+    let files = s.rt.files_at_compile();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0]["model.mil"], text::print(&program).as_bytes());
+    let weight_file = imported.weights.get(WEIGHT_PATH).unwrap().bytes();
+    assert_eq!(files[0]["weights/weight.bin"], weight_file);
+    assert_eq!(model.input_names(), ["x"]);
+    model.evaluate().unwrap();
+    drop(model);
+    drop(device);
+    s.assert_clean();
+}
