@@ -719,10 +719,12 @@ mod tests {
 
     /// The exact integer result of `op`, wrapped to `bits` (signed or not), or None.
     fn int_reference(op: BinaryOp, x: i128, y: i128, bits: u32, signed: bool) -> Option<i128> {
+        // Wrapping at 128 bits keeps the low `bits` bits exact (2^bits divides 2^128), which
+        // is all the result keeps: 64-bit unsigned products pass i128's range.
         let exact = match op {
-            BinaryOp::Add => x + y,
-            BinaryOp::Sub => x - y,
-            BinaryOp::Mul => x * y,
+            BinaryOp::Add => x.wrapping_add(y),
+            BinaryOp::Sub => x.wrapping_sub(y),
+            BinaryOp::Mul => x.wrapping_mul(y),
             BinaryOp::RealDiv => {
                 if y == 0 {
                     return None;
