@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use crate::diag::Diagnostic;
 use crate::ir::{Argument, DType, Function, Literal, Operation, Program, Type, TypedName};
-use crate::ops::{self, OpKind};
+use crate::ops::{self, OpFamily, OpKind};
 
 /// The ANE's native activation layout is `[1, C, 1, S]`: spatial sizes should be multiples
 /// of 16 (REFERENCE.md §2: rustane, libane, ANE-LM, Orion #15/#16, reported).
@@ -246,6 +246,9 @@ fn arithmetic_inputs(kind: OpKind) -> &'static [&'static str] {
         | OpKind::Concat
         | OpKind::Split
         | OpKind::ConstexprAffineDequantize => &[],
+        // Ops that move, pick or compare elements without computing new values.
+        k if k.family() == Some(OpFamily::Index) => &[],
+        k if k.family() == Some(OpFamily::Logic) && k != OpKind::Clip => &[],
         _ => &["x"],
     }
 }

@@ -391,17 +391,22 @@ pub fn same_type(a: &Type, b: &Type) -> bool {
 
 /// Levenshtein distance, for "did you mean" hints.
 fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, &cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+    // Optimal string alignment: insertions, deletions, substitutions and swaps of two
+    // adjacent letters (the commonest typo: `rleu` for `relu`) each count one.
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut rows: Vec<Vec<usize>> = vec![(0..=b.len()).collect()];
+    for i in 1..=a.len() {
+        let mut cur = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            cur[j] = (rows[i - 1][j - 1] + cost).min(rows[i - 1][j] + 1).min(cur[j - 1] + 1);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                cur[j] = cur[j].min(rows[i - 2][j - 2] + 1);
+            }
         }
-        prev = cur;
+        rows.push(cur);
     }
-    prev[b.len()]
+    rows[a.len()][b.len()]
 }
 
 #[cfg(test)]
@@ -544,5 +549,8 @@ mod tests {
         assert_eq!(edit_distance("conv", "conv"), 0);
         assert_eq!(edit_distance("matmull", "matmul"), 1);
         assert_eq!(edit_distance("sofmax", "softmax"), 1);
+        assert_eq!(edit_distance("rleu", "relu"), 1);
+        assert_eq!(edit_distance("rleu", "elu"), 2);
+        assert_eq!(edit_distance("", "abs"), 3);
     }
 }

@@ -610,6 +610,28 @@ impl PlanBuilder<'_> {
             OpKind::Sign => Kernel::Unary(UnaryOp::Sign),
             OpKind::Square => Kernel::Unary(UnaryOp::Square),
             OpKind::Exp2 => Kernel::Unary(UnaryOp::Exp2),
+            OpKind::Relu6 => Kernel::Unary(UnaryOp::Relu6),
+            OpKind::Softplus => Kernel::Unary(UnaryOp::Softplus),
+            OpKind::Softsign => Kernel::Unary(UnaryOp::Softsign),
+            OpKind::LeakyRelu
+            | OpKind::Elu
+            | OpKind::ThresholdedRelu
+            | OpKind::SigmoidHard
+            | OpKind::ClampedRelu
+            | OpKind::ScaledTanh
+            | OpKind::LinearActivation => {
+                let p = ops::ActivationParams::resolve(ctx).map_err(e)?;
+                let (alpha, beta) = (p.alpha as f32, p.beta as f32);
+                Kernel::Unary(match ctx.kind {
+                    OpKind::LeakyRelu => UnaryOp::LeakyRelu { alpha },
+                    OpKind::Elu => UnaryOp::Elu { alpha },
+                    OpKind::ThresholdedRelu => UnaryOp::ThresholdedRelu { alpha },
+                    OpKind::SigmoidHard => UnaryOp::SigmoidHard { alpha, beta },
+                    OpKind::ClampedRelu => UnaryOp::ClampedRelu { alpha, beta },
+                    OpKind::ScaledTanh => UnaryOp::ScaledTanh { alpha, beta },
+                    _ => UnaryOp::LinearActivation { alpha, beta },
+                })
+            }
             OpKind::Const
             | OpKind::ConstexprAffineDequantize
             | OpKind::Reshape

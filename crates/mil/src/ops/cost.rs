@@ -4,7 +4,8 @@
 //! read; ops that only move data count none.
 
 use super::{
-    AttentionParams, ConvParams, LinearParams, MatmulParams, OpContext, OpError, OpKind, PoolParams,
+    AttentionParams, ConvParams, LinearParams, MatmulParams, OpContext, OpError, OpKind,
+    PoolParams, UpsampleParams,
 };
 
 /// Product of dims, saturating: declared shapes can be absurd, and a count must never
@@ -51,7 +52,11 @@ pub fn flops(ctx: &OpContext) -> Result<u64, OpError> {
         OpKind::LayerNorm | OpKind::BatchNorm | OpKind::InstanceNorm => {
             elements("x")?.saturating_mul(5)
         }
-        OpKind::Clip => elements("x")?,
+        OpKind::Clip | OpKind::Prelu => elements("x")?,
+        // A weighted sum of the 4 input elements around each output.
+        OpKind::UpsampleBilinear => {
+            product(&UpsampleParams::resolve(ctx)?.output_shape).saturating_mul(4)
+        }
         k if k.is_elementwise_binary() => elements("x")?.max(elements("y")?),
         k if k.is_elementwise_unary() => elements("x")?,
         OpKind::ReduceSum | OpKind::ReduceMean | OpKind::ReduceMax | OpKind::Softmax => {
@@ -72,6 +77,23 @@ mod tests {
         assert_eq!(flops(&base.ctx()).unwrap(), 2 * 12 * 8 * 16);
         let biased = base.var("bias", f16(&[8]));
         assert_eq!(flops(&biased.ctx()).unwrap(), 2 * 12 * 8 * 16 + 12 * 8);
+    }
+
+    #[test]
+    fn activations_count_one_per_element_and_bilinear_four_per_output() {
+        let leaky = op(OpKind::LeakyRelu)
+            .var("x", f16(&[2, 3, 4]))
+            .lit("alpha", crate::ir::Literal::fp16(0.01));
+        assert_eq!(flops(&leaky.ctx()).unwrap(), 24);
+        let bilinear = op(OpKind::UpsampleBilinear)
+            .var("x", f16(&[1, 2, 3, 4]))
+            .int("scale_factor_height", 2)
+            .int("scale_factor_width", 3);
+        assert_eq!(flops(&bilinear.ctx()).unwrap(), 4 * 2 * 6 * 12);
+        let nearest = op(OpKind::UpsampleNearestNeighbor)
+            .var("x", f16(&[1, 2, 3, 4]))
+            .int("scale_factor_height", 2);
+        assert_eq!(flops(&nearest.ctx()).unwrap(), 0);
     }
 
     #[test]

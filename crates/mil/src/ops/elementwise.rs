@@ -1,7 +1,10 @@
 //! Elementwise ops: the binary ones with numpy broadcasting (add, sub, mul, real_div, pow,
 //! maximum, minimum; coremltools ops/defs/iOS15/elementwise_binary.py) and the unary ones
 //! (exp, log, sqrt, rsqrt, inverse, tanh, relu, sigmoid, silu, gelu;
-//! ops/defs/iOS15/elementwise_unary.py, ops/defs/iOS15/activation.py).
+//! ops/defs/iOS15/elementwise_unary.py, ops/defs/iOS15/activation.py), including the
+//! activations with scalar parameters (leaky_relu, elu, thresholded_relu, sigmoid_hard,
+//! clamped_relu, scaled_tanh, linear_activation; iOS15/activation.py, iOS17/activation.py) and
+//! those without (relu6, softplus, softsign).
 
 use crate::ir::Type;
 
@@ -34,6 +37,27 @@ pub(super) static GELU: Signature = Signature {
     attributes: NAME_ONLY,
 };
 
+/// leaky_relu, elu, thresholded_relu: a scalar `alpha`, required since coremltools 6.0 (4.x
+/// and 5.x defaulted it). iOS15 types it as x, iOS17 lets it be the other float type.
+pub(super) static WITH_ALPHA: Signature = Signature {
+    inputs: &[
+        InputSpec::required("x", DTypes::Float),
+        InputSpec::required("alpha", DTypes::Float).constant().ranks(Ranks::SCALAR),
+    ],
+    attributes: NAME_ONLY,
+};
+
+/// sigmoid_hard, clamped_relu, scaled_tanh, linear_activation: scalars `alpha` and `beta`,
+/// both required (as [`WITH_ALPHA`]).
+pub(super) static WITH_ALPHA_BETA: Signature = Signature {
+    inputs: &[
+        InputSpec::required("x", DTypes::Float),
+        InputSpec::required("alpha", DTypes::Float).constant().ranks(Ranks::SCALAR),
+        InputSpec::required("beta", DTypes::Float).constant().ranks(Ranks::SCALAR),
+    ],
+    attributes: NAME_ONLY,
+};
+
 /// The result of a binary op: the broadcast shape, x's dtype. Both operands must have the
 /// same dtype (no implicit promotion in MIL text); either may be a scalar.
 pub(super) fn infer_binary(ctx: &OpContext) -> Result<Vec<Type>, OpError> {
@@ -60,6 +84,9 @@ pub(super) fn infer_unary(ctx: &OpContext) -> Result<Vec<Type>, OpError> {
         }
         OpKind::Gelu => {
             GeluMode::resolve(ctx)?;
+        }
+        k if ActivationParams::takes_beta(k).is_some() => {
+            ActivationParams::resolve(ctx)?;
         }
         _ => {}
     }
@@ -94,6 +121,67 @@ impl EpsilonParams {
                 .with_subject("epsilon"));
         }
         Ok(EpsilonParams { epsilon })
+    }
+}
+
+/// The scalar parameters of the parametric activations (iOS15/activation.py; every one is
+/// required, so there are no defaults to apply):
+/// - leaky_relu: `x` where `x >= 0`, else `alpha x`.
+/// - elu: `x` where `x >= 0`, else `alpha (e^x - 1)`.
+/// - thresholded_relu: `x` where `x >= alpha`, else 0.
+/// - sigmoid_hard: `min(max(alpha x + beta, 0), 1)`.
+/// - clamped_relu: `min(max(x, 0), beta) + min(min(x, 0) alpha, beta)`.
+/// - scaled_tanh: `alpha tanh(beta x)`.
+/// - linear_activation: `alpha x + beta`.
+///
+/// `beta` is 0 for the ops that take only `alpha`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ActivationParams {
+    pub alpha: f64,
+    pub beta: f64,
+}
+
+impl ActivationParams {
+    /// For an op with these parameters, whether it takes `beta` besides `alpha`; None for the
+    /// other ops.
+    pub fn takes_beta(kind: OpKind) -> Option<bool> {
+        match kind {
+            OpKind::LeakyRelu | OpKind::Elu | OpKind::ThresholdedRelu => Some(false),
+            OpKind::SigmoidHard
+            | OpKind::ClampedRelu
+            | OpKind::ScaledTanh
+            | OpKind::LinearActivation => Some(true),
+            _ => None,
+        }
+    }
+
+    pub fn resolve(ctx: &OpContext) -> Result<ActivationParams, OpError> {
+        let with_beta = ActivationParams::takes_beta(ctx.kind)
+            .ok_or_else(|| ctx.error("takes no alpha or beta"))?;
+        let scalar = |name: &str| -> Result<f64, OpError> {
+            let v = ctx.const_f64(name)?.ok_or_else(|| {
+                ctx.error(format_args!("missing required input {name}")).with_subject(name)
+            })?;
+            if !v.is_finite() {
+                return Err(ctx.error(format_args!("{name} {v} is not finite")).with_subject(name));
+            }
+            Ok(v)
+        };
+        let alpha = scalar("alpha")?;
+        let beta = if with_beta {
+            // One type domain (T in iOS15, U in iOS17) holds both.
+            let (a, b) = (ctx.tensor("alpha")?.dtype, ctx.tensor("beta")?.dtype);
+            if a != b {
+                return Err(ctx
+                    .error(format_args!("beta is {b} but alpha is {a}"))
+                    .with_subject("beta")
+                    .with_help("alpha and beta share one float type"));
+            }
+            scalar("beta")?
+        } else {
+            0.0
+        };
+        Ok(ActivationParams { alpha, beta })
     }
 }
 
@@ -197,18 +285,6 @@ mod tests {
     }
 
     #[test]
-    fn unary_ops_keep_the_type() {
-        for kind in OpKind::ALL.into_iter().filter(|k| k.is_elementwise_unary()) {
-            let u = op(kind).var("x", f16(&[1, 2048, 1, 256]));
-            assert_eq!(u.infer_one(), f16(&[1, 2048, 1, 256]), "{kind}");
-            let s = op(kind).var("x", Type::Scalar(DType::Fp32));
-            assert_eq!(s.infer_one(), Type::Scalar(DType::Fp32), "{kind}");
-            let e = op(kind).var("x", t(DType::Int32, &[2])).error();
-            assert_error(&e, "x", "x is int32 but must be fp16 or fp32");
-        }
-    }
-
-    #[test]
     fn epsilons_default_per_op() {
         let eps =
             |kind| EpsilonParams::resolve(&op(kind).var("x", f16(&[2])).ctx()).unwrap().epsilon;
@@ -226,6 +302,102 @@ mod tests {
         let e =
             op(OpKind::Inverse).var("x", f16(&[2])).lit("epsilon", Literal::fp32(f32::NAN)).error();
         assert_error(&e, "epsilon", "epsilon NaN is not finite");
+    }
+
+    const WITH_ALPHA: [OpKind; 3] = [OpKind::LeakyRelu, OpKind::Elu, OpKind::ThresholdedRelu];
+    const WITH_ALPHA_BETA: [OpKind; 4] =
+        [OpKind::SigmoidHard, OpKind::ClampedRelu, OpKind::ScaledTanh, OpKind::LinearActivation];
+
+    /// An op on `x` with the alpha and beta it takes, as the converter writes them (fp16
+    /// literals).
+    fn parametric(kind: OpKind, x: Type) -> crate::ops::testing::TestOp {
+        let o = op(kind).var("x", x);
+        match ActivationParams::takes_beta(kind) {
+            None => o,
+            Some(false) => o.lit("alpha", Literal::fp16(0.25)),
+            Some(true) => o.lit("alpha", Literal::fp16(0.25)).lit("beta", Literal::fp16(-1.5)),
+        }
+    }
+
+    #[test]
+    fn unary_ops_keep_the_type() {
+        for kind in OpKind::ALL.into_iter().filter(|k| k.is_elementwise_unary()) {
+            let u = parametric(kind, f16(&[1, 2048, 1, 256]));
+            assert_eq!(u.infer_one(), f16(&[1, 2048, 1, 256]), "{kind}");
+            let s = parametric(kind, Type::Scalar(DType::Fp32));
+            assert_eq!(s.infer_one(), Type::Scalar(DType::Fp32), "{kind}");
+            let e = parametric(kind, t(DType::Int32, &[2])).error();
+            assert_error(&e, "x", "x is int32 but must be fp16 or fp32");
+        }
+    }
+
+    #[test]
+    fn activation_parameters_are_read_as_given() {
+        for kind in WITH_ALPHA {
+            assert_eq!(ActivationParams::takes_beta(kind), Some(false));
+            let p = ActivationParams::resolve(&parametric(kind, f16(&[3])).ctx()).unwrap();
+            assert_eq!(p, ActivationParams { alpha: 0.25, beta: 0.0 }, "{kind}");
+            // iOS17: an fp32 alpha under fp16 x (leaky_relu's default slope 0.01 as PyTorch's).
+            let o = op(kind).var("x", f16(&[3])).lit("alpha", Literal::fp32(0.01));
+            assert_eq!(o.infer_one(), f16(&[3]));
+            assert_eq!(ActivationParams::resolve(&o.ctx()).unwrap().alpha, 0.01f32 as f64);
+        }
+        for kind in WITH_ALPHA_BETA {
+            assert_eq!(ActivationParams::takes_beta(kind), Some(true));
+            let p = ActivationParams::resolve(&parametric(kind, f16(&[3])).ctx()).unwrap();
+            assert_eq!(p, ActivationParams { alpha: 0.25, beta: -1.5 }, "{kind}");
+        }
+        // hardsigmoid as the converter writes it: alpha 1/6, beta 0.5.
+        let h = op(OpKind::SigmoidHard)
+            .var("x", f16(&[2]))
+            .lit("alpha", Literal::fp32(1.0 / 6.0))
+            .lit("beta", Literal::fp32(0.5));
+        let p = ActivationParams::resolve(&h.ctx()).unwrap();
+        assert_eq!((p.alpha, p.beta), ((1.0f32 / 6.0) as f64, 0.5));
+        for kind in [OpKind::Relu6, OpKind::Softplus, OpKind::Softsign, OpKind::Relu] {
+            assert_eq!(ActivationParams::takes_beta(kind), None);
+            let e = op(kind).var("x", f16(&[2])).lit("alpha", Literal::fp16(1.0)).error();
+            assert_error(&e, "alpha", "unknown input `alpha`");
+        }
+    }
+
+    #[test]
+    fn activation_parameter_errors() {
+        // Required since coremltools 6.0.
+        let e = op(OpKind::LeakyRelu).var("x", f16(&[2])).error();
+        assert_error(&e, "alpha", "leaky_relu: missing required input alpha");
+        let e = op(OpKind::LinearActivation)
+            .var("x", f16(&[2]))
+            .lit("alpha", Literal::fp16(2.0))
+            .error();
+        assert_error(&e, "beta", "linear_activation: missing required input beta");
+        let e = op(OpKind::Elu).var("x", f16(&[2])).var("alpha", Type::Scalar(DType::Fp16)).error();
+        assert_error(&e, "alpha", "alpha must be a compile-time constant");
+        let e = op(OpKind::Elu).var("x", f16(&[2])).lit("alpha", crate::ops::testing::ints(&[1]));
+        assert_error(&e.error(), "alpha", "alpha is int32 but must be fp16 or fp32");
+        let two = Literal::tensor(
+            Type::tensor(DType::Fp16, [2]),
+            crate::ir::TensorData::F16(vec![half::f16::ONE; 2]),
+        );
+        let e = op(OpKind::LeakyRelu).var("x", f16(&[2])).lit("alpha", two).error();
+        assert_error(&e, "alpha", "must be a scalar");
+        let e = op(OpKind::ScaledTanh)
+            .var("x", f16(&[2]))
+            .lit("alpha", Literal::fp16(1.0))
+            .lit("beta", Literal::fp32(1.0))
+            .error();
+        assert_error(&e, "beta", "scaled_tanh: beta is fp32 but alpha is fp16");
+        let e = op(OpKind::ThresholdedRelu)
+            .var("x", f16(&[2]))
+            .lit("alpha", Literal::fp32(f32::INFINITY))
+            .error();
+        assert_error(&e, "alpha", "alpha inf is not finite");
+        let e = op(OpKind::SigmoidHard)
+            .var("x", f16(&[2]))
+            .lit("alpha", Literal::fp16(1.0))
+            .lit("beta", Literal::fp16(f32::NAN))
+            .error();
+        assert_error(&e, "beta", "beta NaN is not finite");
     }
 
     #[test]

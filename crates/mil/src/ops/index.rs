@@ -1,6 +1,7 @@
 //! Indexing and shape-building ops: gather, gather_along_axis, expand_dims, squeeze, stack,
-//! tile, pad, band_part. All of them move elements without computing with them, so they take
-//! any element type.
+//! tile, pad, band_part, upsample_nearest_neighbor. All of them move elements without computing
+//! with them; all but upsample_nearest_neighbor (fp16 and fp32 only, as coremltools defines
+//! it) take any element type.
 //!
 //! Sources (coremltools 9.0, `coremltools/converters/mil/mil/ops/defs`):
 //! - gather, gather_along_axis: iOS15/scatter_gather.py, iOS16/scatter_gather.py (`batch_dims`,
@@ -8,6 +9,8 @@
 //! - expand_dims, squeeze: iOS15/tensor_transformation.py, iOS17/tensor_transformation.py
 //!   (more element types).
 //! - stack, tile, pad, band_part: iOS15/tensor_operation.py.
+//! - upsample_nearest_neighbor: iOS15/image_resizing.py (unchanged since; its scales are
+//!   shared with upsample_bilinear, whose registry entry is in the norm family).
 
 use half::{bf16, f16};
 
@@ -100,6 +103,18 @@ static BAND_PART: Signature = Signature {
     attributes: NAME_ONLY,
 };
 
+/// The types of upsample scale factors (image_resizing.py type domain U: fp32, int32).
+pub(super) const SCALE_FACTOR: DTypes = DTypes::OneOf(&[DType::Fp32, DType::Int32]);
+
+static UPSAMPLE_NEAREST_NEIGHBOR: Signature = Signature {
+    inputs: &[
+        InputSpec::required("x", DTypes::Float).ranks(Ranks::at_least(3)),
+        InputSpec::optional("scale_factor_height", SCALE_FACTOR).constant().ranks(Ranks::SCALAR),
+        InputSpec::optional("scale_factor_width", SCALE_FACTOR).constant().ranks(Ranks::SCALAR),
+    ],
+    attributes: NAME_ONLY,
+};
+
 /// The signature of each op of this family.
 pub(super) fn signature(kind: OpKind) -> &'static Signature {
     match kind {
@@ -110,6 +125,7 @@ pub(super) fn signature(kind: OpKind) -> &'static Signature {
         OpKind::Stack => &STACK,
         OpKind::Tile => &TILE,
         OpKind::Pad => &PAD,
+        OpKind::UpsampleNearestNeighbor => &UPSAMPLE_NEAREST_NEIGHBOR,
         // Called for this family's kinds only: the one left is band_part.
         _ => &BAND_PART,
     }
@@ -137,6 +153,9 @@ pub(super) fn infer(ctx: &OpContext) -> Result<Vec<Type>, OpError> {
             BandPartParams::resolve(ctx)?;
             let x = ctx.tensor("x")?;
             (x.dtype, x.shape)
+        }
+        OpKind::UpsampleNearestNeighbor => {
+            (ctx.tensor("x")?.dtype, UpsampleParams::resolve(ctx)?.output_shape)
         }
         other => return Err(ctx.error(format_args!("{other} is not an indexing op"))),
     };
@@ -639,6 +658,80 @@ impl BandPartParams {
     }
 }
 
+/// The scales of upsample_nearest_neighbor and upsample_bilinear resolved: the last two dims
+/// of x (height, width) grow by `scale_factor_height` and `scale_factor_width`, constant int32
+/// or fp32 scalars, default 1, to `floor(size * scale)` (image_resizing.py type_inference,
+/// where numpy multiplies a float32 scale by the size in float32; an int32 scale multiplies
+/// exactly). Both scales must be positive and every output size at least 1.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UpsampleParams {
+    /// The scales as given (an fp32 scale exactly, widened).
+    pub scale_height: f64,
+    pub scale_width: f64,
+    pub input_height: usize,
+    pub input_width: usize,
+    pub output_height: usize,
+    pub output_width: usize,
+    pub output_shape: Vec<usize>,
+}
+
+impl UpsampleParams {
+    pub fn resolve(ctx: &OpContext) -> Result<UpsampleParams, OpError> {
+        let x = ctx.tensor("x")?;
+        if x.rank() < 3 {
+            return Err(ctx
+                .error(format_args!("x has rank {} but must have rank 3 or more", x.rank()))
+                .with_subject("x"));
+        }
+        let r = x.rank();
+        let (input_height, input_width) = (x.shape[r - 2], x.shape[r - 1]);
+        let (scale_height, output_height) = scaled(ctx, "scale_factor_height", input_height)?;
+        let (scale_width, output_width) = scaled(ctx, "scale_factor_width", input_width)?;
+        let mut output_shape = x.shape.clone();
+        output_shape[r - 2] = output_height;
+        output_shape[r - 1] = output_width;
+        product(ctx, &output_shape, "x")?;
+        Ok(UpsampleParams {
+            scale_height,
+            scale_width,
+            input_height,
+            input_width,
+            output_height,
+            output_width,
+            output_shape,
+        })
+    }
+}
+
+/// Scale factor input `name` (default 1) and the size it makes of `size`.
+fn scaled(ctx: &OpContext, name: &str, size: usize) -> Result<(f64, usize), OpError> {
+    let Some(lit) = ctx.const_literal(name)? else { return Ok((1.0, size)) };
+    let scale = ctx.const_f64(name)?.unwrap_or(1.0);
+    if !(scale.is_finite() && scale > 0.0) {
+        return Err(ctx
+            .error(format_args!("{name} is {scale}; a scale factor is positive"))
+            .with_subject(name));
+    }
+    let out = if lit.ty.dtype() == Some(DType::Fp32) {
+        f64::from((scale as f32 * size as f32).floor())
+    } else {
+        scale * size as f64
+    };
+    if out < 1.0 {
+        return Err(ctx
+            .error(format_args!("{name} {scale} makes a dim of {size} into {out}"))
+            .with_subject(name)
+            .with_help("every output dim needs at least one element"));
+    }
+    // Below 2^53 the float holds the integer exactly.
+    if out >= 2f64.powi(53) {
+        return Err(ctx
+            .error(format_args!("{name} {scale} makes a dim of {size} too large"))
+            .with_subject(name));
+    }
+    Ok((scale, out as usize))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -978,5 +1071,58 @@ mod tests {
         assert_error(&e, "x", "must be a tensor of rank 2 or more");
         let e = op(OpKind::BandPart).var("x", f16(&[4, 4])).ints("lower", &[1]).error();
         assert_error(&e, "lower", "must be a scalar");
+    }
+
+    #[test]
+    fn upsample_nearest_neighbor_scales_the_last_two_dims() {
+        // The smoke test of coremltools: [1, 1, 1, 3] by (1, 2) is [1, 1, 1, 6].
+        let u = op(OpKind::UpsampleNearestNeighbor)
+            .var("x", f16(&[1, 1, 1, 3]))
+            .int("scale_factor_height", 1)
+            .int("scale_factor_width", 2);
+        assert_eq!(u.infer_one(), f16(&[1, 1, 1, 6]));
+        // Defaults 1; rank 3; fp32.
+        let u = op(OpKind::UpsampleNearestNeighbor).var("x", t(DType::Fp32, &[2, 3, 4]));
+        assert_eq!(u.infer_one(), t(DType::Fp32, &[2, 3, 4]));
+        let p = UpsampleParams::resolve(&u.ctx()).unwrap();
+        assert_eq!((p.scale_height, p.scale_width), (1.0, 1.0));
+        // Fractional fp32 scales: floor(size * scale) in float32, where 10 * 0.7 is 7 (in
+        // float64 the fp32 0.7 gives 6.99999988).
+        let u = op(OpKind::UpsampleNearestNeighbor)
+            .var("x", f16(&[1, 2, 10, 3]))
+            .lit("scale_factor_height", Literal::fp32(0.7))
+            .lit("scale_factor_width", Literal::fp32(2.5));
+        assert_eq!(u.infer_one(), f16(&[1, 2, 7, 7]));
+        let p = UpsampleParams::resolve(&u.ctx()).unwrap();
+        assert_eq!((p.input_height, p.input_width), (10, 3));
+        assert_eq!((p.output_height, p.output_width), (7, 7));
+        assert_eq!(p.scale_height, 0.7f32 as f64);
+    }
+
+    #[test]
+    fn upsample_nearest_neighbor_errors() {
+        let up = |x: &[usize]| op(OpKind::UpsampleNearestNeighbor).var("x", f16(x));
+        let e = up(&[3, 4]).error();
+        assert_error(&e, "x", "must be a tensor of rank 3 or more");
+        let e = op(OpKind::UpsampleNearestNeighbor).var("x", t(DType::Int32, &[1, 2, 3])).error();
+        assert_error(&e, "x", "x is int32 but must be fp16 or fp32");
+        let e = up(&[1, 2, 3]).lit("scale_factor_height", Literal::fp16(2.0)).error();
+        assert_error(&e, "scale_factor_height", "is fp16 but must be fp32 or int32");
+        let e = up(&[1, 2, 3]).int("scale_factor_width", 0).error();
+        assert_error(
+            &e,
+            "scale_factor_width",
+            "scale_factor_width is 0; a scale factor is positive",
+        );
+        let e = up(&[1, 2, 3]).lit("scale_factor_width", Literal::fp32(-2.0)).error();
+        assert_error(&e, "scale_factor_width", "a scale factor is positive");
+        let e = up(&[1, 2, 3]).lit("scale_factor_height", Literal::fp32(0.25)).error();
+        assert_error(&e, "scale_factor_height", "scale_factor_height 0.25 makes a dim of 2 into 0");
+        let e = up(&[1, 2, 3]).var("scale_factor_height", Type::Scalar(DType::Int32)).error();
+        assert_error(&e, "scale_factor_height", "must be a compile-time constant");
+        let e = up(&[1, 2, 3]).ints("scale_factor_height", &[2, 2]).error();
+        assert_error(&e, "scale_factor_height", "must be a scalar");
+        let e = up(&[1, 1 << 20, 1 << 20]).int("scale_factor_height", 1 << 30).error();
+        assert_error(&e, "x", "has more elements than fit in memory");
     }
 }

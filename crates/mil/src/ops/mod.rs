@@ -42,15 +42,18 @@ pub use compiler::{
 pub use const_cast::{CAST_DTYPES, CastParams};
 pub use conv::{ConvParams, PadType};
 pub use cost::flops;
-pub use elementwise::{EpsilonParams, GeluMode};
+pub use elementwise::{ActivationParams, EpsilonParams, GeluMode};
 pub use helpers::{ConstValues, broadcast_shapes, normalize_axis};
 pub use index::{
     BandPartParams, ExpandDimsParams, GatherAlongAxisParams, GatherParams, PadMode, PadParams,
-    SqueezeParams, StackParams, TileParams,
+    SqueezeParams, StackParams, TileParams, UpsampleParams,
 };
 pub use logic::{ClipParams, Comparison, LogicParams, LogicalOp};
 pub use matmul::MatmulParams;
-pub use norm::{BatchNormParams, InstanceNormParams, LayerNormParams, LinearParams, PoolParams};
+pub use norm::{
+    BatchNormParams, BilinearGrid, InstanceNormParams, LayerNormParams, LinearParams, PoolParams,
+    PreluParams, UpsampleBilinearParams,
+};
 pub use quant::QuantParams;
 pub use reduce::ReduceParams;
 pub use shape::{ConcatParams, ReshapeParams, SliceParams, SplitParams, TransposeParams};
@@ -131,10 +134,23 @@ pub enum OpKind {
     LogicalXor,
     LogicalNot,
     Clip,
+    LeakyRelu,
+    Relu6,
+    SigmoidHard,
+    ThresholdedRelu,
+    Elu,
+    Softplus,
+    ClampedRelu,
+    ScaledTanh,
+    LinearActivation,
+    Softsign,
+    Prelu,
+    UpsampleNearestNeighbor,
+    UpsampleBilinear,
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 71] = [
+    pub const ALL: [OpKind; 84] = [
         OpKind::Const,
         OpKind::Cast,
         OpKind::Conv,
@@ -206,6 +222,19 @@ impl OpKind {
         OpKind::LogicalXor,
         OpKind::LogicalNot,
         OpKind::Clip,
+        OpKind::LeakyRelu,
+        OpKind::Relu6,
+        OpKind::SigmoidHard,
+        OpKind::ThresholdedRelu,
+        OpKind::Elu,
+        OpKind::Softplus,
+        OpKind::ClampedRelu,
+        OpKind::ScaledTanh,
+        OpKind::LinearActivation,
+        OpKind::Softsign,
+        OpKind::Prelu,
+        OpKind::UpsampleNearestNeighbor,
+        OpKind::UpsampleBilinear,
     ];
 
     /// The op's name in MIL text.
@@ -282,6 +311,19 @@ impl OpKind {
             OpKind::LogicalXor => "logical_xor",
             OpKind::LogicalNot => "logical_not",
             OpKind::Clip => "clip",
+            OpKind::LeakyRelu => "leaky_relu",
+            OpKind::Relu6 => "relu6",
+            OpKind::SigmoidHard => "sigmoid_hard",
+            OpKind::ThresholdedRelu => "thresholded_relu",
+            OpKind::Elu => "elu",
+            OpKind::Softplus => "softplus",
+            OpKind::ClampedRelu => "clamped_relu",
+            OpKind::ScaledTanh => "scaled_tanh",
+            OpKind::LinearActivation => "linear_activation",
+            OpKind::Softsign => "softsign",
+            OpKind::Prelu => "prelu",
+            OpKind::UpsampleNearestNeighbor => "upsample_nearest_neighbor",
+            OpKind::UpsampleBilinear => "upsample_bilinear",
         }
     }
 
@@ -321,6 +363,12 @@ impl OpKind {
             | OpKind::Exp2 => &elementwise::UNARY,
             OpKind::Log | OpKind::Rsqrt | OpKind::Inverse => &elementwise::UNARY_EPSILON,
             OpKind::Gelu => &elementwise::GELU,
+            OpKind::Relu6 | OpKind::Softplus | OpKind::Softsign => &elementwise::UNARY,
+            OpKind::LeakyRelu | OpKind::Elu | OpKind::ThresholdedRelu => &elementwise::WITH_ALPHA,
+            OpKind::SigmoidHard
+            | OpKind::ClampedRelu
+            | OpKind::ScaledTanh
+            | OpKind::LinearActivation => &elementwise::WITH_ALPHA_BETA,
             OpKind::Reshape => &shape::RESHAPE,
             OpKind::Transpose => &shape::TRANSPOSE,
             OpKind::SliceBySize => &shape::SLICE_BY_SIZE,
@@ -352,7 +400,9 @@ impl OpKind {
             | OpKind::BatchNorm
             | OpKind::InstanceNorm
             | OpKind::MaxPool
-            | OpKind::AvgPool => OpFamily::Norm,
+            | OpKind::AvgPool
+            | OpKind::Prelu
+            | OpKind::UpsampleBilinear => OpFamily::Norm,
             OpKind::Gather
             | OpKind::GatherAlongAxis
             | OpKind::ExpandDims
@@ -360,7 +410,8 @@ impl OpKind {
             | OpKind::Stack
             | OpKind::Tile
             | OpKind::Pad
-            | OpKind::BandPart => OpFamily::Index,
+            | OpKind::BandPart
+            | OpKind::UpsampleNearestNeighbor => OpFamily::Index,
             OpKind::Select
             | OpKind::Equal
             | OpKind::NotEqual
@@ -397,7 +448,8 @@ impl OpKind {
         )
     }
 
-    /// True for the elementwise ops with one operand (activations and math functions).
+    /// True for the elementwise ops with one tensor operand (activations and math functions;
+    /// some take scalar parameters such as an epsilon or an alpha, but never a second tensor).
     pub fn is_elementwise_unary(self) -> bool {
         matches!(
             self,
@@ -421,6 +473,16 @@ impl OpKind {
                 | OpKind::Sign
                 | OpKind::Square
                 | OpKind::Exp2
+                | OpKind::LeakyRelu
+                | OpKind::Relu6
+                | OpKind::SigmoidHard
+                | OpKind::ThresholdedRelu
+                | OpKind::Elu
+                | OpKind::Softplus
+                | OpKind::ClampedRelu
+                | OpKind::ScaledTanh
+                | OpKind::LinearActivation
+                | OpKind::Softsign
         )
     }
 }
@@ -429,9 +491,11 @@ impl OpKind {
 /// runs itself): see [`OpKind::family`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum OpFamily {
-    /// linear, layer_norm, batch_norm, instance_norm, max_pool, avg_pool.
+    /// linear, layer_norm, batch_norm, instance_norm, max_pool, avg_pool, prelu (per-channel
+    /// like batch_norm), upsample_bilinear.
     Norm,
-    /// gather, gather_along_axis, expand_dims, squeeze, stack, tile, pad, band_part.
+    /// gather, gather_along_axis, expand_dims, squeeze, stack, tile, pad, band_part,
+    /// upsample_nearest_neighbor.
     Index,
     /// Comparisons, logical ops, select, clip.
     Logic,
@@ -633,6 +697,16 @@ pub fn infer(ctx: &OpContext) -> Result<Vec<Type>, OpError> {
         | OpKind::Sign
         | OpKind::Square
         | OpKind::Exp2 => elementwise::infer_unary(ctx),
+        OpKind::LeakyRelu
+        | OpKind::Relu6
+        | OpKind::SigmoidHard
+        | OpKind::ThresholdedRelu
+        | OpKind::Elu
+        | OpKind::Softplus
+        | OpKind::ClampedRelu
+        | OpKind::ScaledTanh
+        | OpKind::LinearActivation
+        | OpKind::Softsign => elementwise::infer_unary(ctx),
         OpKind::Reshape => shape::infer_reshape(ctx),
         OpKind::Transpose => shape::infer_transpose(ctx),
         OpKind::SliceBySize | OpKind::SliceByIndex => shape::infer_slice(ctx),

@@ -1,16 +1,20 @@
 //! Normalization, pooling and linear layers: linear (coremltools ops/defs/iOS15/linear.py,
 //! iOS17/linear.py), layer_norm, batch_norm, instance_norm (iOS15/normalization.py,
 //! iOS17/normalization.py), max_pool and avg_pool (iOS15/pool.py, with output sizes from
-//! ops/defs/_utils.py `spatial_dimensions_out_shape` and `aggregated_pad`).
+//! ops/defs/_utils.py `spatial_dimensions_out_shape` and `aggregated_pad`); and two more ops
+//! that compute per channel or per plane: prelu (iOS15/activation.py, iOS17/activation.py) and
+//! upsample_bilinear (iOS15/image_resizing.py, iOS16/image_resizing.py).
 //!
-//! iOS17 lets the constant parameters (weights, gamma, beta, mean, variance, epsilon) have a
-//! float type other than `x`'s (type domain `U`); the registry accepts that, since it cannot
-//! tell the opset, and requires only that the tensor parameters of one op share a type.
+//! iOS17 lets the constant parameters (weights, gamma, beta, mean, variance, epsilon, prelu's
+//! alpha) have a float type other than `x`'s (type domain `U`); the registry accepts that,
+//! since it cannot tell the opset, and requires only that the tensor parameters of one op share
+//! a type.
 
 use crate::ir::{DType, TensorType, Type};
 
 use super::conv::PadType;
 use super::helpers::{normalize_axis, product, result};
+use super::index::{SCALE_FACTOR, UpsampleParams};
 use super::signature::{DTypes, InputSpec, NAME_ONLY, Ranks, Signature};
 use super::{OpContext, OpError, OpKind};
 
@@ -86,6 +90,26 @@ static AVG_POOL: Signature = Signature {
     attributes: NAME_ONLY,
 };
 
+static PRELU: Signature = Signature {
+    inputs: &[
+        InputSpec::required("x", DTypes::Float).ranks(Ranks::between(3, 5)),
+        InputSpec::required("alpha", DTypes::Float).constant().ranks(Ranks::VECTOR),
+    ],
+    attributes: NAME_ONLY,
+};
+
+static UPSAMPLE_BILINEAR: Signature = Signature {
+    inputs: &[
+        InputSpec::required("x", DTypes::Float).ranks(Ranks::at_least(3)),
+        InputSpec::optional("scale_factor_height", SCALE_FACTOR).constant().ranks(Ranks::SCALAR),
+        InputSpec::optional("scale_factor_width", SCALE_FACTOR).constant().ranks(Ranks::SCALAR),
+        InputSpec::optional("align_corners", DTypes::Bool).constant().ranks(Ranks::SCALAR),
+        // iOS16.
+        InputSpec::optional("half_pixel_centers", DTypes::Bool).constant().ranks(Ranks::SCALAR),
+    ],
+    attributes: NAME_ONLY,
+};
+
 /// The signature of each op of this family.
 pub(super) fn signature(kind: OpKind) -> &'static Signature {
     match kind {
@@ -95,6 +119,8 @@ pub(super) fn signature(kind: OpKind) -> &'static Signature {
         OpKind::InstanceNorm => &INSTANCE_NORM,
         OpKind::MaxPool => &MAX_POOL,
         OpKind::AvgPool => &AVG_POOL,
+        OpKind::Prelu => &PRELU,
+        OpKind::UpsampleBilinear => &UPSAMPLE_BILINEAR,
         other => unreachable!("{other} is not an op of the norm family"),
     }
 }
@@ -117,6 +143,11 @@ pub(super) fn infer(ctx: &OpContext) -> Result<Vec<Type>, OpError> {
             x.shape
         }
         OpKind::MaxPool | OpKind::AvgPool => PoolParams::resolve(ctx)?.output_shape(),
+        OpKind::Prelu => {
+            PreluParams::resolve(ctx)?;
+            x.shape
+        }
+        OpKind::UpsampleBilinear => UpsampleBilinearParams::resolve(ctx)?.upsample.output_shape,
         other => return Err(ctx.error(format_args!("{other} is not an op of the norm family"))),
     };
     Ok(vec![result(x.dtype, shape)])
@@ -563,6 +594,103 @@ fn pool_output_size(
     out
 }
 
+/// prelu resolved: x is `[B, C, *spatial]` with 1 to 3 spatial dims and `alpha` holds one
+/// slope per channel, `[C]`: `y = x` where `x > 0`, else `alpha[c] x` (iOS15/activation.py:
+/// `max(x, 0) + min(x, 0) alpha`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreluParams {
+    pub channels: usize,
+}
+
+impl PreluParams {
+    pub fn resolve(ctx: &OpContext) -> Result<PreluParams, OpError> {
+        let x = ctx.tensor("x")?;
+        check_channel_rank(ctx, &x, 3..=5)?;
+        channel_vectors(ctx, &x, &["alpha"])?;
+        // activation.py accepts a rank-3 or rank-5 x only with one slope for every channel
+        // (within 1e-5 of the first); the PyTorch frontend expands x to rank 4 instead. A
+        // slope vector in a weight file cannot be read here, so only inline ones are checked.
+        if x.rank() != 4
+            && let Some(lit) = ctx.const_literal("alpha")?
+            && let Some(values) = lit.tensor_data().and_then(|d| d.to_f64_vec())
+            && let Some(first) = values.first()
+            && let Some(other) = values.iter().find(|v| (*v - first).abs() > 1e-5)
+        {
+            let rank = x.rank();
+            let message = format!(
+                "alpha holds different slopes ({first} and {other}), which prelu takes only \
+                 when x has rank 4, not {rank}"
+            );
+            return Err(ctx
+                .error(message)
+                .with_subject("alpha")
+                .with_help("expand x to rank 4, as coremltools does for PyTorch's PReLU"));
+        }
+        Ok(PreluParams { channels: x.shape[1] })
+    }
+}
+
+/// Where upsample_bilinear samples the input for each output position, along one dim of `n`
+/// input and `m` output elements (iOS15/image_resizing.py upsample_bilinear notes; the
+/// spacing is recomputed from the sizes, as PyTorch's `recompute_scale_factor=True`). The
+/// position is clamped to `[0, n - 1]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BilinearGrid {
+    /// `align_corners = true`: `i (n - 1) / (m - 1)`, the corners of input and output
+    /// aligned (0 when `m` is 1).
+    AlignCorners,
+    /// `align_corners = false` with `half_pixel_centers` true (its default then): pixel
+    /// centers aligned, `(i + 0.5) n / m - 0.5`.
+    HalfPixelCenters,
+    /// `align_corners = false`, `half_pixel_centers = false` (iOS16): `i n / m`, TensorFlow's
+    /// legacy resize.
+    Asymmetric,
+}
+
+impl BilinearGrid {
+    /// The sampling position of output `i`, in input coordinates.
+    pub fn position(self, i: usize, n: usize, m: usize) -> f64 {
+        let (i, nf, mf) = (i as f64, n as f64, m as f64);
+        let p = match self {
+            BilinearGrid::AlignCorners if m > 1 => i * (nf - 1.0) / (mf - 1.0),
+            BilinearGrid::AlignCorners => 0.0,
+            BilinearGrid::HalfPixelCenters => (i + 0.5) * nf / mf - 0.5,
+            BilinearGrid::Asymmetric => i * nf / mf,
+        };
+        p.clamp(0.0, (nf - 1.0).max(0.0))
+    }
+}
+
+/// upsample_bilinear resolved: the sizes (as upsample_nearest_neighbor), `align_corners`
+/// (default true) and iOS16's `half_pixel_centers` (default `!align_corners`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct UpsampleBilinearParams {
+    pub upsample: UpsampleParams,
+    pub align_corners: bool,
+    pub half_pixel_centers: bool,
+}
+
+impl UpsampleBilinearParams {
+    pub fn resolve(ctx: &OpContext) -> Result<UpsampleBilinearParams, OpError> {
+        let upsample = UpsampleParams::resolve(ctx)?;
+        let align_corners = ctx.const_bool("align_corners")?.unwrap_or(true);
+        let half_pixel_centers = ctx.const_bool("half_pixel_centers")?.unwrap_or(!align_corners);
+        Ok(UpsampleBilinearParams { upsample, align_corners, half_pixel_centers })
+    }
+
+    /// The sampling grid; None when both `align_corners` and `half_pixel_centers` are true, a
+    /// combination coremltools does not define (TensorFlow, where the flags come from, rejects
+    /// it).
+    pub fn grid(&self) -> Option<BilinearGrid> {
+        match (self.align_corners, self.half_pixel_centers) {
+            (true, false) => Some(BilinearGrid::AlignCorners),
+            (false, true) => Some(BilinearGrid::HalfPixelCenters),
+            (false, false) => Some(BilinearGrid::Asymmetric),
+            (true, true) => None,
+        }
+    }
+}
+
 /// kernel_sizes or strides: one value of at least 1 per spatial dim; None when absent.
 fn positive_per_dim(ctx: &OpContext, name: &str, n: usize) -> Result<Option<Vec<usize>>, OpError> {
     let Some(v) = ctx.const_i64s(name)? else { return Ok(None) };
@@ -887,5 +1015,85 @@ mod tests {
         let e =
             pool(max, &[1, 1, 3], &[2], &[1], "valid").var("ceil_mode", Type::Scalar(DType::Bool));
         assert_error(&e.error(), "ceil_mode", "ceil_mode must be a compile-time constant");
+    }
+
+    #[test]
+    fn prelu_takes_a_slope_per_channel() {
+        let slopes = |v: &[f32]| {
+            Literal::tensor(
+                Type::tensor(DType::Fp16, [v.len()]),
+                TensorData::F16(v.iter().map(|&x| h::from_f32(x)).collect()),
+            )
+        };
+        let p =
+            op(OpKind::Prelu).var("x", f16(&[1, 3, 4, 4])).lit("alpha", slopes(&[0.1, 0.2, 0.3]));
+        assert_eq!(p.infer_one(), f16(&[1, 3, 4, 4]));
+        assert_eq!(PreluParams::resolve(&p.ctx()).unwrap(), PreluParams { channels: 3 });
+        // iOS17: fp32 slopes under fp16 x.
+        let p = op(OpKind::Prelu).var("x", f16(&[2, 3, 5])).lit("alpha", floats(&[3]));
+        assert_eq!(p.infer_one(), f16(&[2, 3, 5]));
+        // Rank 3 and 5 take one slope for every channel only.
+        let p = op(OpKind::Prelu).var("x", f16(&[2, 3, 5])).lit("alpha", slopes(&[0.2, 0.2, 0.2]));
+        assert_eq!(p.infer_one(), f16(&[2, 3, 5]));
+        let e =
+            op(OpKind::Prelu).var("x", f16(&[2, 3, 5])).lit("alpha", slopes(&[0.25, 0.5, 0.25]));
+        assert_error(&e.error(), "alpha", "alpha holds different slopes (0.25 and 0.5)");
+        let e = op(OpKind::Prelu).var("x", f16(&[1, 2, 3, 4])).lit("alpha", halves(&[3])).error();
+        assert_error(&e, "alpha", "alpha has shape [3] but x [1, 2, 3, 4] has 2 channels");
+        let e = op(OpKind::Prelu).var("x", f16(&[2, 3])).lit("alpha", halves(&[3])).error();
+        assert_error(&e, "x", "must be a tensor of rank 3 to 5");
+        let e = op(OpKind::Prelu).var("x", f16(&[1, 2, 3])).var("alpha", f16(&[2])).error();
+        assert_error(&e, "alpha", "alpha must be a compile-time constant");
+        let e = op(OpKind::Prelu).var("x", f16(&[1, 2, 3])).lit("alpha", Literal::fp16(0.1));
+        assert_error(&e.error(), "alpha", "must be a rank-1 tensor");
+        let e = op(OpKind::Prelu).var("x", f16(&[1, 2, 3])).error();
+        assert_error(&e, "alpha", "missing required input alpha");
+    }
+
+    #[test]
+    fn upsample_bilinear_modes_and_grid() {
+        let up = op(OpKind::UpsampleBilinear)
+            .var("x", f16(&[1, 1, 2]))
+            .int("scale_factor_height", 1)
+            .int("scale_factor_width", 3)
+            .bool("align_corners", true);
+        assert_eq!(up.infer_one(), f16(&[1, 1, 6]));
+        let p = UpsampleBilinearParams::resolve(&up.ctx()).unwrap();
+        assert_eq!(p.grid(), Some(BilinearGrid::AlignCorners));
+        // Defaults: scales 1, align_corners true.
+        let d = op(OpKind::UpsampleBilinear).var("x", f16(&[1, 3, 4]));
+        let p = UpsampleBilinearParams::resolve(&d.ctx()).unwrap();
+        assert_eq!(p.upsample.output_shape, vec![1, 3, 4]);
+        assert!(p.align_corners && !p.half_pixel_centers);
+        // align_corners false: half_pixel_centers defaults to true.
+        let f = op(OpKind::UpsampleBilinear)
+            .var("x", f16(&[1, 1, 2]))
+            .lit("scale_factor_width", Literal::fp32(2.6))
+            .bool("align_corners", false);
+        assert_eq!(f.infer_one(), f16(&[1, 1, 5]));
+        let p = UpsampleBilinearParams::resolve(&f.ctx()).unwrap();
+        assert_eq!(p.grid(), Some(BilinearGrid::HalfPixelCenters));
+        let a = f.bool("half_pixel_centers", false);
+        assert_eq!(
+            UpsampleBilinearParams::resolve(&a.ctx()).unwrap().grid(),
+            Some(BilinearGrid::Asymmetric)
+        );
+        let both =
+            op(OpKind::UpsampleBilinear).var("x", f16(&[1, 1, 2])).bool("half_pixel_centers", true);
+        assert_eq!(UpsampleBilinearParams::resolve(&both.ctx()).unwrap().grid(), None);
+        // The grid points of coremltools' notes for 2 inputs.
+        let points = |g: BilinearGrid, m: usize| -> Vec<f64> {
+            (0..m).map(|i| (g.position(i, 2, m) * 100.0).round() / 100.0).collect()
+        };
+        assert_eq!(points(BilinearGrid::HalfPixelCenters, 5), [0.0, 0.1, 0.5, 0.9, 1.0]);
+        assert_eq!(points(BilinearGrid::AlignCorners, 5), [0.0, 0.25, 0.5, 0.75, 1.0]);
+        assert_eq!(points(BilinearGrid::HalfPixelCenters, 6), [0.0, 0.0, 0.33, 0.67, 1.0, 1.0]);
+        assert_eq!(points(BilinearGrid::AlignCorners, 6), [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]);
+        assert_eq!(points(BilinearGrid::Asymmetric, 4), [0.0, 0.5, 1.0, 1.0]);
+        assert_eq!(BilinearGrid::AlignCorners.position(0, 7, 1), 0.0);
+        let e = op(OpKind::UpsampleBilinear).var("x", f16(&[1, 1, 2])).int("align_corners", 1);
+        assert_error(&e.error(), "align_corners", "align_corners is int32 but must be bool");
+        let e = op(OpKind::UpsampleBilinear).var("x", f16(&[2, 2])).error();
+        assert_error(&e, "x", "must be a tensor of rank 3 or more");
     }
 }

@@ -1,7 +1,10 @@
 //! Elementwise kernels: binary ops with numpy broadcasting and unary activations.
 //!
 //! Every op is computed in f32 (gelu's erf in f64) and rounded once to the output type. fp16
-//! kernels read NaN as +inf and store +0 where f32 gives NaN (see `numerics`). The functions are
+//! kernels read NaN as +inf and store +0 where f32 gives NaN (see `numerics`). Scalar
+//! parameters (epsilons, the alphas and betas of the parametric activations) are used as f32
+//! values, as given: whether the ANE rounds an fp32 parameter to fp16 first is not measured
+//! (coremltools writes them in fp16 for fp16 programs anyway). The functions are
 //! the exact ones, not the ANE's piecewise-linear tables (max table error ~0.0034 on sigmoid), so
 //! results differ from hardware by up to that much on activations.
 //!
@@ -70,6 +73,44 @@ pub enum UnaryOp {
     Sign,
     Square,
     Exp2,
+    /// x where x >= 0, else alpha x.
+    LeakyRelu {
+        alpha: f32,
+    },
+    /// min(max(x, 0), 6).
+    Relu6,
+    /// min(max(alpha x + beta, 0), 1).
+    SigmoidHard {
+        alpha: f32,
+        beta: f32,
+    },
+    /// x where x >= alpha, else 0.
+    ThresholdedRelu {
+        alpha: f32,
+    },
+    /// x where x >= 0, else alpha (e^x - 1).
+    Elu {
+        alpha: f32,
+    },
+    /// ln(1 + e^x), evaluated as max(x, 0) + ln(1 + e^-|x|) so that neither end overflows.
+    Softplus,
+    /// min(max(x, 0), beta) + min(min(x, 0) alpha, beta).
+    ClampedRelu {
+        alpha: f32,
+        beta: f32,
+    },
+    /// alpha tanh(beta x).
+    ScaledTanh {
+        alpha: f32,
+        beta: f32,
+    },
+    /// alpha x + beta.
+    LinearActivation {
+        alpha: f32,
+        beta: f32,
+    },
+    /// x / (1 + |x|), ±1 at ±inf (the limit, not inf / inf).
+    Softsign,
 }
 
 impl BinaryOp {
@@ -146,7 +187,59 @@ impl UnaryOp {
             }
             UnaryOp::Square => x * x,
             UnaryOp::Exp2 => x.exp2(),
+            UnaryOp::LeakyRelu { alpha } => {
+                if x < 0.0 {
+                    alpha * x
+                } else {
+                    x
+                }
+            }
+            // Comparisons rather than f32::max/min, which would drop a NaN.
+            UnaryOp::Relu6 => clamp_between(x, 0.0, 6.0),
+            UnaryOp::SigmoidHard { alpha, beta } => clamp_between(alpha * x + beta, 0.0, 1.0),
+            UnaryOp::ThresholdedRelu { alpha } => {
+                if x < alpha {
+                    0.0
+                } else {
+                    x
+                }
+            }
+            UnaryOp::Elu { alpha } => {
+                if x < 0.0 {
+                    alpha * x.exp_m1()
+                } else {
+                    x
+                }
+            }
+            UnaryOp::Softplus => {
+                let tail = (-x.abs()).exp().ln_1p();
+                if x > 0.0 { x + tail } else { tail }
+            }
+            UnaryOp::ClampedRelu { alpha, beta } => {
+                minimum(maximum(x, 0.0), beta) + minimum(minimum(x, 0.0) * alpha, beta)
+            }
+            UnaryOp::ScaledTanh { alpha, beta } => alpha * (beta * x).tanh(),
+            UnaryOp::LinearActivation { alpha, beta } => alpha * x + beta,
+            UnaryOp::Softsign => {
+                if x.is_infinite() {
+                    x.signum()
+                } else {
+                    x / (1.0 + x.abs())
+                }
+            }
         }
+    }
+}
+
+/// `x` limited to `[lo, hi]`; NaN stays NaN (numpy's minimum(maximum(x, lo), hi)).
+#[inline(always)]
+fn clamp_between(x: f32, lo: f32, hi: f32) -> f32 {
+    if x < lo {
+        lo
+    } else if x > hi {
+        hi
+    } else {
+        x
     }
 }
 
@@ -659,6 +752,40 @@ mod tests {
             UnaryOp::Sign => x.signum() * (x != 0.0) as u8 as f64,
             UnaryOp::Square => x * x,
             UnaryOp::Exp2 => x.exp2(),
+            // The definitions of coremltools iOS15/activation.py, in f64.
+            UnaryOp::LeakyRelu { alpha } => {
+                if x < 0.0 {
+                    alpha as f64 * x
+                } else {
+                    x
+                }
+            }
+            UnaryOp::Relu6 => x.clamp(0.0, 6.0),
+            UnaryOp::SigmoidHard { alpha, beta } => {
+                (alpha as f64 * x + beta as f64).clamp(0.0, 1.0)
+            }
+            UnaryOp::ThresholdedRelu { alpha } => {
+                if x < alpha as f64 {
+                    0.0
+                } else {
+                    x
+                }
+            }
+            UnaryOp::Elu { alpha } => {
+                if x < 0.0 {
+                    alpha as f64 * (x.exp() - 1.0)
+                } else {
+                    x
+                }
+            }
+            UnaryOp::Softplus => (1.0 + x.exp()).ln(),
+            UnaryOp::ClampedRelu { alpha, beta } => {
+                let (a, b) = (alpha as f64, beta as f64);
+                x.max(0.0).min(b) + (x.min(0.0) * a).min(b)
+            }
+            UnaryOp::ScaledTanh { alpha, beta } => alpha as f64 * (beta as f64 * x).tanh(),
+            UnaryOp::LinearActivation { alpha, beta } => alpha as f64 * x + beta as f64,
+            UnaryOp::Softsign => x / (1.0 + x.abs()),
         }
     }
 
@@ -688,6 +815,22 @@ mod tests {
             UnaryOp::Sign,
             UnaryOp::Square,
             UnaryOp::Exp2,
+            UnaryOp::LeakyRelu { alpha: 0.01 },
+            UnaryOp::LeakyRelu { alpha: -1.5 },
+            UnaryOp::Relu6,
+            UnaryOp::SigmoidHard { alpha: 0.2, beta: 0.5 },
+            UnaryOp::SigmoidHard { alpha: 1.0 / 6.0, beta: 0.5 },
+            UnaryOp::ThresholdedRelu { alpha: 1.0 },
+            UnaryOp::ThresholdedRelu { alpha: -3.0 },
+            UnaryOp::Elu { alpha: 1.0 },
+            UnaryOp::Elu { alpha: 0.3 },
+            UnaryOp::Softplus,
+            UnaryOp::ClampedRelu { alpha: 0.1, beta: 6.0 },
+            UnaryOp::ClampedRelu { alpha: 2.0, beta: -1.0 },
+            UnaryOp::ScaledTanh { alpha: 1.7159, beta: 0.6667 },
+            UnaryOp::LinearActivation { alpha: 0.75, beta: -2.0 },
+            UnaryOp::LinearActivation { alpha: 0.1, beta: 0.0 },
+            UnaryOp::Softsign,
         ];
         let raw = values(1000, 5);
         for op in ops {
@@ -726,6 +869,41 @@ mod tests {
             assert_eq!(out[0].to_f32(), 0.0, "{op:?}(-inf)");
             assert_eq!(out[1], f16::INFINITY, "{op:?}(inf)");
         }
+    }
+
+    #[test]
+    fn parametric_activations_at_special_values() {
+        let (inf, ninf) = (f16::INFINITY, f16::NEG_INFINITY);
+        let x = [ninf, inf, f16::NAN, f16::ZERO, f16::from_f32(-1e-4)];
+        let run = |op: UnaryOp| {
+            let mut out = [f16::ZERO; 5];
+            unary(op, &x, &mut out).unwrap();
+            out.map(|v| v.to_f32())
+        };
+        // NaN reads as +inf; the limits at the infinities.
+        assert_eq!(run(UnaryOp::Relu6)[..4], [0.0, 6.0, 6.0, 0.0]);
+        assert_eq!(run(UnaryOp::Softsign)[..4], [-1.0, 1.0, 1.0, 0.0]);
+        assert_eq!(run(UnaryOp::Softplus)[..2], [0.0, f32::INFINITY]);
+        assert_eq!(run(UnaryOp::Elu { alpha: 0.5 })[..3], [-0.5, f32::INFINITY, f32::INFINITY]);
+        let s = run(UnaryOp::SigmoidHard { alpha: 0.2, beta: 0.5 });
+        assert_eq!(s[..4], [0.0, 1.0, 1.0, 0.5]);
+        assert_eq!(run(UnaryOp::ScaledTanh { alpha: 2.0, beta: 0.5 })[..2], [-2.0, 2.0]);
+        assert_eq!(
+            run(UnaryOp::ClampedRelu { alpha: 0.5, beta: 6.0 })[..3],
+            [f32::NEG_INFINITY, 6.0, 6.0]
+        );
+        // A zero slope times -inf is indeterminate: +0, as the ANE stores it.
+        assert_eq!(run(UnaryOp::LeakyRelu { alpha: 0.0 })[0].to_bits(), 0);
+        // elu near 0 keeps its relative accuracy (e^x - 1 without cancellation).
+        let tiny = run(UnaryOp::Elu { alpha: 1.0 })[4];
+        let want = x[4].to_f64().exp_m1();
+        assert!((tiny as f64 - want).abs() <= 2f64.powi(-24), "elu(-1e-4) = {tiny}");
+        // f32 kernels keep IEEE NaN.
+        let mut o = [0.0f32];
+        unary(UnaryOp::Relu6, &[f32::NAN], &mut o).unwrap();
+        assert!(o[0].is_nan());
+        unary(UnaryOp::ThresholdedRelu { alpha: 1.0 }, &[f32::NAN], &mut o).unwrap();
+        assert!(o[0].is_nan());
     }
 
     #[test]

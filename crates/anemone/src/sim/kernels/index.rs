@@ -1,6 +1,6 @@
-//! Kernels of the indexing and shape-building ops: gather, gather_along_axis, stack, tile, pad
-//! and band_part. expand_dims and squeeze need none: the plan aliases their input's buffer,
-//! as for reshape.
+//! Kernels of the indexing and shape-building ops: gather, gather_along_axis, stack, tile, pad,
+//! band_part and upsample_nearest_neighbor. expand_dims and squeeze need none: the plan
+//! aliases their input's buffer, as for reshape.
 //!
 //! Like the layout kernels these are generic over any `T: Copy` and copy elements bit for bit,
 //! whatever they hold (fp16, fp32, integers, bools; NaN payloads and signed zeros included).
@@ -414,6 +414,58 @@ pub fn band_part<T: Copy + Default>(
     Ok(())
 }
 
+/// The input position that output `i` copies along a dim of `n` inputs grown by `scale`:
+/// `min(floor(i / scale), n - 1)`, the input cell `[j scale, (j + 1) scale)` holding `i`.
+/// Computed in f64, so exact for integer scales and for fractions such as 1.5 or 2.5; for other
+/// fractional scales the ANE's own rounding is not measured.
+#[inline]
+fn nearest_source(i: usize, scale: f64, n: usize) -> usize {
+    ((i as f64 / scale).floor() as usize).min(n - 1)
+}
+
+/// upsample_nearest_neighbor over the last two dims of `x [*, h, w]`: the output
+/// `[*, output[0], output[1]]` copies, at `(i, j)`, the input at `(nearest_source(i, scales[0],
+/// h), nearest_source(j, scales[1], w))`.
+pub fn upsample_nearest<T: Copy>(
+    x: &[T],
+    shape: &[usize],
+    scales: [f64; 2],
+    output: [usize; 2],
+    out: &mut [T],
+) -> Result<()> {
+    const KERNEL: &str = "upsample_nearest_neighbor";
+    let &[.., h, w] = shape else {
+        return Err(KernelError::new(KERNEL, format!("x has shape {shape:?}, not [*, H, W]")));
+    };
+    if !scales.iter().all(|s| s.is_finite() && *s > 0.0) {
+        return Err(KernelError::new(KERNEL, format!("scales {scales:?} must be positive")));
+    }
+    check_len(KERNEL, "input", x.len(), shape)?;
+    let mut out_shape = shape.to_vec();
+    out_shape[shape.len() - 2..].copy_from_slice(&output);
+    check_len(KERNEL, "output", out.len(), &out_shape)?;
+    if out.is_empty() {
+        return Ok(());
+    }
+    if h == 0 || w == 0 {
+        return Err(KernelError::new(
+            KERNEL,
+            format!("x {shape:?} has no element to copy into {output:?}"),
+        ));
+    }
+    let [oh, ow] = output;
+    let cols: Vec<usize> = (0..ow).map(|j| nearest_source(j, scales[1], w)).collect();
+    for (plane, dst) in x.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
+        for (i, row) in dst.chunks_exact_mut(ow).enumerate() {
+            let src = &plane[nearest_source(i, scales[0], h) * w..][..w];
+            for (o, &c) in row.iter_mut().zip(&cols) {
+                *o = src[c];
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     // References index several arrays with one multi-index; index loops read clearer.
@@ -799,5 +851,65 @@ mod tests {
         assert_eq!(out, [true, false, true, true]);
         assert!(band_part(&[1.0f32; 4], &[4], None, None, &mut [0.0; 4]).is_err());
         assert!(band_part(&[1.0f32; 4], &[2, 2], None, None, &mut [0.0; 3]).is_err());
+    }
+
+    #[test]
+    fn upsample_nearest_copies_the_nearest_earlier_element() {
+        // coremltools' smoke test: [1.5, 2.5, 3.5] by (1, 2).
+        let mut out = [0.0f32; 6];
+        upsample_nearest(&[1.5f32, 2.5, 3.5], &[1, 1, 1, 3], [1.0, 2.0], [1, 6], &mut out).unwrap();
+        assert_eq!(out, [1.5, 1.5, 2.5, 2.5, 3.5, 3.5]);
+        // By definition, for integer, fractional and shrinking scales: output (i, j) reads
+        // input (floor(i / sh), floor(j / sw)), clamped to the last element.
+        let cases: &[(&[usize], [f64; 2], [usize; 2])] = &[
+            (&[2, 3, 4, 5], [2.0, 3.0], [8, 15]),
+            (&[1, 3, 5], [1.5, 2.5], [4, 12]),
+            (&[2, 1, 5, 4], [1.3, 0.5], [6, 2]),
+            (&[1, 2, 3], [1.0, 1.0], [2, 3]),
+            (&[3, 1, 1], [4.0, 7.0], [4, 7]),
+        ];
+        for &(shape, scales, o) in cases {
+            let r = shape.len();
+            let x = data(numel(shape), 70);
+            let mut os = shape.to_vec();
+            os[r - 2..].copy_from_slice(&o);
+            let want: Vec<f64> = (0..numel(&os))
+                .map(|k| {
+                    let mut idx = unravel(k, &os);
+                    for (d, s) in [(r - 2, scales[0]), (r - 1, scales[1])] {
+                        let mut src = 0;
+                        // The last input position whose cell starts at or before the output.
+                        while src + 1 < shape[d] && (src + 1) as f64 * s <= idx[d] as f64 {
+                            src += 1;
+                        }
+                        idx[d] = src;
+                    }
+                    x[ravel(&idx, shape)]
+                })
+                .collect();
+            let mut out = vec![f64::NAN; want.len()];
+            upsample_nearest(&x, shape, scales, o, &mut out).unwrap();
+            assert_eq!(out, want, "{shape:?} by {scales:?}");
+        }
+        // Bits are copied, NaN payloads included.
+        let mut out = [0u16; 4];
+        upsample_nearest(&[0x7e01u16, 0x8000], &[1, 1, 2], [1.0, 2.0], [1, 4], &mut out).unwrap();
+        assert_eq!(out, [0x7e01, 0x7e01, 0x8000, 0x8000]);
+    }
+
+    #[test]
+    fn upsample_nearest_rejects_bad_shapes() {
+        let x = [0u8; 6];
+        let mut out = [0u8; 24];
+        assert!(upsample_nearest(&x, &[1, 2, 3], [2.0, 2.0], [4, 6], &mut out).is_ok());
+        assert!(upsample_nearest(&x, &[1, 2, 3], [2.0, 2.0], [4, 5], &mut out).is_err());
+        assert!(upsample_nearest(&x, &[6], [2.0, 2.0], [4, 6], &mut out).is_err());
+        assert!(upsample_nearest(&x[..5], &[1, 2, 3], [2.0, 2.0], [4, 6], &mut out).is_err());
+        assert!(upsample_nearest(&x, &[1, 2, 3], [0.0, 2.0], [4, 6], &mut out).is_err());
+        assert!(upsample_nearest(&x, &[1, 2, 3], [f64::NAN, 2.0], [4, 6], &mut out).is_err());
+        assert!(
+            upsample_nearest(&[] as &[u8], &[1, 0, 3], [2.0, 2.0], [2, 6], &mut out[..12]).is_err()
+        );
+        assert!(upsample_nearest(&[] as &[u8], &[0, 2, 3], [2.0, 2.0], [4, 6], &mut []).is_ok());
     }
 }

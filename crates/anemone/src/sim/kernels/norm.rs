@@ -1,5 +1,6 @@
 //! Kernels of linear layers, normalizations and pooling: `linear` (a GEMM through
-//! [`super::matmul`]), `layer_norm`, `batch_norm`, `instance_norm`, `max_pool`, `avg_pool`.
+//! [`super::matmul`]), `layer_norm`, `batch_norm`, `instance_norm`, `max_pool`, `avg_pool`;
+//! and of two more ops that work per channel or per plane: `prelu` and `upsample_bilinear`.
 //!
 //! Numerics. Every float kernel loads to f32, computes in f32 and rounds once per output; fp16
 //! kernels read NaN as +inf and store +0 where f32 gives NaN (`numerics`). In detail:
@@ -17,12 +18,19 @@
 //! - max_pool: exact (a comparison); padding never wins, a window that covers only padding
 //!   gives -inf. avg_pool: the window's sum in f32 divided by its count, one rounding; a window
 //!   with nothing to count gives 0.
+//! - prelu: `alpha[c] x` for negative x in f32, one rounding (positive x pass unchanged).
+//! - upsample_bilinear: sampling positions in f64 from the registry's [`BilinearGrid`], their
+//!   fractions as f32 weights, then `(1 - t) a + t b` along the width and along the height in
+//!   f32 and one rounding; a weight of exactly 0 takes the first neighbour alone, so an
+//!   infinity beside it does not turn the result into 0 * inf.
 //!
 //! The ANE's own algorithms for these ops (how it forms the mean, whether it rounds between
 //! steps) are not publicly measured; the simulator's results are the correctly computed values
 //! rounded once, which the hardware may miss by an ulp or more.
 
 use rayon::prelude::*;
+
+pub use anemone_mil::ops::BilinearGrid;
 
 use super::matmul;
 use super::{
@@ -664,6 +672,114 @@ pub fn avg_pool<T: Element>(
     pool("avg_pool", x, x_shape, window, Pool::Avg { exclude_padding }, out)
 }
 
+/// prelu of `x [N, C, *spatial]` with one slope per channel, `alpha [C]`: `x` where `x` is not
+/// negative, else `alpha[c] x` (NaN read as +inf for fp16).
+pub fn prelu<T: Element>(x: &[T], shape: &[usize], alpha: &[f32], out: &mut [T]) -> Result<()> {
+    const KERNEL: &str = "prelu";
+    let (c, plane) = channels(KERNEL, shape)?;
+    check_len(KERNEL, "x", x.len(), shape)?;
+    check_len(KERNEL, "output", out.len(), shape)?;
+    check_len(KERNEL, "alpha", alpha.len(), &[c])?;
+    let alpha = param::<T>(Some(alpha)).unwrap_or_default();
+    for_rows(x, out, plane, |r, row| {
+        let a = alpha[r % c];
+        for v in row.iter_mut() {
+            if *v < 0.0 {
+                *v *= a;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The two input neighbours of one output position along a dim, and the weight of the second.
+#[derive(Clone, Copy, Debug)]
+struct Tap {
+    lo: usize,
+    hi: usize,
+    weight: f32,
+}
+
+/// The taps of `m` outputs sampled from `n` inputs (`n` at least 1).
+fn taps(grid: BilinearGrid, n: usize, m: usize) -> Vec<Tap> {
+    (0..m)
+        .map(|i| {
+            let p = grid.position(i, n, m);
+            let lo = (p.floor() as usize).min(n - 1);
+            let hi = (lo + 1).min(n - 1);
+            let weight = if hi == lo { 0.0 } else { (p - lo as f64) as f32 };
+            Tap { lo, hi, weight }
+        })
+        .collect()
+}
+
+/// `(1 - t) a + t b`, and `a` alone when `t` is 0.
+#[inline(always)]
+fn lerp(a: f32, b: f32, t: f32) -> f32 {
+    if t == 0.0 { a } else { (1.0 - t) * a + t * b }
+}
+
+/// upsample_bilinear of `x [*, h, w]` to `[*, output[0], output[1]]`: each output interpolates
+/// the four input elements around its sampling position on `grid` (see the module doc for the
+/// numerics). Planes are split across threads when the work is large.
+pub fn upsample_bilinear<T: Element>(
+    x: &[T],
+    shape: &[usize],
+    grid: BilinearGrid,
+    output: [usize; 2],
+    out: &mut [T],
+) -> Result<()> {
+    const KERNEL: &str = "upsample_bilinear";
+    let &[.., h, w] = shape else {
+        return Err(KernelError::new(KERNEL, format!("x has shape {shape:?}, not [*, H, W]")));
+    };
+    check_len(KERNEL, "x", x.len(), shape)?;
+    let mut out_shape = shape.to_vec();
+    out_shape[shape.len() - 2..].copy_from_slice(&output);
+    check_len(KERNEL, "output", out.len(), &out_shape)?;
+    if out.is_empty() {
+        return Ok(());
+    }
+    if h == 0 || w == 0 {
+        return Err(KernelError::new(
+            KERNEL,
+            format!("x {shape:?} has no element to interpolate into {output:?}"),
+        ));
+    }
+    let [oh, ow] = output;
+    let (ty, tx) = (taps(grid, h, oh), taps(grid, w, ow));
+    let (in_plane, out_plane) = (h * w, oh * ow);
+    let run = |first: usize, outs: &mut [T]| {
+        let mut src = vec![0.0f32; in_plane];
+        let mut dst = vec![0.0f32; out_plane];
+        for (i, o) in outs.chunks_exact_mut(out_plane).enumerate() {
+            let p = first + i;
+            load_ane(&x[p * in_plane..(p + 1) * in_plane], &mut src);
+            for (row, t) in dst.chunks_exact_mut(ow).zip(&ty) {
+                let (r0, r1) = (&src[t.lo * w..][..w], &src[t.hi * w..][..w]);
+                for (v, s) in row.iter_mut().zip(&tx) {
+                    let top = lerp(r0[s.lo], r0[s.hi], s.weight);
+                    let bottom = lerp(r1[s.lo], r1[s.hi], s.weight);
+                    *v = lerp(top, bottom, t.weight);
+                }
+            }
+            if T::ANE_RULES {
+                numerics::ane_result_slice(&mut dst);
+            }
+            T::store(&dst, o);
+        }
+    };
+    let planes_per_chunk = PAR_CHUNK.div_ceil(out_plane).max(1);
+    if parallel_worth_it(out.len()) {
+        out.par_chunks_mut(planes_per_chunk * out_plane)
+            .enumerate()
+            .for_each(|(t, o)| run(t * planes_per_chunk, o));
+    } else {
+        run(0, out);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1165,5 +1281,182 @@ mod tests {
         let huge = window(&[2], &[usize::MAX], &[0], &[0], &[3]);
         assert!(max_pool(&x, &[1, 1, 8], &huge, &mut out[..3]).is_err());
         assert!(max_pool(&x[..7], &[1, 1, 8], &ok, &mut out[..4]).is_err());
+    }
+
+    // ---- prelu, upsample_bilinear ---------------------------------------------------------
+
+    #[test]
+    fn prelu_against_f64() {
+        for shape in [vec![1, 3, 4, 4], vec![2, 5, 7], vec![1, 2, 3, 4, 2], vec![2, 8, 100, 90]] {
+            let n = numel(&shape);
+            let (c, plane) = (shape[1], numel(&shape[2..]));
+            let x: Vec<f16> = values(n, 51).iter().map(|v| f16::from_f32(v * 8.0)).collect();
+            let alpha = values_f16(c, 52);
+            let a32: Vec<f32> = alpha.iter().map(|v| v.to_f32()).collect();
+            // coremltools' definition: max(x, 0) + min(x, 0) alpha.
+            let want: Vec<f64> = to_f64(&x)
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v.max(0.0) + v.min(0.0) * alpha[(i / plane) % c].to_f64())
+                .collect();
+            let mut out = vec![f16::ZERO; n];
+            prelu(&x, &shape, &a32, &mut out).unwrap();
+            // A product of two fp16 values is exact in f32: one correct rounding, half an ulp.
+            assert_close_f16(&out, &want, 0.5, 0.0, &format!("prelu {shape:?}"));
+            let x32: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
+            let mut out32 = vec![0.0f32; n];
+            prelu(&x32, &shape, &a32, &mut out32).unwrap();
+            let got: Vec<f64> = out32.iter().map(|&v| v as f64).collect();
+            assert_eq!(got, want, "prelu {shape:?} fp32");
+        }
+        // NaN reads as +inf; a zero slope times -inf is indeterminate, +0.
+        let mut out = [f16::ONE; 4];
+        let x = [f16::NAN, f16::NEG_INFINITY, f16::from_f32(-2.0), f16::NEG_INFINITY];
+        prelu(&x, &[1, 2, 2], &[0.5, 0.0], &mut out).unwrap();
+        assert_eq!(out[0], f16::INFINITY);
+        assert_eq!(out[1], f16::NEG_INFINITY);
+        assert_eq!(out[2].to_f32(), 0.0);
+        assert_eq!(out[3].to_bits(), 0);
+        // Shapes.
+        let mut o = [0.0f32; 6];
+        assert!(prelu(&[0.0f32; 6], &[1, 2, 3], &[1.0; 3], &mut o).is_err());
+        assert!(prelu(&[0.0f32; 6], &[6], &[1.0], &mut o).is_err());
+        assert!(prelu(&[0.0f32; 5], &[1, 2, 3], &[1.0; 2], &mut o).is_err());
+        assert!(prelu(&[0.0f32; 6], &[1, 2, 3], &[1.0; 2], &mut o[..5]).is_err());
+    }
+
+    /// The sampling position of output `i` of `m` from `n` inputs, by coremltools' notes
+    /// (image_resizing.py upsample_bilinear, and TensorFlow's legacy rule for asymmetric).
+    fn grid_ref(grid: BilinearGrid, i: usize, n: usize, m: usize) -> f64 {
+        let (i, n, m) = (i as f64, n as f64, m as f64);
+        let p = match grid {
+            BilinearGrid::AlignCorners => {
+                if m == 1.0 {
+                    0.0
+                } else {
+                    i * ((n - 1.0) / (m - 1.0))
+                }
+            }
+            BilinearGrid::HalfPixelCenters => {
+                let spacing = n / m;
+                i * spacing + 0.5 * spacing - 0.5
+            }
+            BilinearGrid::Asymmetric => i * (n / m),
+        };
+        p.max(0.0).min(n - 1.0)
+    }
+
+    fn bilinear_ref(x: &[f64], shape: &[usize], grid: BilinearGrid, out: [usize; 2]) -> Vec<f64> {
+        let r = shape.len();
+        let (h, w) = (shape[r - 2], shape[r - 1]);
+        let planes = numel(&shape[..r - 2]);
+        let mut y = Vec::new();
+        for p in 0..planes {
+            let at = |yy: usize, xx: usize| x[p * h * w + yy * w + xx];
+            for oy in 0..out[0] {
+                let gy = grid_ref(grid, oy, h, out[0]);
+                let (y0, ty) = (gy.floor() as usize, gy - gy.floor());
+                let y1 = (y0 + 1).min(h - 1);
+                for ox in 0..out[1] {
+                    let gx = grid_ref(grid, ox, w, out[1]);
+                    let (x0, tx) = (gx.floor() as usize, gx - gx.floor());
+                    let x1 = (x0 + 1).min(w - 1);
+                    let top = at(y0, x0) * (1.0 - tx) + at(y0, x1) * tx;
+                    let bottom = at(y1, x0) * (1.0 - tx) + at(y1, x1) * tx;
+                    y.push(top * (1.0 - ty) + bottom * ty);
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn upsample_bilinear_against_f64() {
+        // coremltools' smoke tests: [0, 1] to 6 with aligned corners, to 5 with half pixels.
+        let x = [f16::ZERO, f16::ONE];
+        let mut out = [f16::ZERO; 6];
+        upsample_bilinear(&x, &[1, 1, 2], BilinearGrid::AlignCorners, [1, 6], &mut out).unwrap();
+        assert_close_f16(&out, &[0.0, 0.2, 0.4, 0.6, 0.8, 1.0], 0.5, 0.0, "align corners");
+        upsample_bilinear(&x, &[1, 1, 2], BilinearGrid::HalfPixelCenters, [1, 5], &mut out[..5])
+            .unwrap();
+        assert_close_f16(&out[..5], &[0.0, 0.1, 0.5, 0.9, 1.0], 0.5, 0.0, "half pixels");
+
+        let grids =
+            [BilinearGrid::AlignCorners, BilinearGrid::HalfPixelCenters, BilinearGrid::Asymmetric];
+        let cases: [(&[usize], [usize; 2]); 6] = [
+            (&[2, 5, 10, 22], [30, 88]),
+            (&[2, 5, 10, 22], [25, 44]),
+            (&[2, 5, 10, 22], [5, 16]),
+            (&[1, 3, 7, 1], [14, 1]),
+            (&[3, 1, 4], [1, 9]),
+            (&[4, 16, 40, 40], [80, 80]),
+        ];
+        for grid in grids {
+            for (shape, o) in cases {
+                let x: Vec<f16> =
+                    values(numel(shape), 61).iter().map(|v| f16::from_f32(v * 100.0)).collect();
+                let want = bilinear_ref(&to_f64(&x), shape, grid, o);
+                let mut out_shape = shape.to_vec();
+                let r = shape.len();
+                out_shape[r - 2..].copy_from_slice(&o);
+                let mut out = vec![f16::ZERO; numel(&out_shape)];
+                upsample_bilinear(&x, shape, grid, o, &mut out).unwrap();
+                // Weights rounded to f32 (relative 2^-24) and a handful of f32 operations on
+                // values below 100: 2^-15 absolute, then one rounding (half an ulp; one allowed).
+                let what = format!("upsample_bilinear {grid:?} {shape:?} -> {o:?}");
+                assert_close_f16(&out, &want, 1.0, 2f64.powi(-15), &what);
+                let x32: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
+                let mut out32 = vec![0.0f32; out.len()];
+                upsample_bilinear(&x32, shape, grid, o, &mut out32).unwrap();
+                for (i, (g, r)) in out32.iter().zip(&want).enumerate() {
+                    assert!(
+                        (*g as f64 - r).abs() <= 2f64.powi(-15),
+                        "{what} fp32[{i}]: {g} vs {r}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn upsample_bilinear_fp16_rules_and_shapes() {
+        // An infinity beside a sample of weight 0 stays out of it; NaN reads as +inf.
+        let x = [f16::ONE, f16::INFINITY, f16::NAN, f16::from_f32(2.0)];
+        let mut out = [f16::ZERO; 4];
+        upsample_bilinear(&x, &[1, 1, 4], BilinearGrid::Asymmetric, [1, 4], &mut out).unwrap();
+        assert_eq!(out, [f16::ONE, f16::INFINITY, f16::INFINITY, f16::from_f32(2.0)]);
+        // Halfway between +inf and -inf is indeterminate: +0.
+        let x = [f16::INFINITY, f16::NEG_INFINITY];
+        let mut out = [f16::ONE; 3];
+        upsample_bilinear(&x, &[1, 1, 2], BilinearGrid::AlignCorners, [1, 3], &mut out).unwrap();
+        assert_eq!(out[1].to_bits(), 0);
+        let mut o = [0.0f32; 8];
+        let x = [0.0f32; 4];
+        assert!(
+            upsample_bilinear(&x, &[1, 2, 2], BilinearGrid::AlignCorners, [2, 4], &mut o).is_ok()
+        );
+        assert!(
+            upsample_bilinear(&x, &[1, 2, 2], BilinearGrid::AlignCorners, [2, 3], &mut o).is_err()
+        );
+        assert!(upsample_bilinear(&x, &[4], BilinearGrid::AlignCorners, [2, 4], &mut o).is_err());
+        assert!(
+            upsample_bilinear(&x[..3], &[1, 2, 2], BilinearGrid::AlignCorners, [2, 4], &mut o)
+                .is_err()
+        );
+        let mut none: [f32; 0] = [];
+        assert!(
+            upsample_bilinear(
+                &[] as &[f32],
+                &[1, 0, 2],
+                BilinearGrid::Asymmetric,
+                [0, 4],
+                &mut none
+            )
+            .is_ok()
+        );
+        assert!(
+            upsample_bilinear(&[] as &[f32], &[1, 0, 2], BilinearGrid::Asymmetric, [2, 4], &mut o)
+                .is_err()
+        );
     }
 }

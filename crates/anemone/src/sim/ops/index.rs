@@ -1,6 +1,7 @@
-//! The simulator's side of gather, gather_along_axis, stack, tile, pad and band_part
-//! (expand_dims and squeeze alias their input in the plan, like reshape): parameters resolved
-//! by the op registry at compile time, and the run over typed slices.
+//! The simulator's side of gather, gather_along_axis, stack, tile, pad, band_part and
+//! upsample_nearest_neighbor (expand_dims and squeeze alias their input in the plan, like
+//! reshape): parameters resolved by the op registry at compile time, and the run over typed
+//! slices.
 //!
 //! None of these ops computes: each moves elements bit for bit, so it runs on words of the
 //! element's width (1, 2, 4 or 8 bytes) whatever the element type, fp32 tensors keep their
@@ -39,6 +40,11 @@ pub enum IndexKernel {
         lower: Option<usize>,
         upper: Option<usize>,
     },
+    /// The height and width scales and the output height and width.
+    UpsampleNearest {
+        scales: [f64; 2],
+        output: [usize; 2],
+    },
 }
 
 /// The inputs of `kind` that carry tensor data, in the order [`run`] receives them (the
@@ -60,7 +66,8 @@ pub fn is_arithmetic(kernel: &IndexKernel) -> bool {
         | IndexKernel::Stack { .. }
         | IndexKernel::Tile { .. }
         | IndexKernel::Pad { .. }
-        | IndexKernel::BandPart { .. } => false,
+        | IndexKernel::BandPart { .. }
+        | IndexKernel::UpsampleNearest { .. } => false,
     }
 }
 
@@ -135,6 +142,13 @@ pub fn plan(ctx: &OpContext) -> Result<IndexKernel, OpError> {
         OpKind::BandPart => {
             let p = ops::BandPartParams::resolve(ctx)?;
             IndexKernel::BandPart { lower: p.lower, upper: p.upper }
+        }
+        OpKind::UpsampleNearestNeighbor => {
+            let p = ops::UpsampleParams::resolve(ctx)?;
+            IndexKernel::UpsampleNearest {
+                scales: [p.scale_height, p.scale_width],
+                output: [p.output_height, p.output_width],
+            }
         }
         other => return Err(ctx.error(format_args!("{other} is not an indexing op"))),
     })
@@ -230,6 +244,9 @@ fn run_words<T: Word>(kernel: &IndexKernel, inputs: &[In], out: &mut Out) -> Run
             kernel::pad(xs, shape, before, after, fill, o)
         }
         IndexKernel::BandPart { lower, upper } => kernel::band_part(xs, shape, *lower, *upper, o),
+        IndexKernel::UpsampleNearest { scales, output } => {
+            kernel::upsample_nearest(xs, shape, *scales, *output, o)
+        }
     };
     // The step's error already names the op.
     r.map_err(|e| e.message)

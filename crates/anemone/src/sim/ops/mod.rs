@@ -1,13 +1,14 @@
 //! Op families that plan and run themselves: each module turns the registry's resolved
-//! parameters of its ops into a kernel description at compile time ([`plan`-style functions])
-//! and runs it over typed byte slices at evaluate time, with the executor's scratch
-//! buffers for GEMM staging. The plan and the executor only
-//! dispatch to them, so adding an op of a family touches that family's module (and its pure
-//! kernels in `sim::kernels`) and nothing else.
+//! parameters of its ops into a kernel description at compile time (its `plan`) and runs it
+//! over typed byte slices at evaluate time, with the executor's scratch buffers for GEMM
+//! staging. The plan and the executor only dispatch to them (by `OpKind::family`), so adding
+//! an op of a family touches that family's module (and its pure kernels in `sim::kernels`).
 //!
-//! - [`norm`]: linear, layer_norm, batch_norm, instance_norm, max_pool, avg_pool.
-//! - [`index`]: gather, gather_along_axis, stack, tile, pad, band_part (expand_dims and squeeze
-//!   alias their input in the plan, like reshape).
+//! - [`norm`]: linear, layer_norm, batch_norm, instance_norm, prelu, max_pool, avg_pool,
+//!   upsample_bilinear.
+//! - [`index`]: gather, gather_along_axis, stack, tile, pad, band_part,
+//!   upsample_nearest_neighbor (expand_dims and squeeze alias their input in the plan, like
+//!   reshape).
 //! - [`logic`]: comparisons, logical ops, select, clip.
 
 pub mod index;

@@ -1,22 +1,22 @@
-//! The simulator's side of linear, layer_norm, batch_norm, instance_norm, max_pool, avg_pool:
-//! parameters resolved by the op registry at compile time, and the run over typed slices by
-//! the kernels of `sim::kernels::norm`.
+//! The simulator's side of linear, layer_norm, batch_norm, instance_norm, max_pool, avg_pool,
+//! prelu and upsample_bilinear: parameters resolved by the op registry at compile time, and
+//! the run over typed slices by the kernels of `sim::kernels::norm`.
 //!
-//! Weights, biases and the normalizations' statistics and scales are data inputs, not
-//! compile-time parameters: they may live in a weight file, which only the plan reads. The
-//! kernels take the small ones as f32 (fp16 widened exactly), whatever their own float type
-//! (iOS17 lets it differ from x's).
+//! Weights, biases, prelu's slopes and the normalizations' statistics and scales are data
+//! inputs, not compile-time parameters: they may live in a weight file, which only the plan
+//! reads. The kernels take the small ones as f32 (fp16 widened exactly), whatever their own
+//! float type (iOS17 lets it differ from x's).
 
 use std::borrow::Cow;
 
 use anemone_mil::ops::{
     BatchNormParams, InstanceNormParams, LayerNormParams, LinearParams, OpContext, OpError, OpKind,
-    PoolParams,
+    PoolParams, PreluParams, UpsampleBilinearParams,
 };
 use anemone_mil::{DType, f16};
 
 use super::{In, Out, RunResult};
-use crate::sim::kernels::norm::{self as k, PoolWindow};
+use crate::sim::kernels::norm::{self as k, BilinearGrid, PoolWindow};
 use crate::sim::kernels::{Element, Scratch};
 
 /// A planned op of this family with its parameters resolved.
@@ -50,6 +50,13 @@ pub enum NormKernel {
         window: PoolWindow,
         exclude_padding: bool,
     },
+    /// Inputs x, alpha.
+    Prelu,
+    /// The sampling grid and the output height and width.
+    UpsampleBilinear {
+        grid: BilinearGrid,
+        output: [usize; 2],
+    },
 }
 
 impl NormKernel {
@@ -61,6 +68,8 @@ impl NormKernel {
             NormKernel::InstanceNorm { .. } => "instance_norm",
             NormKernel::MaxPool(_) => "max_pool",
             NormKernel::AvgPool { .. } => "avg_pool",
+            NormKernel::Prelu => "prelu",
+            NormKernel::UpsampleBilinear { .. } => "upsample_bilinear",
         }
     }
 }
@@ -73,6 +82,7 @@ pub fn data_inputs(kind: OpKind) -> &'static [&'static str] {
         OpKind::Linear => &["x", "weight", "bias"],
         OpKind::LayerNorm | OpKind::InstanceNorm => &["x", "gamma", "beta"],
         OpKind::BatchNorm => &["x", "mean", "variance", "gamma", "beta"],
+        OpKind::Prelu => &["x", "alpha"],
         _ => &["x"],
     }
 }
@@ -87,7 +97,9 @@ pub fn is_arithmetic(kernel: &NormKernel) -> bool {
         | NormKernel::BatchNorm { .. }
         | NormKernel::InstanceNorm { .. }
         | NormKernel::MaxPool(_)
-        | NormKernel::AvgPool { .. } => true,
+        | NormKernel::AvgPool { .. }
+        | NormKernel::Prelu
+        | NormKernel::UpsampleBilinear { .. } => true,
     }
 }
 
@@ -134,6 +146,23 @@ pub fn plan(ctx: &OpContext) -> Result<NormKernel, OpError> {
             } else {
                 NormKernel::AvgPool { window, exclude_padding: p.exclude_padding_from_average }
             }
+        }
+        OpKind::Prelu => {
+            PreluParams::resolve(ctx)?;
+            NormKernel::Prelu
+        }
+        OpKind::UpsampleBilinear => {
+            let p = UpsampleBilinearParams::resolve(ctx)?;
+            let grid = p.grid().ok_or_else(|| {
+                ctx.error(
+                    "align_corners and half_pixel_centers are both true, a combination without a \
+                     defined sampling grid, which the simulator cannot run",
+                )
+                .with_subject("half_pixel_centers")
+                .with_help("set half_pixel_centers to false for aligned corners")
+            })?;
+            let output = [p.upsample.output_height, p.upsample.output_width];
+            NormKernel::UpsampleBilinear { grid, output }
         }
         other => return Err(ctx.error(format_args!("{other} is not an op of the norm family"))),
     })
@@ -225,6 +254,17 @@ pub fn run(
             args.finish()?;
             float_dispatch!(name, x, out, |xs, shape, o| {
                 k::avg_pool(xs, shape, window, *exclude_padding, o)
+            })
+        }
+        NormKernel::Prelu => {
+            let alpha = floats(name, args.take("alpha")?)?;
+            args.finish()?;
+            float_dispatch!(name, x, out, |xs, shape, o| k::prelu(xs, shape, &alpha, o))
+        }
+        NormKernel::UpsampleBilinear { grid, output } => {
+            args.finish()?;
+            float_dispatch!(name, x, out, |xs, shape, o| {
+                k::upsample_bilinear(xs, shape, *grid, *output, o)
             })
         }
     }
