@@ -133,6 +133,69 @@ class SplitConcat(nn.Module):
         return y.unsqueeze(1).permute(0, 2, 1, 3).flatten(1) , s
 
 
+class Llama(nn.Module):
+    """A llama-style block: RMSNorm, rotary embeddings (rotate-half with a negation),
+    causal `F.scaled_dot_product_attention`, a SwiGLU MLP, no biases."""
+
+    def __init__(self, dim=32, heads=4, seq=16, hidden=64):
+        super().__init__()
+        self.dim, self.heads, self.seq = dim, heads, seq
+        self.norm1 = nn.Parameter(torch.rand(dim) + 0.5)
+        self.norm2 = nn.Parameter(torch.rand(dim) + 0.5)
+        self.wq = nn.Linear(dim, dim, bias=False)
+        self.wk = nn.Linear(dim, dim, bias=False)
+        self.wv = nn.Linear(dim, dim, bias=False)
+        self.wo = nn.Linear(dim, dim, bias=False)
+        self.w1 = nn.Linear(dim, hidden, bias=False)
+        self.w3 = nn.Linear(dim, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, dim, bias=False)
+        hd = dim // heads
+        inv = 1.0 / (10000 ** (torch.arange(0, hd, 2).float() / hd))
+        freqs = torch.outer(torch.arange(seq).float(), inv)
+        self.register_buffer("cos", torch.cat([freqs.cos(), freqs.cos()], -1))
+        self.register_buffer("sin", torch.cat([freqs.sin(), freqs.sin()], -1))
+
+    def rms(self, x, w):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * w
+
+    def rotate_half(self, x):
+        half = (self.dim // self.heads) // 2
+        return torch.cat([-x[..., half:], x[..., :half]], -1)
+
+    def forward(self, x):
+        b, t, c, hd = 1, self.seq, self.dim, self.dim // self.heads
+        h = self.rms(x, self.norm1)
+        q = self.wq(h).reshape(b, t, self.heads, hd).transpose(1, 2)
+        k = self.wk(h).reshape(b, t, self.heads, hd).transpose(1, 2)
+        v = self.wv(h).reshape(b, t, self.heads, hd).transpose(1, 2)
+        q = q * self.cos + self.rotate_half(q) * self.sin
+        k = k * self.cos + self.rotate_half(k) * self.sin
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.wo(a.transpose(1, 2).reshape(b, t, c))
+        h = self.rms(x, self.norm2)
+        return x + self.w2(F.silu(self.w1(h)) * self.w3(h))
+
+
+class Mobile(nn.Module):
+    """MobileNet-style pieces: strided conv with hardswish, depthwise conv with relu6, a
+    pointwise conv with leaky relu, nearest upsampling, global average pooling, softmax."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 16, 3, stride=2, padding=1)
+        self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.pw = nn.Conv2d(16, 24, 1)
+        self.fc = nn.Linear(24, 5)
+
+    def forward(self, x):
+        x = F.hardswish(self.c1(x))
+        x = F.relu6(self.dw(x))
+        x = F.leaky_relu(self.pw(x), 0.1)
+        x = F.interpolate(x, scale_factor=2, mode="nearest")
+        x = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        return torch.softmax(self.fc(x), -1)
+
+
 # name -> (module, [(input name, shape, kind)], [output names])
 MODELS = {
     "mlp": (Mlp, [("x", (4, 16), "float")], ["y"]),
@@ -141,6 +204,8 @@ MODELS = {
     "sdpa": (lambda: Block(sdpa=True), [("x", (1, 16, 32), "float")], ["y"]),
     "embedding": (Embedding, [("ids", (2, 8), "ids")], ["y"]),
     "split_concat": (SplitConcat, [("x", (2, 12, 1, 8), "float")], ["y", "stats"]),
+    "llama": (Llama, [("x", (1, 16, 32), "float")], ["y"]),
+    "mobile": (Mobile, [("image", (1, 3, 32, 32), "float")], ["probs"]),
 }
 
 TARGETS = {
