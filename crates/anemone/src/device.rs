@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use anemone_mil::ops::OpKind;
 use anemone_mil::{Program, TensorType};
 
 use crate::budget::{BudgetLimits, Charge, CompileBudget};
@@ -91,6 +92,15 @@ pub trait Executable: Send {
     fn alloc_surface(&self, name: &str, ty: TensorType, alloc_size: usize) -> Result<Surface>;
     /// Runs the program. Surfaces come in the backend's binding order.
     fn evaluate(&mut self, inputs: &[&Surface], outputs: &mut [&mut Surface]) -> Result<()>;
+    /// Runs the program as [`Executable::evaluate`] does, timing each step. `None` when the
+    /// backend runs the program as one unit and cannot time its ops (it evaluated anyway).
+    fn evaluate_profiled(
+        &mut self,
+        inputs: &[&Surface],
+        outputs: &mut [&mut Surface],
+    ) -> Result<Option<Vec<StepTime>>> {
+        self.evaluate(inputs, outputs).map(|()| None)
+    }
     /// Overwrites a weight file where the compiled program was built from (the seed's
     /// experiment). Whether a later unload + load picks it up is the device's business.
     fn overwrite_weight_file(&mut self, blob_path: &str, bytes: &[u8]) -> Result<()>;
@@ -105,6 +115,39 @@ pub trait Executable: Send {
     /// Bytes all intermediate tensors would take without buffer reuse.
     fn intermediate_bytes(&self) -> usize {
         0
+    }
+}
+
+/// How long one step of a profiled evaluation took ([`Model::evaluate_profiled`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepTime {
+    /// The MIL op the step belongs to: its `name` attribute, else its first result.
+    pub op_name: String,
+    /// That op's kind.
+    pub op_kind: OpKind,
+    /// Set for a cast the simulator adds around fp32 arithmetic (computed in fp16, as on
+    /// the ANE); such a step has no op of its own and is reported under the op it serves.
+    pub added: Option<AddedStep>,
+    /// Wall-clock seconds of the step.
+    pub seconds: f64,
+}
+
+/// A step with no op of its own in the program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddedStep {
+    /// Rounds an fp32 operand to fp16 before the op reads it.
+    Narrowing,
+    /// Widens the op's fp16 result into its fp32 tensor.
+    Widening,
+}
+
+impl AddedStep {
+    /// A short label for tables: `fp32->fp16` or `fp16->fp32`.
+    pub fn label(self) -> &'static str {
+        match self {
+            AddedStep::Narrowing => "fp32->fp16",
+            AddedStep::Widening => "fp16->fp32",
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anemone_mil::builder::{PackedLayout, PackedRegion};
 use anemone_mil::{Program, TensorType, Type, text, validate};
 
-use crate::device::{BindingOrder, CacheKey, CompileJob, Device, Executable};
+use crate::device::{BindingOrder, CacheKey, CompileJob, Device, Executable, StepTime};
 use crate::error::{Error, Result};
 use crate::surface::{Surface, encode_f32};
 use anemone_mil::blob::ReadMode;
@@ -363,6 +363,21 @@ impl Model {
 
     /// Runs the program on the current inputs, filling the outputs.
     pub fn evaluate(&mut self) -> Result<()> {
+        self.run(false).map(|_| ())
+    }
+
+    /// Evaluates as [`Model::evaluate`] does and returns how long each step took, in
+    /// execution order (`stats().evaluate_seconds` is the whole evaluation, so the steps'
+    /// sum falls short of it by the surfaces' copying). `None` on a device that runs the
+    /// program as one unit and cannot time single ops (the ANE); the evaluation happened
+    /// all the same.
+    ///
+    /// Timing adds a clock read per step; [`Model::evaluate`] reads none.
+    pub fn evaluate_profiled(&mut self) -> Result<Option<Vec<StepTime>>> {
+        self.run(true)
+    }
+
+    fn run(&mut self, profile: bool) -> Result<Option<Vec<StepTime>>> {
         if !self.exec.is_loaded() {
             return Err(Error::State(
                 "evaluate on an unloaded model: call load() first".to_string(),
@@ -375,9 +390,14 @@ impl Model {
         for &i in &self.output_binding {
             outputs.push(slots[i].take().expect("binding is a permutation"));
         }
-        self.exec.evaluate(&inputs, &mut outputs)?;
+        let steps = if profile {
+            self.exec.evaluate_profiled(&inputs, &mut outputs)?
+        } else {
+            self.exec.evaluate(&inputs, &mut outputs)?;
+            None
+        };
         self.stats.evaluate_seconds = t.elapsed().as_secs_f64();
-        Ok(())
+        Ok(steps)
     }
 
     /// The seed's experiment: writes each weight file where the compiled model was built

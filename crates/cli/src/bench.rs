@@ -13,7 +13,22 @@ use anemone_mil::{DType, Program, TensorType, ops, text, validate};
 
 use crate::EXIT_USAGE;
 
+/// What the table's columns mean, for `--help` and the table itself.
+const COLUMNS: &str = "\
+Columns:
+  evaluate  median wall time of one evaluate, after 3 warm-up evaluations
+  GFLOP/s   the op registry's FLOP count of the program as written, divided by that time
+  of peak   GFLOP/s divided by this machine's f32 FMA peak on all CPU cores, measured
+            before the cases and again after them (the higher counts: other work on the
+            machine can only lower a measurement; stderr shows both)
+  compile   validation, printing, hashing and the backend's compile (a fresh device per
+            case, so never a cache hit); load and unload: one each, after the compile
+A ratio above 1 is not an error: the peak is the CPU's, while the ANE device runs on the
+Neural Engine, and the FLOP count is nominal, so a kernel that does less work than the
+program states (or a peak measured while the machine was busy) can pass it.";
+
 #[derive(clap::Args)]
+#[command(after_help = COLUMNS)]
 pub struct BenchArgs {
     /// sim, ane or auto (default: $ANEMONE_DEVICE, else auto).
     #[arg(long)]
@@ -93,8 +108,12 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     }
     // Measured again at the end: other work on the machine can only lower a measurement,
     // so the higher of the two is the better estimate of the true peak.
-    let peak = first_peak.max(anemone::sim::peak::measure_f32_fma_peak_gflops(0));
-    eprintln!("peak: {peak:.1} GFLOP/s (before: {first_peak:.1})");
+    let last_peak = anemone::sim::peak::measure_f32_fma_peak_gflops(0);
+    let peak = first_peak.max(last_peak);
+    eprintln!(
+        "peak: {peak:.1} GFLOP/s (measured before the cases: {first_peak:.1}, after: \
+         {last_peak:.1}; the higher is used)"
+    );
     for r in &mut results {
         r.peak_ratio = r.gflops / peak;
     }
@@ -179,6 +198,7 @@ fn fill_inputs(model: &mut Model) -> anemone::Result<()> {
 
 fn print_table(device: &str, peak: f64, results: &[CaseResult]) {
     println!("device {device}, f32 FMA peak {peak:.1} GFLOP/s (all cores, measured now)");
+    println!("{COLUMNS}\n");
     println!(
         "{:<34} {:>12} {:>10} {:>8} {:>11} {:>9} {:>10}",
         "case", "evaluate", "GFLOP/s", "of peak", "compile", "load", "unload"

@@ -2,7 +2,7 @@
 //! against the weight files beside it.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anemone_mil::blob::ReadMode;
@@ -14,10 +14,13 @@ use crate::source::Source;
 
 #[derive(clap::Args)]
 pub struct CheckArgs {
-    /// A .mil file, a model directory holding model.mil and weights/, or a Core ML model
-    /// (.mlpackage or .mlmodel: its inputs, outputs and op counts are printed too).
-    pub path: PathBuf,
-    /// Print one JSON document on stdout instead of text on stderr.
+    /// One or more programs, each a .mil file, a model directory holding model.mil and
+    /// weights/, or a Core ML model (.mlpackage or .mlmodel: its inputs, outputs and op
+    /// counts are printed too). Each gets its own report; the exit status is the worst.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Print JSON on stdout instead of text on stderr: one document per program, one per
+    /// line.
     #[arg(long)]
     pub json: bool,
     /// Read weight files leniently, as the ANE compiler does (maderix-style headers).
@@ -26,31 +29,38 @@ pub struct CheckArgs {
 }
 
 pub fn run(args: &CheckArgs) -> ExitCode {
-    let src = match Source::load(&args.path) {
+    // 2 (unreadable) is worse than 1 (errors), which is worse than 0.
+    let worst = args.paths.iter().map(|path| check_one(path, args)).max().unwrap_or(0);
+    ExitCode::from(worst)
+}
+
+/// Reports on one program; returns its exit status.
+fn check_one(path: &Path, args: &CheckArgs) -> u8 {
+    let src = match Source::load(path) {
         Ok(s) => s,
         Err(e) => {
             if args.json {
                 println!(
                     "{}",
-                    serde_json::json!({ "file": args.path.display().to_string(), "error": e })
+                    serde_json::json!({ "file": path.display().to_string(), "error": e })
                 );
             } else {
                 eprintln!("error: {e}");
             }
-            return ExitCode::from(EXIT_USAGE);
+            return EXIT_USAGE;
         }
     };
     let diagnostics = match text::parse(&src.text) {
         Err(d) => vec![d],
         Ok(program) => {
             let mode = if args.lenient { ReadMode::Lenient } else { ReadMode::Strict };
-            anemone_mil::check(&program, Some(&src.model_dir), mode)
+            one_per_missing_file(anemone_mil::check(&program, Some(&src.model_dir), mode))
         }
     };
     let errors = diagnostics.iter().filter(|d| d.is_error()).count();
     let warnings = diagnostics.len() - errors;
     if let (Some(imported), false) = (&src.imported, args.json) {
-        crate::import::print_summary(&args.path, imported);
+        crate::import::print_summary(path, imported);
         src.print_lowerings();
     }
     if args.json {
@@ -62,7 +72,31 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         }
         eprintln!("{}: {errors} error(s), {warnings} warning(s)", src.display_name);
     }
-    if errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS }
+    if errors > 0 { 1 } else { 0 }
+}
+
+/// A missing weight file is reported at each BLOBFILE that names it; one warning per file
+/// says it all, at its first reference, with the count of the others.
+fn one_per_missing_file(diagnostics: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    const MISSING: &str = "blob::missing-file";
+    let mut out: Vec<Diagnostic> = Vec::with_capacity(diagnostics.len());
+    let mut counts: Vec<(usize, usize)> = Vec::new();
+    for d in diagnostics {
+        if d.code == MISSING {
+            if let Some(c) = counts.iter_mut().find(|(i, _)| out[*i].message == d.message) {
+                c.1 += 1;
+                continue;
+            }
+            counts.push((out.len(), 1));
+        }
+        out.push(d);
+    }
+    for (i, n) in counts {
+        if n > 1 {
+            out[i].message.push_str(&format!(" (named by {n} BLOBFILEs)"));
+        }
+    }
+    out
 }
 
 fn to_json(src: &Source, diagnostics: &[Diagnostic], errors: usize, warnings: usize) -> String {

@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+use anemone::device::{AddedStep, StepTime};
 use anemone::{Model, ModelOptions};
 use anemone_mil::blob::ReadMode;
-use anemone_mil::{DType, diag, text};
+use anemone_mil::ops::OpKind;
+use anemone_mil::{DType, diag, text, validate};
 
 use crate::EXIT_USAGE;
 use crate::npy;
@@ -19,8 +21,10 @@ pub struct RunArgs {
     /// A .mil file (weights resolved from its directory), a model directory, or a Core ML
     /// model (.mlpackage directory or .mlmodel file).
     pub path: PathBuf,
-    /// An input as NAME=FILE.npy (float32 or float16 for float inputs, integers for integer
-    /// inputs; the shape must match the declaration).
+    /// An input as NAME=FILE.npy; the shape must match the declaration. Float inputs take
+    /// any numeric array (float64 and integers are rounded to the declared type as
+    /// `weights pack` rounds, and what was lost is reported); integer inputs take integers
+    /// and whole-valued floats that fit.
     #[arg(long = "input", short = 'i', value_name = "NAME=FILE.npy")]
     pub inputs: Vec<String>,
     /// Where to write NAME.npy for every output.
@@ -35,6 +39,19 @@ pub struct RunArgs {
     /// Print compile, load and evaluate times and peak memory.
     #[arg(long)]
     pub stats: bool,
+    /// Timed evaluations (after the warm-up ones); the evaluate time is reported as their
+    /// minimum, median and mean. Outputs are written once, from the last.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub repeat: u32,
+    /// Untimed evaluations before the timed ones (first touch of buffers, scratch growth,
+    /// caches).
+    #[arg(long, default_value_t = 0, value_name = "K", value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub warmup: u32,
+    /// Time every op and print a table: op, type, time, share of the evaluate time and
+    /// GFLOP/s, slowest first (averaged over the --repeat evaluations). The simulator only:
+    /// the ANE runs a program as one unit.
+    #[arg(long)]
+    pub profile: bool,
     /// Read weight files leniently (maderix-style headers), as the ANE compiler does.
     #[arg(long)]
     pub lenient: bool,
@@ -109,13 +126,184 @@ fn run_inner(args: &RunArgs) -> Result<(), Failure> {
     let compile_and_load = t.elapsed().as_secs_f64();
 
     feed_inputs(&mut model, &args.inputs)?;
-    model.evaluate().map_err(|e| data(e.to_string()))?;
+    let failed = |e: anemone::Error| data(e.to_string());
+    for _ in 0..args.warmup {
+        model.evaluate().map_err(failed)?;
+    }
+    let mut times = Vec::with_capacity(args.repeat as usize);
+    let mut profile: Option<Profile> = None;
+    for _ in 0..args.repeat {
+        if args.profile {
+            if let Some(steps) = model.evaluate_profiled().map_err(failed)? {
+                profile.get_or_insert_with(Profile::default).add(&steps);
+            }
+        } else {
+            model.evaluate().map_err(failed)?;
+        }
+        times.push(model.stats().evaluate_seconds);
+    }
     write_outputs(&model, &args.output_dir)?;
 
+    let timing = Timing::of(&times);
     if args.stats {
-        print_stats(&model, compile_and_load);
+        print_stats(&model, compile_and_load, &timing);
+    } else if args.repeat > 1 || args.warmup > 0 {
+        println!("{}", timing.line(args.warmup));
+    }
+    if args.profile {
+        match &profile {
+            Some(p) => print!("{}", p.table(model.program(), model.function(), timing.mean)),
+            None => println!(
+                "per-op times are not available on the {} device: it runs the program as \
+                 one unit (use --device sim for a per-op profile); evaluate took {:.3} ms",
+                model.device().kind(),
+                timing.mean * 1e3
+            ),
+        }
     }
     Ok(())
+}
+
+/// Evaluate times of the timed evaluations.
+struct Timing {
+    count: usize,
+    min: f64,
+    median: f64,
+    mean: f64,
+}
+
+impl Timing {
+    fn of(times: &[f64]) -> Timing {
+        let mut sorted = times.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let median = match n {
+            0 => 0.0,
+            _ if n % 2 == 1 => sorted[n / 2],
+            _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+        };
+        Timing {
+            count: n,
+            min: sorted.first().copied().unwrap_or(0.0),
+            median,
+            mean: if n == 0 { 0.0 } else { sorted.iter().sum::<f64>() / n as f64 },
+        }
+    }
+
+    fn line(&self, warmup: u32) -> String {
+        if self.count == 1 {
+            return format!("evaluate         {:.3} ms (after {warmup} warm-up)", self.mean * 1e3);
+        }
+        format!(
+            "evaluate         min {:.3} ms, median {:.3} ms, mean {:.3} ms ({} timed, {warmup} warm-up)",
+            self.min * 1e3,
+            self.median * 1e3,
+            self.mean * 1e3,
+            self.count
+        )
+    }
+}
+
+/// Per-op seconds summed over the profiled evaluations.
+#[derive(Default)]
+struct Profile {
+    evaluations: usize,
+    /// (op name, op kind, added-step marker) -> seconds, in first-seen order.
+    rows: Vec<(String, OpKind, Option<AddedStep>, f64)>,
+}
+
+impl Profile {
+    fn add(&mut self, steps: &[StepTime]) {
+        self.evaluations += 1;
+        for s in steps {
+            let row = self
+                .rows
+                .iter_mut()
+                .find(|r| r.0 == s.op_name && r.1 == s.op_kind && r.2 == s.added);
+            match row {
+                Some(r) => r.3 += s.seconds,
+                None => self.rows.push((s.op_name.clone(), s.op_kind, s.added, s.seconds)),
+            }
+        }
+    }
+
+    /// The table, slowest first, with the rows' sum set against the measured mean evaluate
+    /// time `total` (the difference is the copying of inputs and outputs and the loop).
+    fn table(&self, program: &anemone_mil::Program, function: &str, total: f64) -> String {
+        use std::fmt::Write as _;
+        let flops = op_flops(program, function);
+        let per_eval = self.evaluations.max(1) as f64;
+        let mut rows: Vec<_> = self.rows.iter().map(|r| (r, r.3 / per_eval)).collect();
+        rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let label = |(name, _, added, _): &(String, OpKind, Option<AddedStep>, f64)| match added {
+            Some(a) => format!("{name} [cast {}]", a.label()),
+            None => name.clone(),
+        };
+        let width = rows.iter().map(|(r, _)| label(r).len()).max().unwrap_or(0).max(2);
+        let kind_width = rows.iter().map(|(r, _)| r.1.name().len()).max().unwrap_or(0).max(4);
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<kind_width$}  {:>10}  {:>6}  {:>8}",
+            "op", "type", "time", "share", "GFLOP/s"
+        );
+        let mut sum = 0.0;
+        for (r, secs) in &rows {
+            sum += secs;
+            let gflops = match (r.2, flops.get(r.0.as_str())) {
+                (None, Some(&f)) if f > 0 && *secs > 0.0 => format!("{:.1}", f as f64 / secs / 1e9),
+                _ => "-".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "{:<width$}  {:<kind_width$}  {:>7.3} ms  {:>5.1}%  {:>8}",
+                label(r),
+                r.1.name(),
+                secs * 1e3,
+                if total > 0.0 { secs / total * 100.0 } else { 0.0 },
+                gflops
+            );
+        }
+        let _ = writeln!(
+            out,
+            "sum of ops {:.3} ms of evaluate total {:.3} ms ({:.1}%; the rest copies inputs \
+             and outputs){}",
+            sum * 1e3,
+            total * 1e3,
+            if total > 0.0 { sum / total * 100.0 } else { 0.0 },
+            if self.evaluations > 1 {
+                format!(", means of {} evaluations", self.evaluations)
+            } else {
+                String::new()
+            }
+        );
+        if rows.iter().any(|(r, _)| r.2.is_some()) {
+            let _ = writeln!(
+                out,
+                "[cast ...] rows are conversions the simulator adds around fp32 arithmetic, \
+                 which runs in fp16 as on the ANE"
+            );
+        }
+        out
+    }
+}
+
+/// The registry's FLOP count of every op of `function`, by op name (its `name` attribute,
+/// else its first result, as the profile names steps).
+fn op_flops<'a>(
+    program: &'a anemone_mil::Program,
+    function: &str,
+) -> std::collections::HashMap<&'a str, u64> {
+    let Some(f) = program.function(function) else { return Default::default() };
+    validate::resolve_function(f)
+        .ops
+        .iter()
+        .filter_map(|r| {
+            let first = r.op.outputs.first().map(|o| o.name.name.as_str());
+            let name = r.op.name_attribute().or(first)?;
+            Some((name, anemone_mil::ops::flops(&r.context).unwrap_or(0)))
+        })
+        .collect()
 }
 
 fn feed_inputs(model: &mut Model, specs: &[String]) -> Result<(), Failure> {
@@ -142,12 +330,25 @@ fn feed_inputs(model: &mut Model, specs: &[String]) -> Result<(), Failure> {
                 .map_err(|e| data(format!("input `{name}`: {file}: {e}")))?;
             surface.write_bytes(&bytes).map_err(|e| data(e.to_string()))?;
         } else {
-            if !matches!(array.data, npy::Data::F32(_) | npy::Data::F16(_)) {
-                return Err(data(format!(
-                    "input `{name}`: {file} must hold float32 or float16 values"
-                )));
+            match (&array.data, dtype) {
+                (npy::Data::F32(v), DType::Fp32) => surface.write_f32(v),
+                (npy::Data::F16(v), DType::Fp16) => surface.write_f16(v),
+                (values, _) => {
+                    // Any other numeric array is converted as `weights pack` converts it;
+                    // what the conversion lost is said, not silently absorbed.
+                    let (bytes, conversion) = npy::floats_as(values, dtype)
+                        .map_err(|e| data(format!("input `{name}`: {file}: {e}")))?;
+                    if !conversion.is_exact() {
+                        eprintln!(
+                            "{}: input `{name}`: {}",
+                            if conversion.is_harmful() { "warning" } else { "note" },
+                            conversion.describe(values.type_name(), dtype)
+                        );
+                    }
+                    surface.write_bytes(&bytes)
+                }
             }
-            surface.write_f32(&array.data.to_f32()).map_err(|e| data(e.to_string()))?;
+            .map_err(|e| data(e.to_string()))?;
         }
         given.push(name.to_string());
     }
@@ -186,7 +387,7 @@ fn write_outputs(model: &Model, dir: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
-fn print_stats(model: &Model, compile_and_load: f64) {
+fn print_stats(model: &Model, compile_and_load: f64, timing: &Timing) {
     let s = model.stats();
     let ms = |secs: f64| secs * 1e3;
     println!("device           {}", model.device().kind());
@@ -200,7 +401,17 @@ fn print_stats(model: &Model, compile_and_load: f64) {
         "compile+load     {:.3} ms (wall, with validation and weight snapshot)",
         ms(compile_and_load)
     );
-    println!("evaluate         {:.3} ms", ms(s.evaluate_seconds));
+    if timing.count > 1 {
+        println!(
+            "evaluate         min {:.3} ms, median {:.3} ms, mean {:.3} ms ({} timed)",
+            ms(timing.min),
+            ms(timing.median),
+            ms(timing.mean),
+            timing.count
+        );
+    } else {
+        println!("evaluate         {:.3} ms", ms(s.evaluate_seconds));
+    }
     println!(
         "peak activations {} (all intermediates together: {})",
         human_bytes(model.peak_memory_bytes()),

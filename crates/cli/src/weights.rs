@@ -203,41 +203,16 @@ fn store(writer: &mut BlobWriter, array: &npy::Array, dtype: DType) -> Result<u6
     match (dtype, &array.data) {
         (DType::Fp16, Data::F16(v)) => return Ok(writer.add_f16(v)),
         (DType::Fp32, Data::F32(v)) => return Ok(writer.add_f32(v)),
-        (DType::Fp16, Data::F32(v)) => {
-            if let Some(i) = v.iter().position(|x| x.is_finite() && f16::from_f32(*x).is_infinite())
-            {
-                return Err(float_range_error(dtype, v[i] as f64, &at(i)));
-            }
-            return Ok(writer.add_f32_as_fp16(v));
-        }
         _ => {}
     }
     if dtype.is_float() {
-        let n = array.data.len();
-        let mut bytes = Vec::with_capacity(n * (dtype.bits() as usize / 8));
-        for i in 0..n {
-            let x = array.data.get_f64(i);
-            let overflowed = match dtype {
-                DType::Fp16 => {
-                    let h = anemone_mil::blob::f64_to_f16(x);
-                    bytes.extend_from_slice(&h.to_le_bytes());
-                    h.is_infinite()
-                }
-                DType::Bf16 => {
-                    let h = anemone_mil::blob::f64_to_bf16(x);
-                    bytes.extend_from_slice(&h.to_le_bytes());
-                    h.is_infinite()
-                }
-                _ => {
-                    let f = x as f32;
-                    bytes.extend_from_slice(&f.to_le_bytes());
-                    f.is_infinite()
-                }
-            };
-            if overflowed && x.is_finite() {
-                return Err(float_range_error(dtype, x, &at(i)));
-            }
+        // The same conversion `anemone run` applies to its inputs; here an overflow is
+        // refused rather than stored as infinity.
+        let (bytes, conversion) = npy::floats_as(&array.data, dtype)?;
+        if let Some(i) = conversion.first_overflow {
+            return Err(float_range_error(dtype, array.data.get_f64(i), &at(i)));
         }
+        let n = array.data.len();
         return writer.add_raw(dtype, &bytes, n as u64).map_err(|e| e.to_string());
     }
 

@@ -236,3 +236,64 @@ fn fmt_prints_canonical_text_and_rewrites_atomically() {
     assert_eq!(anemone(&["fmt", "--write", p]).status.code(), Some(1));
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "program(1.3) {");
 }
+
+#[test]
+fn several_files_get_a_report_each_and_the_worst_exit_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good");
+    seed_model(&good);
+    let bad = dir.path().join("bad.mil");
+    std::fs::write(&bad, "program(1.3)\n{\n    func main<ios18>(tensor<fp16, [1, 4]> x) {\n        tensor<fp16, [1, 4]> y = relu(x = x)\n    } -> (y);\n}\n").unwrap();
+    let missing = dir.path().join("missing.mil");
+    let (good, bad, missing) =
+        (good.to_str().unwrap(), bad.to_str().unwrap(), missing.to_str().unwrap());
+
+    let o = anemone(&["check", good, bad]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("model.mil: 0 error(s), 0 warning(s)"), "{err}");
+    assert!(err.contains("bad.mil: 1 error(s)"), "{err}");
+
+    // An unreadable file does not stop the others, and its status (2) is the worst.
+    let o = anemone(&["check", missing, good]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("model.mil: 0 error(s)"), "{}", stderr(&o));
+
+    let o = anemone(&["check", "--json", good, bad]);
+    assert_eq!(o.status.code(), Some(1));
+    let docs: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(docs.len(), 2);
+    assert_eq!((docs[0]["errors"].as_u64(), docs[1]["errors"].as_u64()), (Some(0), Some(1)));
+}
+
+#[test]
+fn a_missing_weight_file_is_one_warning_however_many_blobfiles_name_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Builder::new();
+    let mut f = b.function("main");
+    let x = f.input("x", TensorType::new(DType::Fp16, [1, 8, 1, 16]));
+    let mut y = x;
+    for name in ["W1", "W2", "W3"] {
+        let w = f.weight(name, TensorType::new(DType::Fp16, [8, 8, 1, 1]), &[0.5; 64]).unwrap();
+        y = f.conv(&y, &w, &ConvOptions::default()).unwrap();
+    }
+    f.output(&y);
+    f.finish();
+    b.build().unwrap().write_model_dir(dir.path()).unwrap();
+    let weights: Vec<PathBuf> =
+        std::fs::read_dir(dir.path().join("weights")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(weights.len(), 1, "the builder writes one weight file: {weights:?}");
+    std::fs::remove_file(&weights[0]).unwrap();
+
+    let o = anemone(&["check", "--json", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let diags = doc["diagnostics"].as_array().unwrap();
+    assert_eq!(diags.len(), 1, "{doc}");
+    assert_eq!(diags[0]["code"], "blob::missing-file");
+    assert_eq!(diags[0]["severity"], "warning");
+    assert!(diags[0]["message"].as_str().unwrap().ends_with("(named by 3 BLOBFILEs)"), "{doc}");
+}

@@ -306,3 +306,182 @@ fn bench_refuses_a_nonsense_duration() {
         assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
     }
 }
+
+fn run_model(m: &Path, input: &Path, out: &Path, extra: &[&str]) -> Output {
+    let spec = format!("x={}", input.display());
+    let mut args =
+        vec!["run", m.to_str().unwrap(), "-i", &spec, "-o", out.to_str().unwrap(), "--device"];
+    args.push("sim");
+    args.extend_from_slice(extra);
+    anemone(&args)
+}
+
+#[test]
+fn run_converts_float64_and_integer_inputs_and_says_what_was_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("model");
+    model(&m);
+    let out = dir.path().join("out");
+    // numpy's default float64: 0.1 rounds in fp32, 1e39 is beyond fp32's range, 1e-50
+    // below its smallest subnormal; the rest are exact.
+    let mut x: Vec<f64> = (0..128).map(|i| i as f64 * 0.25).collect();
+    (x[0], x[1], x[2]) = (0.1, 1e39, 1e-50);
+    let input = dir.path().join("x64.npy");
+    npy(&input, "<f8", &[1, 8, 1, 16], &x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>());
+    let o = run_model(&m, &input, &out, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            "warning: input `x`: 3 of 128 float64 values were rounded to fp32; 1 became inf \
+             (largest |x| 1e39, above the largest finite fp32); 1 became 0 (too small for fp32)"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    let (_, y) = read_npy_f32(&out.join("y.npy"));
+    assert_eq!(y[5], 2.5);
+    assert_eq!(y[2], 0.0);
+
+    // Integers that the input type holds exactly: converted without a word.
+    let input = dir.path().join("xi.npy");
+    let ints: Vec<u8> = (0i64..128).flat_map(|v| v.to_le_bytes()).collect();
+    npy(&input, "<i8", &[1, 8, 1, 16], &ints);
+    let o = run_model(&m, &input, &out, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("rounded"), "{}", stderr(&o));
+    let (_, y) = read_npy_f32(&out.join("y.npy"));
+    assert_eq!(y, (0..128).map(|i| 2.0 * i as f32).collect::<Vec<_>>());
+}
+
+/// `(min, median, mean)` from `evaluate  min A ms, median B ms, mean C ms (...)`.
+fn timing_line(stdout: &str) -> (f64, f64, f64) {
+    let line = stdout.lines().find(|l| l.starts_with("evaluate")).expect("an evaluate line");
+    let ms: Vec<f64> = line
+        .split_whitespace()
+        .zip(line.split_whitespace().skip(1))
+        .filter(|(_, unit)| unit.trim_end_matches(',') == "ms")
+        .map(|(v, _)| v.parse().unwrap())
+        .collect();
+    assert_eq!(ms.len(), 3, "{line}");
+    (ms[0], ms[1], ms[2])
+}
+
+#[test]
+fn run_repeat_reports_min_median_and_mean_and_writes_outputs_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("model");
+    model(&m);
+    let input = dir.path().join("x.npy");
+    let x: Vec<u8> = (0..128).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    npy(&input, "<f4", &[1, 8, 1, 16], &x);
+    let out = dir.path().join("out");
+    let o = run_model(&m, &input, &out, &["--repeat", "5", "--warmup", "2"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("(5 timed, 2 warm-up)"), "{stdout}");
+    let (min, median, mean) = timing_line(&stdout);
+    assert!(min <= median && min <= mean, "{stdout}");
+    assert_eq!(stderr(&o).matches("wrote ").count(), 2, "{}", stderr(&o));
+    let o = run_model(&m, &input, &out, &["--repeat", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+/// The rows of a `--profile` table as (label, type, ms), and the footer's (sum, total).
+fn profile_table(stdout: &str) -> (Vec<(String, String, f64)>, f64, f64) {
+    let mut lines = stdout.lines().skip_while(|l| !l.starts_with("op "));
+    let header = lines.next().expect("a profile table");
+    assert!(header.contains("share") && header.contains("GFLOP/s"), "{header}");
+    let mut rows = Vec::new();
+    for line in lines.by_ref() {
+        if let Some(footer) = line.strip_prefix("sum of ops ") {
+            let words: Vec<&str> = footer.split_whitespace().collect();
+            // `A ms of evaluate total B ms (...)`
+            return (rows, words[0].parse().unwrap(), words[5].parse().unwrap());
+        }
+        // label, type, time, "ms", share, GFLOP/s: the label may hold spaces.
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let n = words.len();
+        assert_eq!(words[n - 3], "ms", "{line}");
+        rows.push((
+            words[..n - 5].join(" "),
+            words[n - 5].to_string(),
+            words[n - 4].parse().unwrap(),
+        ));
+    }
+    panic!("no footer in {stdout}");
+}
+
+#[test]
+fn profile_of_fixture_08_has_rows_that_add_up_to_the_evaluate_time() {
+    let dir_fixtures =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/mil-maderix");
+    let fixture = dir_fixtures.join("08_qwen3_sdpa_fwd_dynamic_rope.mil");
+    if !fixture.exists() {
+        assert!(
+            std::env::var("ANEMONE_REQUIRE_SHARED").as_deref() != Ok("1"),
+            "{} is missing",
+            fixture.display()
+        );
+        eprintln!("skipped: shared fixtures not found");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("x.npy");
+    let n = 1024 * 4352;
+    let x: Vec<u8> = (0..n)
+        .flat_map(|i| half::f16::from_f32(((i % 97) as f32 - 48.0) / 1024.0).to_le_bytes())
+        .collect();
+    npy(&input, "<f2", &[1, 1024, 1, 4352], &x);
+    let out = dir.path().join("out");
+    let o = run_model(
+        &fixture,
+        &input,
+        &out,
+        &["--synthetic-weights", "--profile", "--warmup", "1", "--repeat", "2"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let (rows, sum, total) = profile_table(&stdout);
+    // Every op that computes has a row; the slowest come first.
+    for op in ["qm", "km", "vm", "sm"] {
+        assert!(rows.iter().any(|r| r.0 == op), "no row for {op}:\n{stdout}");
+    }
+    assert!(rows.iter().any(|r| r.0 == "qm" && r.1 == "matmul"), "{stdout}");
+    assert!(rows.windows(2).all(|w| w[0].2 >= w[1].2), "{stdout}");
+    // The footer is the sum of the rows (each printed to 0.001 ms), and that sum is the
+    // measured evaluate time within 10%.
+    let rows_sum: f64 = rows.iter().map(|r| r.2).sum();
+    assert!((rows_sum - sum).abs() <= 0.001 * rows.len() as f64, "{rows_sum} vs {sum}");
+    assert!((sum - total).abs() <= 0.1 * total, "sum {sum} ms vs total {total} ms:\n{stdout}");
+}
+
+#[test]
+fn profile_reports_the_casts_around_fp32_arithmetic_under_their_op() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("fp32.mil");
+    std::fs::write(
+        &m,
+        "program(1.3)\n{\n    func main<ios18>(tensor<fp32, [1, 8, 1, 16]> x) {\n        \
+         tensor<fp32, [1, 8, 1, 16]> y = mul(x = x, y = x)[name = string(\"sq\")];\n        \
+         tensor<fp32, [1, 8, 1, 16]> z = add(x = y, y = x)[name = string(\"plus\")];\n    \
+         } -> (z);\n}\n",
+    )
+    .unwrap();
+    let input = dir.path().join("x.npy");
+    let x: Vec<u8> = (0..128).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    npy(&input, "<f4", &[1, 8, 1, 16], &x);
+    let o = run_model(&m, &input, &dir.path().join("out"), &["--profile"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let (rows, _, _) = profile_table(&stdout);
+    let labels: Vec<(&str, &str)> = rows.iter().map(|r| (r.0.as_str(), r.1.as_str())).collect();
+    for want in [
+        ("sq [cast fp32->fp16]", "mul"),
+        ("sq", "mul"),
+        ("plus", "add"),
+        ("plus [cast fp16->fp32]", "add"),
+    ] {
+        assert!(labels.contains(&want), "no row {want:?}:\n{stdout}");
+    }
+    assert_eq!(rows.len(), 4, "{stdout}");
+}

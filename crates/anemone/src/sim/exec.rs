@@ -20,7 +20,9 @@ use super::kernels::{
 use super::ops as family;
 use super::plan::{self, Kernel, Plan, SimOptions, Storage, ValueId};
 use crate::aligned::AlignedBytes;
-use crate::device::{Backend, BindingOrder, CompileJob, Compiled, DeviceKind, Executable};
+use crate::device::{
+    AddedStep, Backend, BindingOrder, CompileJob, Compiled, DeviceKind, Executable, StepTime,
+};
 use crate::error::{Error, Result};
 use crate::surface::{HeapMemory, Surface};
 
@@ -287,6 +289,56 @@ impl Executable for SimExecutable {
     }
 
     fn evaluate(&mut self, inputs: &[&Surface], outputs: &mut [&mut Surface]) -> Result<()> {
+        self.run(inputs, outputs, None)
+    }
+
+    fn evaluate_profiled(
+        &mut self,
+        inputs: &[&Surface],
+        outputs: &mut [&mut Surface],
+    ) -> Result<Option<Vec<StepTime>>> {
+        let mut seconds = Vec::with_capacity(self.built.plan.steps.len());
+        self.run(inputs, outputs, Some(&mut seconds))?;
+        Ok(Some(step_times(&self.built.plan, &seconds)))
+    }
+
+    /// Replaces the file on this executable's disk, as the ANE backend rewrites it in the
+    /// model's directory. Whether the next load reads it is [`SimReload`]'s business.
+    fn overwrite_weight_file(&mut self, blob_path: &str, bytes: &[u8]) -> Result<()> {
+        if self.disk.get(blob_path).is_none() {
+            let known: Vec<&str> = self.disk.iter().map(|(p, _)| p).collect();
+            let known = if known.is_empty() { "none".into() } else { known.join(", ") };
+            return Err(Error::UnknownName(format!(
+                "`{blob_path}` is not a weight file of this program (it has: {known})"
+            )));
+        }
+        self.disk.insert(blob_path, bytes.to_vec());
+        self.disk_changed = true;
+        Ok(())
+    }
+
+    fn peak_memory_bytes(&self) -> usize {
+        self.built.plan.memory.peak_bytes()
+    }
+
+    fn scratch_bytes(&self) -> usize {
+        self.scratch.bytes()
+    }
+
+    fn intermediate_bytes(&self) -> usize {
+        self.built.plan.intermediate_bytes
+    }
+}
+
+impl SimExecutable {
+    /// Runs every step of the plan. With `times`, each step is timed and its seconds pushed
+    /// in step order; without, no clock is read.
+    fn run(
+        &mut self,
+        inputs: &[&Surface],
+        outputs: &mut [&mut Surface],
+        mut times: Option<&mut Vec<f64>>,
+    ) -> Result<()> {
         if !self.loaded {
             return Err(Error::State("evaluate on an unloaded model: call load() first".into()));
         }
@@ -316,10 +368,14 @@ impl Executable for SimExecutable {
                     _ => Err(Error::State(format!("`{}` has no buffer", plan.values[o].name))),
                 })
                 .collect::<Result<_>>()?;
+            let started = times.is_some().then(std::time::Instant::now);
             let result = {
                 let env = Env { plan, widened, inputs: &input_bytes, buffers: &self.buffers };
                 run_step(&env, step, &mut outs, &mut self.scratch)
             };
+            if let (Some(times), Some(started)) = (times.as_deref_mut(), started) {
+                times.push(started.elapsed().as_secs_f64());
+            }
             for (&o, buf) in step.outputs.iter().zip(outs) {
                 if let Storage::Buffer(b) = plan.values[o].storage {
                     self.buffers[b] = buf;
@@ -338,33 +394,47 @@ impl Executable for SimExecutable {
         }
         Ok(())
     }
+}
 
-    /// Replaces the file on this executable's disk, as the ANE backend rewrites it in the
-    /// model's directory. Whether the next load reads it is [`SimReload`]'s business.
-    fn overwrite_weight_file(&mut self, blob_path: &str, bytes: &[u8]) -> Result<()> {
-        if self.disk.get(blob_path).is_none() {
-            let known: Vec<&str> = self.disk.iter().map(|(p, _)| p).collect();
-            let known = if known.is_empty() { "none".into() } else { known.join(", ") };
-            return Err(Error::UnknownName(format!(
-                "`{blob_path}` is not a weight file of this program (it has: {known})"
-            )));
-        }
-        self.disk.insert(blob_path, bytes.to_vec());
-        self.disk_changed = true;
-        Ok(())
+/// Names the timed steps. A cast the plan added around fp32 arithmetic (it has no op in
+/// the program) is reported under the op it serves: a narrowing of an operand under the op
+/// that reads it (the step after it that is not itself a narrowing), a widening of a
+/// result under the op that produced it.
+fn step_times(plan: &Plan, seconds: &[f64]) -> Vec<StepTime> {
+    // Hidden fp16 copies are labelled `name(fp16)`; MIL names cannot hold parentheses.
+    let hidden = |v: ValueId| plan.values[v].name.ends_with("(fp16)");
+    let added: Vec<Option<AddedStep>> = plan
+        .steps
+        .iter()
+        .map(|step| {
+            if !matches!(step.kernel, Kernel::Cast) {
+                None
+            } else if step.outputs.first().is_some_and(|&o| hidden(o)) {
+                Some(AddedStep::Narrowing)
+            } else if step.inputs.first().is_some_and(|&i| hidden(i)) {
+                Some(AddedStep::Widening)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let mut out: Vec<StepTime> = Vec::with_capacity(seconds.len());
+    for (s, (step, &secs)) in plan.steps.iter().zip(seconds).enumerate() {
+        let (op_name, op_kind) = match added[s] {
+            Some(AddedStep::Narrowing) => (s + 1..plan.steps.len())
+                .find(|&n| added[n] != Some(AddedStep::Narrowing))
+                .map(|n| (plan.steps[n].op_name.clone(), plan.steps[n].kind))
+                .unwrap_or((step.op_name.clone(), step.kind)),
+            Some(AddedStep::Widening) => {
+                let producer =
+                    out.iter().rev().find(|t| t.op_name == step.op_name && t.added.is_none());
+                (step.op_name.clone(), producer.map_or(step.kind, |t| t.op_kind))
+            }
+            None => (step.op_name.clone(), step.kind),
+        };
+        out.push(StepTime { op_name, op_kind, added: added[s], seconds: secs });
     }
-
-    fn peak_memory_bytes(&self) -> usize {
-        self.built.plan.memory.peak_bytes()
-    }
-
-    fn scratch_bytes(&self) -> usize {
-        self.scratch.bytes()
-    }
-
-    fn intermediate_bytes(&self) -> usize {
-        self.built.plan.intermediate_bytes
-    }
+    out
 }
 
 /// The ANE fails evaluate with 0x1d when surfaces differ in allocation size (REFERENCE.md
