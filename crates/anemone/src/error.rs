@@ -53,11 +53,26 @@ pub enum Error {
     Io { context: String, source: std::io::Error },
 }
 
+/// The errors among `diags`, one per line as `error[code]: message` with their notes and
+/// hints (the spans point into text the runtime does not have; `anemone check` or
+/// [`anemone_mil::Diagnostics::with_source`] show them as `file:line:col`).
 fn summarize(diags: &[anemone_mil::Diagnostic]) -> String {
     let errors: Vec<_> = diags.iter().filter(|d| d.is_error()).collect();
-    match errors.as_slice() {
-        [] => "no errors".to_string(),
-        [one] => one.message.clone(),
-        [first, rest @ ..] => format!("{} (and {} more)", first.message, rest.len()),
+    let mut out = match errors.len() {
+        0 => return "no errors".to_string(),
+        1 => String::new(),
+        n => format!("{n} errors"),
+    };
+    for d in errors {
+        out.push_str(if out.is_empty() { "" } else { "\n" });
+        let _ = anemone_mil::diag::write_plain(&mut out, d);
+    }
+    out
+}
+
+impl From<anemone_mil::Diagnostics> for Error {
+    /// Diagnostics become [`Error::Invalid`] (their source text, if any, is not kept).
+    fn from(diags: anemone_mil::Diagnostics) -> Error {
+        Error::Invalid(diags.into_vec())
     }
 }

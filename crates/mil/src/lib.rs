@@ -17,11 +17,13 @@ pub mod package;
 pub mod text;
 pub mod validate;
 
+pub use diag::Diagnostics;
 pub use diag::{Diagnostic, Severity};
 pub use ir::*;
 
 use blob::ReadMode;
 use package::ModelDir;
+use package::Weights;
 
 /// Everything `anemone check` reports about a parsed program: validation errors, Neural
 /// Engine lints, and (given the model directory) BLOBFILE references checked against the
@@ -44,4 +46,25 @@ pub fn check(program: &Program, model_dir: Option<&ModelDir>, mode: ReadMode) ->
     out.extend(lint::lint(program));
     out.sort_by_key(|d| std::cmp::Reverse(d.severity));
     out
+}
+
+/// Reads a model directory (a directory holding `model.mil`, or a `.mil` file whose
+/// directory holds its weights): parses the program and loads every weight file it refers
+/// to. Errors display as `file:line:col` with the source line, and say what to do.
+///
+/// ```no_run
+/// let (program, weights) = anemone_mil::read_model_dir("my_model")?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn read_model_dir(
+    path: impl AsRef<std::path::Path>,
+) -> Result<(Program, Weights), Diagnostics> {
+    let dir = ModelDir::open(path).map_err(|e| Diagnostics::from(e.to_diagnostic(Span::NONE)))?;
+    let file_name = dir.mil_path().display().to_string();
+    let text = dir.read_mil().map_err(|e| Diagnostics::from(e.to_diagnostic(Span::NONE)))?;
+    let program = text::parse_source(&file_name, &text)?;
+    let weights = dir
+        .load_weights(&program)
+        .map_err(|diags| Diagnostics::new(diags).with_source(file_name, text))?;
+    Ok((program, weights))
 }

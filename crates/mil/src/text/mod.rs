@@ -22,7 +22,9 @@ mod printer;
 #[cfg(test)]
 mod tests;
 
-use crate::diag::Diagnostic;
+use std::path::Path;
+
+use crate::diag::{Diagnostic, Diagnostics};
 use crate::ir::{Literal, Program};
 
 /// Parses MIL text into a program.
@@ -31,6 +33,26 @@ use crate::ir::{Literal, Program};
 /// as `parse::unexpected-token`, a span on the offending text, a label and a hint.
 pub fn parse(src: &str) -> Result<Program, Diagnostic> {
     parser::parse_program(src)
+}
+
+/// Parses MIL text read from `file_name`: like [`parse`], but the error keeps the text, so
+/// that it displays as `file:line:col: error[code]: message` with the source line underlined.
+pub fn parse_source(file_name: &str, src: &str) -> Result<Program, Diagnostics> {
+    parse(src).map_err(|d| Diagnostics::from(d).with_source(file_name, src))
+}
+
+/// Reads and parses a MIL file; errors display as `file:line:col` with the source line.
+///
+/// ```no_run
+/// let program = anemone_mil::text::parse_file("model.mil")?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn parse_file(path: impl AsRef<Path>) -> Result<Program, Diagnostics> {
+    let path = path.as_ref();
+    let src = std::fs::read_to_string(path).map_err(|e| {
+        Diagnostic::error("package::io", format!("cannot read {}: {e}", path.display()))
+    })?;
+    parse_source(&path.display().to_string(), &src)
 }
 
 /// Prints a program as MIL text in the form the ANE compiler takes.
