@@ -10,6 +10,7 @@ mod check;
 mod fmt;
 mod import;
 mod npy;
+mod ops;
 mod probe;
 mod run;
 mod source;
@@ -34,6 +35,11 @@ enum Command {
     Check(check::CheckArgs),
     /// Print a MIL program in canonical form (the form the ANE compiler takes).
     Fmt(fmt::FmtArgs),
+    /// The op reference: every op on one line each, or one op's inputs, types, defaults,
+    /// attributes, result shape, ANE notes and lints.
+    ///
+    /// With --markdown, the whole reference as Markdown (docs/ops.md).
+    Ops(ops::OpsArgs),
     /// Compile a program on a device, evaluate it on .npy inputs, write .npy outputs.
     ///
     /// Takes MIL (a .mil file or model directory) or a Core ML model (.mlpackage or
@@ -82,6 +88,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check(args) => check::run(&args),
         Command::Fmt(args) => fmt::run(&args),
+        Command::Ops(args) => ops::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Import(args) => import::run(&args),
         Command::Bench(args) => bench::run(&args),

@@ -299,19 +299,25 @@ fn unknown_op(op: &Operation) -> Diagnostic {
     let mut d = Diagnostic::error("validate::unknown-op", format!("unknown op `{name}`"))
         .at(op.op.span)
         .with_label("not an op anemone knows");
-    let nearest = OpKind::ALL
-        .iter()
-        .map(|k| (edit_distance(name, k.name()), k.name()))
-        .min()
-        .filter(|(dist, _)| *dist <= 3);
-    d = match nearest {
-        Some((_, candidate)) => d.with_help(format!("did you mean `{candidate}`?")),
+    d = match nearest_op(name) {
+        Some(candidate) => d.with_help(format!("did you mean `{candidate}`?")),
         None => d.with_help(format!(
             "supported ops: {}",
             OpKind::ALL.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
         )),
     };
     d
+}
+
+/// The op whose name is nearest to `name` (at most 3 edits away), for "did you mean" hints.
+pub fn nearest_op(name: &str) -> Option<OpKind> {
+    // Ties go to the alphabetically first name, so the hint does not depend on enum order.
+    OpKind::ALL
+        .into_iter()
+        .map(|k| (edit_distance(name, k.name()), k.name(), k))
+        .min()
+        .filter(|(dist, _, _)| *dist <= 3)
+        .map(|(_, _, k)| k)
 }
 
 /// Turns a registry error into a diagnostic that points at the input or attribute at fault.

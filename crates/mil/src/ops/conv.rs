@@ -13,12 +13,24 @@ pub(super) static CONV: Signature = Signature {
         InputSpec::required("x", DTypes::Float).ranks(Ranks::between(3, 5)),
         // Not necessarily constant: dynamic weights come in as inputs (REFERENCE.md §2).
         InputSpec::required("weight", DTypes::Float).ranks(Ranks::between(3, 5)),
-        InputSpec::optional("bias", DTypes::Float).constant().ranks(Ranks::VECTOR),
-        InputSpec::optional("strides", DTypes::Int).constant().ranks(Ranks::VECTOR),
-        InputSpec::optional("pad_type", DTypes::String).constant().ranks(Ranks::SCALAR),
-        InputSpec::optional("pad", DTypes::Int).constant().ranks(Ranks::VECTOR),
-        InputSpec::optional("dilations", DTypes::Int).constant().ranks(Ranks::VECTOR),
-        InputSpec::optional("groups", DTypes::Int).constant().ranks(Ranks::SCALAR),
+        InputSpec::optional("bias", DTypes::Float).constant().ranks(Ranks::VECTOR).default("zeros"),
+        InputSpec::optional("strides", DTypes::Int)
+            .constant()
+            .ranks(Ranks::VECTOR)
+            .default("1 in every spatial dim"),
+        InputSpec::optional("pad_type", DTypes::String)
+            .constant()
+            .ranks(Ranks::SCALAR)
+            .default("\"valid\""),
+        InputSpec::optional("pad", DTypes::Int)
+            .constant()
+            .ranks(Ranks::VECTOR)
+            .default("zeros (read only with pad_type custom)"),
+        InputSpec::optional("dilations", DTypes::Int)
+            .constant()
+            .ranks(Ranks::VECTOR)
+            .default("1 in every spatial dim"),
+        InputSpec::optional("groups", DTypes::Int).constant().ranks(Ranks::SCALAR).default("1"),
     ],
     attributes: NAME_ONLY,
 };

@@ -32,7 +32,10 @@ pub(super) static UNARY_EPSILON: Signature = Signature {
 pub(super) static GELU: Signature = Signature {
     inputs: &[
         InputSpec::required("x", DTypes::Float),
-        InputSpec::optional("mode", DTypes::String).constant().ranks(Ranks::SCALAR),
+        InputSpec::optional("mode", DTypes::String)
+            .constant()
+            .ranks(Ranks::SCALAR)
+            .default("\"EXACT\""),
     ],
     attributes: NAME_ONLY,
 };

@@ -33,9 +33,12 @@ static GATHER: Signature = Signature {
     inputs: &[
         InputSpec::required("x", DATA).ranks(Ranks::at_least(1)),
         InputSpec::required("indices", INDEX),
-        InputSpec::optional("axis", DTypes::Int).constant().ranks(Ranks::SCALAR),
-        InputSpec::optional("batch_dims", DTypes::Int).constant().ranks(Ranks::SCALAR),
-        InputSpec::optional("validate_indices", DTypes::Bool).constant().ranks(Ranks::SCALAR),
+        InputSpec::optional("axis", DTypes::Int).constant().ranks(Ranks::SCALAR).default("0"),
+        InputSpec::optional("batch_dims", DTypes::Int).constant().ranks(Ranks::SCALAR).default("0"),
+        InputSpec::optional("validate_indices", DTypes::Bool)
+            .constant()
+            .ranks(Ranks::SCALAR)
+            .default("false"),
     ],
     attributes: NAME_ONLY,
 };
@@ -44,8 +47,11 @@ static GATHER_ALONG_AXIS: Signature = Signature {
     inputs: &[
         InputSpec::required("x", DATA).ranks(Ranks::at_least(1)),
         InputSpec::required("indices", INDEX).ranks(Ranks::at_least(1)),
-        InputSpec::optional("axis", DTypes::Int).constant().ranks(Ranks::SCALAR),
-        InputSpec::optional("validate_indices", DTypes::Bool).constant().ranks(Ranks::SCALAR),
+        InputSpec::optional("axis", DTypes::Int).constant().ranks(Ranks::SCALAR).default("0"),
+        InputSpec::optional("validate_indices", DTypes::Bool)
+            .constant()
+            .ranks(Ranks::SCALAR)
+            .default("false"),
     ],
     attributes: NAME_ONLY,
 };
@@ -61,7 +67,10 @@ static EXPAND_DIMS: Signature = Signature {
 static SQUEEZE: Signature = Signature {
     inputs: &[
         InputSpec::required("x", DATA).ranks(Ranks::at_least(1)),
-        InputSpec::optional("axes", DTypes::Int).constant().ranks(Ranks::VECTOR),
+        InputSpec::optional("axes", DTypes::Int)
+            .constant()
+            .ranks(Ranks::VECTOR)
+            .default("every axis of size 1"),
     ],
     attributes: NAME_ONLY,
 };
@@ -88,8 +97,11 @@ static PAD: Signature = Signature {
         // coremltools lets `pad` be computed at run time; shapes here are static, so it is a
         // compile-time constant.
         InputSpec::required("pad", DTypes::Int).constant().ranks(Ranks::VECTOR),
-        InputSpec::optional("mode", DTypes::String).constant().ranks(Ranks::SCALAR),
-        InputSpec::optional("constant_val", DATA).constant().ranks(Ranks::SCALAR),
+        InputSpec::optional("mode", DTypes::String)
+            .constant()
+            .ranks(Ranks::SCALAR)
+            .default("\"constant\""),
+        InputSpec::optional("constant_val", DATA).constant().ranks(Ranks::SCALAR).default("0"),
     ],
     attributes: NAME_ONLY,
 };
@@ -97,8 +109,14 @@ static PAD: Signature = Signature {
 static BAND_PART: Signature = Signature {
     inputs: &[
         InputSpec::required("x", DATA).ranks(Ranks::at_least(2)),
-        InputSpec::optional("lower", DTypes::Int).constant().ranks(Ranks::SCALAR),
-        InputSpec::optional("upper", DTypes::Int).constant().ranks(Ranks::SCALAR),
+        InputSpec::optional("lower", DTypes::Int)
+            .constant()
+            .ranks(Ranks::SCALAR)
+            .default("-1 (keep every sub-diagonal)"),
+        InputSpec::optional("upper", DTypes::Int)
+            .constant()
+            .ranks(Ranks::SCALAR)
+            .default("-1 (keep every super-diagonal)"),
     ],
     attributes: NAME_ONLY,
 };
@@ -109,8 +127,14 @@ pub(super) const SCALE_FACTOR: DTypes = DTypes::OneOf(&[DType::Fp32, DType::Int3
 static UPSAMPLE_NEAREST_NEIGHBOR: Signature = Signature {
     inputs: &[
         InputSpec::required("x", DTypes::Float).ranks(Ranks::at_least(3)),
-        InputSpec::optional("scale_factor_height", SCALE_FACTOR).constant().ranks(Ranks::SCALAR),
-        InputSpec::optional("scale_factor_width", SCALE_FACTOR).constant().ranks(Ranks::SCALAR),
+        InputSpec::optional("scale_factor_height", SCALE_FACTOR)
+            .constant()
+            .ranks(Ranks::SCALAR)
+            .default("1"),
+        InputSpec::optional("scale_factor_width", SCALE_FACTOR)
+            .constant()
+            .ranks(Ranks::SCALAR)
+            .default("1"),
     ],
     attributes: NAME_ONLY,
 };

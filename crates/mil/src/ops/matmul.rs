@@ -11,8 +11,14 @@ pub(super) static MATMUL: Signature = Signature {
     inputs: &[
         InputSpec::required("x", DTypes::Numeric).ranks(Ranks::at_least(1)),
         InputSpec::required("y", DTypes::Numeric).ranks(Ranks::at_least(1)),
-        InputSpec::optional("transpose_x", DTypes::Bool).constant().ranks(Ranks::SCALAR),
-        InputSpec::optional("transpose_y", DTypes::Bool).constant().ranks(Ranks::SCALAR),
+        InputSpec::optional("transpose_x", DTypes::Bool)
+            .constant()
+            .ranks(Ranks::SCALAR)
+            .default("false"),
+        InputSpec::optional("transpose_y", DTypes::Bool)
+            .constant()
+            .ranks(Ranks::SCALAR)
+            .default("false"),
     ],
     attributes: NAME_ONLY,
 };

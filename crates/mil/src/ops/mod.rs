@@ -20,6 +20,7 @@ mod compiler;
 mod const_cast;
 mod conv;
 mod cost;
+pub mod docs;
 mod elementwise;
 mod helpers;
 mod index;

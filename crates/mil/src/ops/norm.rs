@@ -25,7 +25,7 @@ static LINEAR: Signature = Signature {
     inputs: &[
         InputSpec::required("x", LINEAR_TYPES).ranks(Ranks::between(1, 3)),
         InputSpec::required("weight", LINEAR_TYPES).constant().ranks(Ranks::between(2, 2)),
-        InputSpec::optional("bias", LINEAR_TYPES).constant().ranks(Ranks::VECTOR),
+        InputSpec::optional("bias", LINEAR_TYPES).constant().ranks(Ranks::VECTOR).default("zeros"),
     ],
     attributes: NAME_ONLY,
 };
@@ -33,10 +33,16 @@ static LINEAR: Signature = Signature {
 static LAYER_NORM: Signature = Signature {
     inputs: &[
         InputSpec::required("x", DTypes::Float),
-        InputSpec::optional("axes", DTypes::Int).constant().ranks(Ranks::VECTOR),
-        InputSpec::optional("gamma", DTypes::Float).constant(),
-        InputSpec::optional("beta", DTypes::Float).constant(),
-        InputSpec::optional("epsilon", DTypes::Float).constant().ranks(Ranks::SCALAR),
+        InputSpec::optional("axes", DTypes::Int)
+            .constant()
+            .ranks(Ranks::VECTOR)
+            .default("all axes"),
+        InputSpec::optional("gamma", DTypes::Float).constant().default("ones"),
+        InputSpec::optional("beta", DTypes::Float).constant().default("zeros"),
+        InputSpec::optional("epsilon", DTypes::Float)
+            .constant()
+            .ranks(Ranks::SCALAR)
+            .default("1e-5"),
     ],
     attributes: NAME_ONLY,
 };
@@ -46,9 +52,12 @@ static BATCH_NORM: Signature = Signature {
         InputSpec::required("x", DTypes::Float).ranks(Ranks::between(3, 5)),
         InputSpec::required("mean", DTypes::Float).constant().ranks(Ranks::VECTOR),
         InputSpec::required("variance", DTypes::Float).constant().ranks(Ranks::VECTOR),
-        InputSpec::optional("gamma", DTypes::Float).constant().ranks(Ranks::VECTOR),
-        InputSpec::optional("beta", DTypes::Float).constant().ranks(Ranks::VECTOR),
-        InputSpec::optional("epsilon", DTypes::Float).constant().ranks(Ranks::SCALAR),
+        InputSpec::optional("gamma", DTypes::Float).constant().ranks(Ranks::VECTOR).default("ones"),
+        InputSpec::optional("beta", DTypes::Float).constant().ranks(Ranks::VECTOR).default("zeros"),
+        InputSpec::optional("epsilon", DTypes::Float)
+            .constant()
+            .ranks(Ranks::SCALAR)
+            .default("1e-5"),
     ],
     attributes: NAME_ONLY,
 };
@@ -56,9 +65,12 @@ static BATCH_NORM: Signature = Signature {
 static INSTANCE_NORM: Signature = Signature {
     inputs: &[
         InputSpec::required("x", DTypes::Float).ranks(Ranks::between(3, 4)),
-        InputSpec::optional("gamma", DTypes::Float).constant().ranks(Ranks::VECTOR),
-        InputSpec::optional("beta", DTypes::Float).constant().ranks(Ranks::VECTOR),
-        InputSpec::optional("epsilon", DTypes::Float).constant().ranks(Ranks::SCALAR),
+        InputSpec::optional("gamma", DTypes::Float).constant().ranks(Ranks::VECTOR).default("ones"),
+        InputSpec::optional("beta", DTypes::Float).constant().ranks(Ranks::VECTOR).default("zeros"),
+        InputSpec::optional("epsilon", DTypes::Float)
+            .constant()
+            .ranks(Ranks::SCALAR)
+            .default("1e-5"),
     ],
     attributes: NAME_ONLY,
 };
@@ -67,10 +79,19 @@ static MAX_POOL: Signature = Signature {
     inputs: &[
         InputSpec::required("x", DTypes::Float).ranks(Ranks::between(3, 5)),
         InputSpec::required("kernel_sizes", DTypes::Int).constant().ranks(Ranks::VECTOR),
-        InputSpec::optional("strides", DTypes::Int).constant().ranks(Ranks::VECTOR),
+        InputSpec::optional("strides", DTypes::Int)
+            .constant()
+            .ranks(Ranks::VECTOR)
+            .default("1 in every spatial dim"),
         InputSpec::required("pad_type", DTypes::String).constant().ranks(Ranks::SCALAR),
-        InputSpec::optional("pad", DTypes::Int).constant().ranks(Ranks::VECTOR),
-        InputSpec::optional("ceil_mode", DTypes::Bool).constant().ranks(Ranks::SCALAR),
+        InputSpec::optional("pad", DTypes::Int)
+            .constant()
+            .ranks(Ranks::VECTOR)
+            .default("zeros (read only with pad_type custom)"),
+        InputSpec::optional("ceil_mode", DTypes::Bool)
+            .constant()
+            .ranks(Ranks::SCALAR)
+            .default("false"),
     ],
     attributes: NAME_ONLY,
 };
@@ -79,13 +100,23 @@ static AVG_POOL: Signature = Signature {
     inputs: &[
         InputSpec::required("x", DTypes::Float).ranks(Ranks::between(3, 5)),
         InputSpec::required("kernel_sizes", DTypes::Int).constant().ranks(Ranks::VECTOR),
-        InputSpec::optional("strides", DTypes::Int).constant().ranks(Ranks::VECTOR),
+        InputSpec::optional("strides", DTypes::Int)
+            .constant()
+            .ranks(Ranks::VECTOR)
+            .default("1 in every spatial dim"),
         InputSpec::required("pad_type", DTypes::String).constant().ranks(Ranks::SCALAR),
-        InputSpec::optional("pad", DTypes::Int).constant().ranks(Ranks::VECTOR),
-        InputSpec::optional("ceil_mode", DTypes::Bool).constant().ranks(Ranks::SCALAR),
+        InputSpec::optional("pad", DTypes::Int)
+            .constant()
+            .ranks(Ranks::VECTOR)
+            .default("zeros (read only with pad_type custom)"),
+        InputSpec::optional("ceil_mode", DTypes::Bool)
+            .constant()
+            .ranks(Ranks::SCALAR)
+            .default("false"),
         InputSpec::optional("exclude_padding_from_average", DTypes::Bool)
             .constant()
-            .ranks(Ranks::SCALAR),
+            .ranks(Ranks::SCALAR)
+            .default("false"),
     ],
     attributes: NAME_ONLY,
 };
@@ -101,11 +132,23 @@ static PRELU: Signature = Signature {
 static UPSAMPLE_BILINEAR: Signature = Signature {
     inputs: &[
         InputSpec::required("x", DTypes::Float).ranks(Ranks::at_least(3)),
-        InputSpec::optional("scale_factor_height", SCALE_FACTOR).constant().ranks(Ranks::SCALAR),
-        InputSpec::optional("scale_factor_width", SCALE_FACTOR).constant().ranks(Ranks::SCALAR),
-        InputSpec::optional("align_corners", DTypes::Bool).constant().ranks(Ranks::SCALAR),
+        InputSpec::optional("scale_factor_height", SCALE_FACTOR)
+            .constant()
+            .ranks(Ranks::SCALAR)
+            .default("1"),
+        InputSpec::optional("scale_factor_width", SCALE_FACTOR)
+            .constant()
+            .ranks(Ranks::SCALAR)
+            .default("1"),
+        InputSpec::optional("align_corners", DTypes::Bool)
+            .constant()
+            .ranks(Ranks::SCALAR)
+            .default("true"),
         // iOS16.
-        InputSpec::optional("half_pixel_centers", DTypes::Bool).constant().ranks(Ranks::SCALAR),
+        InputSpec::optional("half_pixel_centers", DTypes::Bool)
+            .constant()
+            .ranks(Ranks::SCALAR)
+            .default("the opposite of align_corners"),
     ],
     attributes: NAME_ONLY,
 };

@@ -17,9 +17,15 @@ const INT8S: DTypes = DTypes::OneOf(&[DType::Int8, DType::UInt8]);
 pub(super) static QUANTIZE: Signature = Signature {
     inputs: &[
         InputSpec::required("input", DTypes::Float).ranks(Ranks::at_least(1)),
-        InputSpec::optional("zero_point", INT8S).constant().ranks(Ranks::SCALAR_OR_VECTOR),
+        InputSpec::optional("zero_point", INT8S)
+            .constant()
+            .ranks(Ranks::SCALAR_OR_VECTOR)
+            .default("0"),
         InputSpec::required("scale", DTypes::Float).constant().ranks(Ranks::SCALAR_OR_VECTOR),
-        InputSpec::optional("axis", DTypes::Int).constant().ranks(Ranks::SCALAR),
+        InputSpec::optional("axis", DTypes::Int)
+            .constant()
+            .ranks(Ranks::SCALAR)
+            .default("none: one scale for the whole tensor"),
         InputSpec::required("output_dtype", DTypes::String).constant().ranks(Ranks::SCALAR),
     ],
     attributes: NAME_ONLY,
@@ -28,9 +34,15 @@ pub(super) static QUANTIZE: Signature = Signature {
 pub(super) static DEQUANTIZE: Signature = Signature {
     inputs: &[
         InputSpec::required("input", INT8S).ranks(Ranks::at_least(1)),
-        InputSpec::optional("zero_point", INT8S).constant().ranks(Ranks::SCALAR_OR_VECTOR),
+        InputSpec::optional("zero_point", INT8S)
+            .constant()
+            .ranks(Ranks::SCALAR_OR_VECTOR)
+            .default("0"),
         InputSpec::required("scale", DTypes::Float).constant().ranks(Ranks::SCALAR_OR_VECTOR),
-        InputSpec::optional("axis", DTypes::Int).constant().ranks(Ranks::SCALAR),
+        InputSpec::optional("axis", DTypes::Int)
+            .constant()
+            .ranks(Ranks::SCALAR)
+            .default("none: one scale for the whole tensor"),
     ],
     attributes: NAME_ONLY,
 };

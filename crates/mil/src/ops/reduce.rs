@@ -10,8 +10,14 @@ use super::{OpContext, OpError};
 pub(super) static REDUCE: Signature = Signature {
     inputs: &[
         InputSpec::required("x", DTypes::Numeric).ranks(Ranks::at_least(1)),
-        InputSpec::optional("axes", DTypes::Int).constant().ranks(Ranks::VECTOR),
-        InputSpec::optional("keep_dims", DTypes::Bool).constant().ranks(Ranks::SCALAR),
+        InputSpec::optional("axes", DTypes::Int)
+            .constant()
+            .ranks(Ranks::VECTOR)
+            .default("all axes"),
+        InputSpec::optional("keep_dims", DTypes::Bool)
+            .constant()
+            .ranks(Ranks::SCALAR)
+            .default("false"),
     ],
     attributes: NAME_ONLY,
 };

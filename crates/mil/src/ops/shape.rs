@@ -42,10 +42,22 @@ pub(super) static SLICE_BY_INDEX: Signature = Signature {
         InputSpec::required("x", DATA).ranks(Ranks::at_least(1)),
         InputSpec::required("begin", DTypes::Int).constant().ranks(Ranks::VECTOR),
         InputSpec::required("end", DTypes::Int).constant().ranks(Ranks::VECTOR),
-        InputSpec::optional("stride", DTypes::Int).constant().ranks(Ranks::VECTOR),
-        InputSpec::optional("begin_mask", DTypes::Bool).constant().ranks(Ranks::VECTOR),
-        InputSpec::optional("end_mask", DTypes::Bool).constant().ranks(Ranks::VECTOR),
-        InputSpec::optional("squeeze_mask", DTypes::Bool).constant().ranks(Ranks::VECTOR),
+        InputSpec::optional("stride", DTypes::Int)
+            .constant()
+            .ranks(Ranks::VECTOR)
+            .default("1 on every axis"),
+        InputSpec::optional("begin_mask", DTypes::Bool)
+            .constant()
+            .ranks(Ranks::VECTOR)
+            .default("false on every axis"),
+        InputSpec::optional("end_mask", DTypes::Bool)
+            .constant()
+            .ranks(Ranks::VECTOR)
+            .default("false on every axis"),
+        InputSpec::optional("squeeze_mask", DTypes::Bool)
+            .constant()
+            .ranks(Ranks::VECTOR)
+            .default("false on every axis"),
     ],
     attributes: NAME_ONLY,
 };
@@ -54,7 +66,10 @@ pub(super) static CONCAT: Signature = Signature {
     inputs: &[
         InputSpec::required("values", DATA).tuple().ranks(Ranks::at_least(1)),
         InputSpec::required("axis", DTypes::Int).constant().ranks(Ranks::SCALAR),
-        InputSpec::optional("interleave", DTypes::Bool).constant().ranks(Ranks::SCALAR),
+        InputSpec::optional("interleave", DTypes::Bool)
+            .constant()
+            .ranks(Ranks::SCALAR)
+            .default("false"),
     ],
     attributes: NAME_ONLY,
 };
@@ -62,8 +77,14 @@ pub(super) static CONCAT: Signature = Signature {
 pub(super) static SPLIT: Signature = Signature {
     inputs: &[
         InputSpec::required("x", DATA).ranks(Ranks::at_least(1)),
-        InputSpec::optional("num_splits", DTypes::Int).constant().ranks(Ranks::SCALAR),
-        InputSpec::optional("split_sizes", DTypes::Int).constant().ranks(Ranks::VECTOR),
+        InputSpec::optional("num_splits", DTypes::Int)
+            .constant()
+            .ranks(Ranks::SCALAR)
+            .default("the length of split_sizes"),
+        InputSpec::optional("split_sizes", DTypes::Int)
+            .constant()
+            .ranks(Ranks::VECTOR)
+            .default("num_splits equal parts"),
         InputSpec::required("axis", DTypes::Int).constant().ranks(Ranks::SCALAR),
     ],
     attributes: NAME_ONLY,

@@ -121,6 +121,9 @@ pub struct InputSpec {
     /// May be written as an attribute instead: opset iOS16 and earlier print constexpr ops'
     /// parameters as attributes (REFERENCE.md §4, fixture 09).
     pub or_attribute: bool,
+    /// What an absent optional input stands for, in words ("1", "all axes", "zeros"), as the
+    /// op's `*Params::resolve` applies it; None when absence means "not used".
+    pub default: Option<&'static str>,
 }
 
 impl InputSpec {
@@ -133,6 +136,7 @@ impl InputSpec {
             dtypes,
             ranks: Ranks::ANY,
             or_attribute: false,
+            default: None,
         }
     }
 
@@ -154,6 +158,12 @@ impl InputSpec {
 
     pub const fn or_attribute(self) -> InputSpec {
         InputSpec { or_attribute: true, ..self }
+    }
+
+    /// Records the value an absent optional input takes (documentation: the op's resolve
+    /// code applies it).
+    pub const fn default(self, text: &'static str) -> InputSpec {
+        InputSpec { default: Some(text), ..self }
     }
 }
 

@@ -10,7 +10,10 @@ use super::{OpContext, OpError};
 pub(super) static SOFTMAX: Signature = Signature {
     inputs: &[
         InputSpec::required("x", DTypes::Float).ranks(Ranks::at_least(1)),
-        InputSpec::optional("axis", DTypes::Int).constant().ranks(Ranks::SCALAR),
+        InputSpec::optional("axis", DTypes::Int)
+            .constant()
+            .ranks(Ranks::SCALAR)
+            .default("-1 (the last axis)"),
     ],
     attributes: NAME_ONLY,
 };
