@@ -108,18 +108,6 @@ impl Array {
         self.data.len() == 0
     }
 
-    /// The numpy name of the element type, e.g. `float32`.
-    pub fn dtype_name(&self) -> &'static str {
-        match self.data {
-            Data::F16(_) => "float16",
-            Data::F32(_) => "float32",
-            Data::F64(_) => "float64",
-            Data::Int(_) => "int64",
-            Data::UInt(_) => "uint64",
-            Data::Bool(_) => "bool",
-        }
-    }
-
     /// Decodes `raw`, the little-endian bytes of a tensor of `dtype` shaped `shape` (what a
     /// surface holds), into an array: fp16 and fp32 stay as they are, bf16 and fp64 become
     /// fp32 and fp64, integers widen, bool stays bool.
@@ -427,6 +415,132 @@ pub fn encode(array: &Array) -> Result<Vec<u8>, NpyError> {
     }
 }
 
+/// What converting an array to a float type changed: values rounded, finite values beyond
+/// the type's range (they become infinite), nonzero values below its smallest subnormal (they
+/// become zero), and NaNs (which stay NaN).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FloatConversion {
+    /// Every element converted.
+    pub values: usize,
+    /// Elements whose converted value differs from the original (NaNs not counted).
+    pub rounded: usize,
+    /// Finite elements that became infinite, the first of them, and the largest magnitude.
+    pub overflowed: usize,
+    pub first_overflow: Option<usize>,
+    pub largest_overflow: f64,
+    /// Nonzero elements that became zero.
+    pub underflowed: usize,
+    /// NaN elements.
+    pub nan: usize,
+}
+
+impl FloatConversion {
+    /// Whether every value came through unchanged.
+    pub fn is_exact(&self) -> bool {
+        self.rounded == 0 && self.nan == 0
+    }
+
+    /// Whether a value became infinite or zero, or was NaN: worth a warning, not only a note.
+    pub fn is_harmful(&self) -> bool {
+        self.overflowed > 0 || self.underflowed > 0 || self.nan > 0
+    }
+
+    /// `12 of 4096 float64 values were rounded to fp16; 3 became inf (largest |x| 1e6)`.
+    pub fn describe(&self, source: &str, dtype: DType) -> String {
+        let mut out = format!(
+            "{} of {} {source} value{} {} rounded to {dtype}",
+            self.rounded,
+            self.values,
+            if self.values == 1 { "" } else { "s" },
+            if self.rounded == 1 { "was" } else { "were" }
+        );
+        if self.overflowed > 0 {
+            out.push_str(&format!(
+                "; {} became inf (largest |x| {:e}, above the largest finite {dtype})",
+                self.overflowed, self.largest_overflow
+            ));
+        }
+        if self.underflowed > 0 {
+            out.push_str(&format!("; {} became 0 (too small for {dtype})", self.underflowed));
+        }
+        if self.nan > 0 {
+            out.push_str(&format!(
+                "; {} {} NaN",
+                self.nan,
+                if self.nan == 1 { "is" } else { "are" }
+            ));
+        }
+        out
+    }
+}
+
+impl Data {
+    /// The numpy element kind, for messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Data::F16(_) => "float16",
+            Data::F32(_) => "float32",
+            Data::F64(_) => "float64",
+            Data::Int(_) => "signed integer",
+            Data::UInt(_) => "unsigned integer",
+            Data::Bool(_) => "bool",
+        }
+    }
+}
+
+/// The elements as little-endian bytes of the float type `dtype` (fp16, bf16 or fp32),
+/// correctly rounded to nearest even, with finite values beyond the range becoming infinite
+/// (as IEEE conversion does); the returned [`FloatConversion`] counts what changed, so that
+/// a caller can refuse it (`weights pack`) or warn about it (`run`).
+pub fn floats_as(data: &Data, dtype: DType) -> Result<(Vec<u8>, FloatConversion), NpyError> {
+    use DType as D;
+    use anemone_mil::blob::{f64_to_bf16, f64_to_f16};
+    if !matches!(dtype, D::Fp16 | D::Bf16 | D::Fp32) {
+        return Err(NpyError::new(format!(
+            "{dtype} is not a float type that .npy values can fill"
+        )));
+    }
+    let n = data.len();
+    let mut bytes = Vec::with_capacity(n * (dtype.bits() as usize / 8));
+    let mut report = FloatConversion { values: n, ..FloatConversion::default() };
+    for i in 0..n {
+        let x = data.get_f64(i).unwrap_or(f64::NAN);
+        let y = match dtype {
+            D::Fp16 => {
+                let h = f64_to_f16(x);
+                bytes.extend_from_slice(&h.to_le_bytes());
+                h.to_f64()
+            }
+            D::Bf16 => {
+                let h = f64_to_bf16(x);
+                bytes.extend_from_slice(&h.to_le_bytes());
+                h.to_f64()
+            }
+            _ => {
+                // `as` rounds to nearest even and overflows to infinity.
+                let f = x as f32;
+                bytes.extend_from_slice(&f.to_le_bytes());
+                f as f64
+            }
+        };
+        if x.is_nan() {
+            report.nan += 1;
+            continue;
+        }
+        if y != x {
+            report.rounded += 1;
+        }
+        if x.is_finite() && y.is_infinite() {
+            report.overflowed += 1;
+            report.first_overflow.get_or_insert(i);
+            report.largest_overflow = report.largest_overflow.max(x.abs());
+        } else if x != 0.0 && y == 0.0 {
+            report.underflowed += 1;
+        }
+    }
+    Ok((bytes, report))
+}
+
 /// A C-order .npy file of fp16 values (`<f2`).
 pub fn encode_f16(shape: &[u64], values: &[f16]) -> Result<Vec<u8>, NpyError> {
     encode_values(shape, values)
@@ -588,5 +702,32 @@ mod tests {
     fn index_names_count_in_c_order() {
         assert_eq!(index_name(&[2, 3], 4), "element [1, 1]");
         assert_eq!(index_name(&[], 0), "the value");
+    }
+
+    #[test]
+    fn float_conversion_counts_rounding_overflow_underflow_and_nan() {
+        use DType;
+        // 1.0 is exact; 1.0 + 2^-12 rounds (to 1.0); 1e6 and -7e4 overflow; 1e-9 is below
+        // fp16's smallest subnormal (2^-24); NaN stays NaN.
+        let data = Data::F64(vec![1.0, 1.0 + 2f64.powi(-12), 1e6, -7e4, 1e-9, f64::NAN]);
+        let (bytes, c) = floats_as(&data, DType::Fp16).unwrap();
+        let halves: Vec<f16> =
+            bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]])).collect();
+        assert_eq!(halves[..2], [f16::ONE, f16::ONE]);
+        assert!(halves[2].is_infinite() && halves[3].is_infinite() && halves[5].is_nan());
+        assert_eq!(halves[4], f16::ZERO);
+        assert_eq!((c.values, c.rounded, c.overflowed, c.underflowed, c.nan), (6, 4, 2, 1, 1));
+        assert_eq!((c.first_overflow, c.largest_overflow), (Some(2), 1e6));
+        assert!(c.is_harmful());
+        assert_eq!(
+            c.describe("float64", DType::Fp16),
+            "4 of 6 float64 values were rounded to fp16; 2 became inf (largest |x| 1e6, above \
+             the largest finite fp16); 1 became 0 (too small for fp16); 1 is NaN"
+        );
+        // Integers that fp32 holds exactly come through unchanged.
+        let (bytes, c) = floats_as(&Data::Int(vec![-3, 16_777_216]), DType::Fp32).unwrap();
+        assert!(c.is_exact());
+        assert_eq!(bytes[4..], 16_777_216f32.to_le_bytes());
+        assert!(floats_as(&data, DType::Int8).is_err());
     }
 }

@@ -9,7 +9,6 @@ mod bench;
 mod check;
 mod fmt;
 mod import;
-mod npy;
 mod ops;
 mod probe;
 mod run;

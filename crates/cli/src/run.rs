@@ -13,8 +13,8 @@ use anemone_mil::ops::OpKind;
 use anemone_mil::{DType, diag, text, validate};
 
 use crate::EXIT_USAGE;
-use crate::npy;
 use crate::source::Source;
+use anemone::npy;
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -316,7 +316,7 @@ fn feed_inputs(model: &mut Model, specs: &[String]) -> Result<(), Failure> {
             return Err(usage(format!("input `{name}` is given twice")));
         }
         let surface = model.input(name).map_err(|e| usage(e.to_string()))?;
-        let array = npy::read(Path::new(file)).map_err(usage)?;
+        let array = npy::read(Path::new(file)).map_err(|e| usage(e.to_string()))?;
         if array.shape != surface.shape() {
             return Err(data(format!(
                 "input `{name}`: {file} has shape {:?} but the program declares {}",
@@ -379,7 +379,7 @@ fn write_outputs(model: &Model, dir: &Path) -> Result<(), Failure> {
             }
             _ => npy::encode_f32(&shape, &surface.read_f32().map_err(|e| data(e.to_string()))?),
         }
-        .map_err(data)?;
+        .map_err(|e| data(e.to_string()))?;
         anemone_mil::blob::write_file_atomic(&path, &bytes)
             .map_err(|e| usage(format!("cannot write {}: {e}", path.display())))?;
         eprintln!("wrote {} ({})", path.display(), surface.tensor_type());

@@ -16,7 +16,7 @@ use anemone_mil::blob::{BlobFile, BlobRecord, BlobWriter, ReadMode};
 use anemone_mil::package::{MODEL_PATH_PREFIX, blob_relative_path};
 use anemone_mil::{DType, TensorType, Type, bf16, f16};
 
-use crate::npy;
+use anemone::npy;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum WeightsCommand {
@@ -208,9 +208,13 @@ fn store(writer: &mut BlobWriter, array: &npy::Array, dtype: DType) -> Result<u6
     if dtype.is_float() {
         // The same conversion `anemone run` applies to its inputs; here an overflow is
         // refused rather than stored as infinity.
-        let (bytes, conversion) = npy::floats_as(&array.data, dtype)?;
+        let (bytes, conversion) = npy::floats_as(&array.data, dtype).map_err(|e| e.to_string())?;
         if let Some(i) = conversion.first_overflow {
-            return Err(float_range_error(dtype, array.data.get_f64(i), &at(i)));
+            return Err(float_range_error(
+                dtype,
+                array.data.get_f64(i).unwrap_or(f64::NAN),
+                &at(i),
+            ));
         }
         let n = array.data.len();
         return writer.add_raw(dtype, &bytes, n as u64).map_err(|e| e.to_string());
