@@ -205,7 +205,7 @@ fn lint_ops(f: &Function, index: &Index<'_>, out: &mut Vec<Diagnostic>) {
                 ),
             );
         }
-        if !matches!(kind, OpKind::Add | OpKind::ScaledDotProductAttention) {
+        if !MASK_CHECKED_OPS.contains(&kind) {
             continue;
         }
         for input in &op.inputs {
@@ -230,6 +230,16 @@ fn lint_ops(f: &Function, index: &Index<'_>, out: &mut Vec<Diagnostic>) {
 
 /// The inputs of an op that carry tensor data into its arithmetic (the others are parameters
 /// such as an axis or an epsilon); empty for ops that only move or reinterpret data.
+/// The ops whose constant inputs are checked for mask values below the fp16 minimum: where
+/// masks are added to attention scores.
+pub const MASK_CHECKED_OPS: [OpKind; 2] = [OpKind::Add, OpKind::ScaledDotProductAttention];
+
+/// Whether the op computes new values from its data (so fp32 data means fp16 arithmetic on
+/// the ANE and the fp32 lint applies), rather than moving, picking or comparing elements.
+pub fn computes_in_fp16(kind: OpKind) -> bool {
+    !arithmetic_inputs(kind).is_empty()
+}
+
 fn arithmetic_inputs(kind: OpKind) -> &'static [&'static str] {
     match kind {
         OpKind::Conv => &["x", "weight", "bias"],

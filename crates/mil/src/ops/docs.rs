@@ -296,7 +296,7 @@ pub fn lints(kind: OpKind) -> Vec<OpLint> {
         }),
         _ => {}
     }
-    if matches!(kind, OpKind::Add | OpKind::ScaledDotProductAttention) {
+    if crate::lint::MASK_CHECKED_OPS.contains(&kind) {
         out.push(OpLint {
             code: "ane::mask-below-fp16-min",
             when: format!(
@@ -305,7 +305,7 @@ pub fn lints(kind: OpKind) -> Vec<OpLint> {
             ),
         });
     }
-    if computes_on_data(kind) {
+    if crate::lint::computes_in_fp16(kind) {
         out.push(OpLint {
             code: "ane::fp32-arithmetic",
             when: "when its data inputs or its result are fp32: the ANE computes in fp16"
@@ -319,44 +319,6 @@ pub fn lints(kind: OpKind) -> Vec<OpLint> {
         });
     }
     out
-}
-
-/// Whether the op computes new values from tensor data (so fp32 data means fp16 arithmetic
-/// on the ANE), rather than moving, picking, comparing or reinterpreting elements.
-fn computes_on_data(kind: OpKind) -> bool {
-    use OpKind::*;
-    !matches!(
-        kind,
-        Const
-            | Cast
-            | Reshape
-            | Transpose
-            | SliceBySize
-            | SliceByIndex
-            | Concat
-            | Split
-            | ConstexprAffineDequantize
-            | Gather
-            | GatherAlongAxis
-            | ExpandDims
-            | Squeeze
-            | Stack
-            | Tile
-            | Pad
-            | BandPart
-            | UpsampleNearestNeighbor
-            | Select
-            | Equal
-            | NotEqual
-            | Greater
-            | GreaterEqual
-            | Less
-            | LessEqual
-            | LogicalAnd
-            | LogicalOr
-            | LogicalXor
-            | LogicalNot
-    )
 }
 
 #[cfg(test)]
