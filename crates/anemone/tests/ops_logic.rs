@@ -256,8 +256,8 @@ fn fp32_comparisons_compare_the_fp32_values() {
     }
 }
 
-/// The embedding model's remap of negative token ids, as coremltools wrote it
-/// (/tmp/mil_dumps/embedding-ios18): ids through int16 and back, `greater_equal(x, y = 0)`,
+/// The embedding model's remap of negative token ids, as coremltools wrote it (fixture
+/// embedding-ios18 in tests/coreml): ids through int16 and back, `greater_equal(x, y = 0)`,
 /// `add(x, y = 100)` and `select`.
 #[test]
 fn integer_comparisons_and_select_remap_negative_ids() {
