@@ -56,9 +56,7 @@ pub struct CastParams {
 
 impl CastParams {
     pub fn resolve(ctx: &OpContext) -> Result<CastParams, OpError> {
-        let name = ctx
-            .const_str("dtype")?
-            .ok_or_else(|| ctx.error("missing required input dtype").with_subject("dtype"))?;
+        let name = ctx.const_str("dtype")?.ok_or_else(|| ctx.missing("dtype"))?;
         match DType::from_name(name).filter(|d| CAST_DTYPES.contains(d)) {
             Some(dtype) => Ok(CastParams { dtype }),
             None => Err(ctx

@@ -162,9 +162,7 @@ impl ActivationParams {
         let with_beta = ActivationParams::takes_beta(ctx.kind)
             .ok_or_else(|| ctx.error("takes no alpha or beta"))?;
         let scalar = |name: &str| -> Result<f64, OpError> {
-            let v = ctx.const_f64(name)?.ok_or_else(|| {
-                ctx.error(format_args!("missing required input {name}")).with_subject(name)
-            })?;
+            let v = ctx.const_f64(name)?.ok_or_else(|| ctx.missing(name))?;
             if !v.is_finite() {
                 return Err(ctx.error(format_args!("{name} {v} is not finite")).with_subject(name));
             }

@@ -204,9 +204,7 @@ impl<'a> OpContext<'a> {
         let axis = match (self.const_i64(name)?, default) {
             (Some(a), _) | (None, Some(a)) => a,
             (None, None) => {
-                return Err(self
-                    .error(format_args!("missing required input {name}"))
-                    .with_subject(name));
+                return Err(self.missing(name));
             }
         };
         normalize_axis(axis, rank).ok_or_else(|| {

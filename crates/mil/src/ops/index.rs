@@ -361,9 +361,7 @@ impl ExpandDimsParams {
     /// negative axes count from the end of the output.
     pub fn resolve(ctx: &OpContext) -> Result<ExpandDimsParams, OpError> {
         let x = ctx.tensor("x")?;
-        let given = ctx
-            .const_i64s("axes")?
-            .ok_or_else(|| ctx.error("missing required input axes").with_subject("axes"))?;
+        let given = ctx.const_i64s("axes")?.ok_or_else(|| ctx.missing("axes"))?;
         let out_rank = x.rank() + given.len();
         let mut axes = given
             .iter()
@@ -480,9 +478,7 @@ impl TileParams {
     /// `reps` has one positive entry per dim of x (iOS15 tensor_operation.py tile).
     pub fn resolve(ctx: &OpContext) -> Result<TileParams, OpError> {
         let x = ctx.tensor("x")?;
-        let given = ctx
-            .const_i64s("reps")?
-            .ok_or_else(|| ctx.error("missing required input reps").with_subject("reps"))?;
+        let given = ctx.const_i64s("reps")?.ok_or_else(|| ctx.missing("reps"))?;
         if given.len() != x.rank() {
             return Err(ctx
                 .error(format_args!(
@@ -565,9 +561,7 @@ impl PadParams {
     pub fn resolve(ctx: &OpContext) -> Result<PadParams, OpError> {
         let x = ctx.tensor("x")?;
         let rank = x.rank();
-        let given = ctx
-            .const_i64s("pad")?
-            .ok_or_else(|| ctx.error("missing required input pad").with_subject("pad"))?;
+        let given = ctx.const_i64s("pad")?.ok_or_else(|| ctx.missing("pad"))?;
         if given.len() % 2 != 0 {
             return Err(ctx
                 .error(format_args!(

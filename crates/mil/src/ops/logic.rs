@@ -192,9 +192,7 @@ impl ClipParams {
                     .with_subject(name)
                     .with_help("clip's bounds have x's type"));
             }
-            let v = ctx.const_f64(name)?.ok_or_else(|| {
-                ctx.error(format_args!("missing required input {name}")).with_subject(name)
-            })?;
+            let v = ctx.const_f64(name)?.ok_or_else(|| ctx.missing(name))?;
             if v.is_nan() {
                 return Err(ctx.error(format_args!("{name} is NaN")).with_subject(name));
             }

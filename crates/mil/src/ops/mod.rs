@@ -575,6 +575,11 @@ impl<'a> OpContext<'a> {
         OpError::new(format!("{}: {message}", self.kind.name()))
     }
 
+    /// The error for a required input `name` that was not given.
+    pub fn missing(&self, name: &str) -> OpError {
+        self.error(format_args!("missing required input {name}")).with_subject(name)
+    }
+
     /// The type of required single-valued input `name`, seen as a tensor (a scalar is a
     /// rank-0 tensor).
     pub fn tensor(&self, name: &str) -> Result<TensorType, OpError> {
@@ -583,7 +588,7 @@ impl<'a> OpContext<'a> {
                 Some(InputArg::Tuple(..)) => self
                     .error(format_args!("{name} takes one value, not a tuple"))
                     .with_subject(name),
-                _ => self.error(format_args!("missing required input {name}")).with_subject(name),
+                _ => self.missing(name),
             });
         };
         v.ty.as_tensor().ok_or_else(|| {
@@ -607,9 +612,7 @@ impl<'a> OpContext<'a> {
                     .with_subject(name));
             }
             None => {
-                return Err(self
-                    .error(format_args!("missing required input {name}"))
-                    .with_subject(name));
+                return Err(self.missing(name));
             }
         };
         values

@@ -498,8 +498,8 @@ impl PoolParams {
         let x = ctx.tensor("x")?;
         check_channel_rank(ctx, &x, 3..=5)?;
         let n = x.rank() - 2;
-        let kernel_sizes = positive_per_dim(ctx, "kernel_sizes", n)?
-            .ok_or_else(|| ctx.error("missing required input kernel_sizes"))?;
+        let kernel_sizes =
+            positive_per_dim(ctx, "kernel_sizes", n)?.ok_or_else(|| ctx.missing("kernel_sizes"))?;
         let strides = positive_per_dim(ctx, "strides", n)?.unwrap_or_else(|| vec![1; n]);
         // pool.py lowercases pad_type before checking it.
         let pad_type = match ctx.const_str("pad_type")? {

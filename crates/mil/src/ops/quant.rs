@@ -96,8 +96,7 @@ impl QuantParams {
 }
 
 fn required_literal<'a>(ctx: &OpContext<'a>, name: &str) -> Result<&'a Literal, OpError> {
-    ctx.const_literal(name)?
-        .ok_or_else(|| ctx.error(format_args!("missing required input {name}")).with_subject(name))
+    ctx.const_literal(name)?.ok_or_else(|| ctx.missing(name))
 }
 
 fn values(ctx: &OpContext, name: &str, lit: &Literal) -> Result<ConstValues<f32>, OpError> {
@@ -129,9 +128,7 @@ fn runtime(ctx: &OpContext) -> Result<QuantParams, OpError> {
                 .error(format_args!("scale is {scale_dtype} but input is {}", input.dtype))
                 .with_subject("scale"));
         }
-        let name = ctx.const_str("output_dtype")?.ok_or_else(|| {
-            ctx.error("missing required input output_dtype").with_subject("output_dtype")
-        })?;
+        let name = ctx.const_str("output_dtype")?.ok_or_else(|| ctx.missing("output_dtype"))?;
         let out = match name {
             "int8" => DType::Int8,
             "uint8" => DType::UInt8,
@@ -247,9 +244,7 @@ fn constexpr(ctx: &OpContext) -> Result<QuantParams, OpError> {
     })?;
     let scale_lit = required_literal(ctx, "scale")?;
     let zp_lit = required_literal(ctx, "zero_point")?;
-    let a = ctx
-        .const_i64("axis")?
-        .ok_or_else(|| ctx.error("missing required input axis").with_subject("axis"))?;
+    let a = ctx.const_i64("axis")?.ok_or_else(|| ctx.missing("axis"))?;
     let axis = normalize_axis(a, data_ty.rank()).ok_or_else(|| {
         ctx.error(format_args!("axis {a} is out of range for rank {}", data_ty.rank()))
             .with_subject("axis")

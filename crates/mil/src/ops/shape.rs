@@ -103,9 +103,7 @@ pub struct ReshapeParams {
 impl ReshapeParams {
     pub fn resolve(ctx: &OpContext) -> Result<ReshapeParams, OpError> {
         let x = ctx.tensor("x")?;
-        let spec = ctx
-            .const_i64s("shape")?
-            .ok_or_else(|| ctx.error("missing required input shape").with_subject("shape"))?;
+        let spec = ctx.const_i64s("shape")?.ok_or_else(|| ctx.missing("shape"))?;
         // 0 copies the dim of x at the same index, which needs len(shape) == rank(x)
         // (iOS15 tensor_transformation.py reshape).
         if spec.contains(&0) && spec.len() != x.rank() {
@@ -182,9 +180,7 @@ pub struct TransposeParams {
 impl TransposeParams {
     pub fn resolve(ctx: &OpContext) -> Result<TransposeParams, OpError> {
         let x = ctx.tensor("x")?;
-        let given = ctx
-            .const_i64s("perm")?
-            .ok_or_else(|| ctx.error("missing required input perm").with_subject("perm"))?;
+        let given = ctx.const_i64s("perm")?.ok_or_else(|| ctx.missing("perm"))?;
         let rank = x.rank();
         if given.len() != rank {
             return Err(ctx
@@ -272,9 +268,7 @@ where
 }
 
 fn required_list(ctx: &OpContext, name: &str, rank: usize) -> Result<Vec<i64>, OpError> {
-    let v = ctx.const_i64s(name)?.ok_or_else(|| {
-        ctx.error(format_args!("missing required input {name}")).with_subject(name)
-    })?;
+    let v = ctx.const_i64s(name)?.ok_or_else(|| ctx.missing(name))?;
     per_axis(ctx, name, Some(v), rank, 0)
 }
 

@@ -263,8 +263,7 @@ pub(super) fn check(ctx: &OpContext) -> Result<(), OpError> {
             (None, None) => {
                 if spec.required {
                     return Err(ctx
-                        .error(format_args!("missing required input {}", spec.name))
-                        .with_subject(spec.name)
+                        .missing(spec.name)
                         .with_help(format!("{op} takes {}", sig.input_names())));
                 }
             }
