@@ -18,6 +18,8 @@ unsafe impl bytemuck::Zeroable for Block {}
 unsafe impl bytemuck::Pod for Block {}
 
 impl AlignedBytes {
+    /// `len` zero bytes, starting on a 64-byte boundary. Aborts or panics when the memory
+    /// cannot be had; use [`AlignedBytes::try_zeroed`] for sizes that come from user input.
     pub fn zeroed(len: usize) -> AlignedBytes {
         AlignedBytes { blocks: vec![bytemuck::Zeroable::zeroed(); len.div_ceil(64)], len }
     }
@@ -33,24 +35,29 @@ impl AlignedBytes {
         Ok(AlignedBytes { blocks, len })
     }
 
+    /// A 64-byte-aligned copy of `bytes`.
     pub fn from_bytes(bytes: &[u8]) -> AlignedBytes {
         let mut a = AlignedBytes::zeroed(bytes.len());
         a.bytes_mut().copy_from_slice(bytes);
         a
     }
 
+    /// Length in bytes (the allocation is rounded up to a multiple of 64; this is not).
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// Whether the buffer holds no bytes.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// The `len()` bytes; the slice starts 64-byte aligned.
     pub fn bytes(&self) -> &[u8] {
         &bytemuck::cast_slice(&self.blocks)[..self.len]
     }
 
+    /// The `len()` bytes, writable; the slice starts 64-byte aligned.
     pub fn bytes_mut(&mut self) -> &mut [u8] {
         &mut bytemuck::cast_slice_mut(&mut self.blocks)[..self.len]
     }

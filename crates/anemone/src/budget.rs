@@ -35,19 +35,25 @@ pub struct CompileBudget {
 /// What a successful charge says about the budget.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Charge {
+    /// Within the limits, below the warning threshold.
     Ok,
     /// Past the warning threshold: `remaining` compiles are left.
     Warn {
+        /// Compiles charged so far, this one included.
         used: usize,
+        /// Compiles left before the budget refuses.
         remaining: usize,
     },
 }
 
 impl CompileBudget {
+    /// A fresh budget with no compiles used. `scope` is appended to the refusal message
+    /// (e.g. `" per process"`), so it starts with a space.
     pub fn new(limits: BudgetLimits, scope: &'static str) -> CompileBudget {
         CompileBudget { limits, used: AtomicUsize::new(0), scope }
     }
 
+    /// The warning and refusal thresholds this budget was made with.
     pub fn limits(&self) -> BudgetLimits {
         self.limits
     }

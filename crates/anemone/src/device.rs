@@ -25,6 +25,7 @@ pub enum DeviceKind {
 }
 
 impl DeviceKind {
+    /// The short name used by `ANEMONE_DEVICE` and [`Device::by_name`]: `sim` or `ane`.
     pub fn name(self) -> &'static str {
         match self {
             DeviceKind::Simulator => "sim",
@@ -51,21 +52,28 @@ pub enum BindingOrder {
 
 /// What a backend needs to compile one function.
 pub struct CompileJob<'a> {
+    /// The whole validated program (the simulator plans from its IR).
     pub program: &'a Program,
+    /// The name of the function to compile.
     pub function: &'a str,
     /// The program as MIL text (what the ANE compiler reads).
     pub text: &'a str,
+    /// The weight files its BLOBFILE constants point into, keyed by `@model_path/...` path;
+    /// the backend copies what it needs (weights are snapshotted at compile).
     pub weights: &'a Weights,
     /// How strictly weight records are read.
     pub read_mode: ReadMode,
     /// Inputs and outputs, in the backend's binding order.
     pub inputs: &'a [(String, TensorType)],
+    /// Outputs, in the backend's binding order.
     pub outputs: &'a [(String, TensorType)],
 }
 
 /// A backend: compiles programs into artifacts that can be instantiated as executables.
 pub trait Backend: Send + Sync {
+    /// Which device this backend drives.
     fn kind(&self) -> DeviceKind;
+    /// The order in which [`Executable::evaluate`] expects input and output surfaces.
     fn binding_order(&self) -> BindingOrder;
     /// Compiles one function. Each call is a real compile that counts against the budget.
     fn compile(&self, job: &CompileJob) -> Result<Arc<dyn Compiled>>;
@@ -85,8 +93,13 @@ pub trait Compiled: Send + Sync {
 
 /// One loaded (or loadable) instance of a compiled program: the ANE's lifecycle.
 pub trait Executable: Send {
+    /// Makes the program ready to evaluate (the ANE's `loadWithQoS:`, retried once after a
+    /// failure); no compile, no budget. Loading a loaded executable does nothing.
     fn load(&mut self) -> Result<()>;
+    /// Releases the loaded program; a later [`Executable::load`] brings it back without
+    /// compiling. Unloading does not return a compile to the budget.
     fn unload(&mut self) -> Result<()>;
+    /// Whether [`Executable::evaluate`] may be called now.
     fn is_loaded(&self) -> bool;
     /// Allocates a surface in memory this backend can hand to the device.
     fn alloc_surface(&self, name: &str, ty: TensorType, alloc_size: usize) -> Result<Surface>;
@@ -226,7 +239,20 @@ impl Device {
         }
     }
 
-    /// `sim`, `ane` or `auto`.
+    /// The device called `name`: `sim` (also `simulator`, `cpu`), `ane`, or `auto` (also
+    /// empty). `ane` fails with [`Error::Unavailable`] where there is no ANE; any other name
+    /// is [`Error::UnknownName`].
+    ///
+    /// ```
+    /// use anemone::{Device, DeviceKind};
+    ///
+    /// assert_eq!(Device::by_name("sim")?.kind(), DeviceKind::Simulator);
+    /// // The ANE on an Apple Silicon Mac, the simulator anywhere else.
+    /// let device = Device::by_name("auto")?;
+    /// println!("running on {}", device.kind());
+    /// assert!(Device::by_name("gpu").is_err());
+    /// # Ok::<(), anemone::Error>(())
+    /// ```
     pub fn by_name(name: &str) -> Result<Device> {
         match name.trim() {
             "sim" | "simulator" | "cpu" => Ok(Device::simulator()),
@@ -244,10 +270,14 @@ impl Device {
         }
     }
 
+    /// Which backend this device runs on.
     pub fn kind(&self) -> DeviceKind {
         self.inner.backend.kind()
     }
 
+    /// How this device's backend binds surfaces to MIL names: alphabetically, on the ANE and
+    /// on the simulator alike (it follows the ANE's rule). [`Model`] hides this; it matters
+    /// to code that drives an [`Executable`] directly.
     pub fn binding_order(&self) -> BindingOrder {
         self.inner.backend.binding_order()
     }
@@ -258,7 +288,40 @@ impl Device {
     }
 
     /// Compiles the program's main function with its weights (snapshotted now: later
-    /// changes to the weight files do not reach this model).
+    /// changes to the weight files do not reach this model) and loads it.
+    ///
+    /// The program is validated first; an invalid one is [`Error::Invalid`], a weight
+    /// reference that does not resolve [`Error::Weights`]. A compile of a program and weights
+    /// this device compiled before is served by its cache and spends no budget; any other
+    /// counts against [`Device::budget`] and is refused with [`Error::BudgetExhausted`]
+    /// once it is spent.
+    ///
+    /// ```
+    /// use anemone::prelude::*;
+    ///
+    /// // y = 2 x as a 1x1 conv over [1, C, 1, S], the ANE's native layout.
+    /// let mut b = Builder::new();
+    /// let mut f = b.function("main");
+    /// let x = f.input("x", TensorType::new(DType::Fp16, [1, 4, 1, 16]));
+    /// let twice: Vec<f32> = (0..16).map(|i| if i % 5 == 0 { 2.0 } else { 0.0 }).collect();
+    /// let w = f.weight("W", TensorType::new(DType::Fp16, [4, 4, 1, 1]), &twice)?;
+    /// let y = f.conv(&x, &w, &ConvOptions::default())?;
+    /// f.output_named(&y, "y")?;
+    /// f.finish();
+    /// let built = b.build()?;
+    ///
+    /// let device = Device::simulator();
+    /// let mut model = device.compile(&built.program, &built.weights)?;
+    /// model.input("x")?.write_f32(&[0.25; 64])?;
+    /// model.evaluate()?;
+    /// assert_eq!(model.output("y")?.read_f32()?, [0.5; 64]);
+    ///
+    /// // The same program and weights again: a cache hit, no compile spent.
+    /// let again = device.compile(&built.program, &built.weights)?;
+    /// assert!(again.stats().cache_hit);
+    /// assert_eq!(device.budget().used(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn compile(&self, program: &Program, weights: &Weights) -> Result<Model> {
         Model::compile(self, program, weights, &ModelOptions::default())
     }

@@ -3,8 +3,11 @@
 
 use thiserror::Error;
 
+/// The runtime's result type: [`Error`](enum@Error) unless stated otherwise.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Everything the runtime can fail with: validation, names, shapes, backend availability,
+/// the compile budget, surfaces, memory, lifecycle, weights, device calls and file I/O.
 #[derive(Debug, Error)]
 pub enum Error {
     /// The program does not validate; the diagnostics say why.
@@ -30,13 +33,26 @@ pub enum Error {
          changing weights as inputs (dynamic weights), or restart the process from a \
          checkpoint"
     )]
-    BudgetExhausted { used: usize, limit: usize, scope: &'static str },
+    BudgetExhausted {
+        /// Compiles already charged.
+        used: usize,
+        /// The refusal threshold ([`BudgetLimits::refuse_at`](crate::BudgetLimits::refuse_at)).
+        limit: usize,
+        /// Whose budget: `" per process"` on the ANE, `" per simulator device"` on the
+        /// simulator (starts with a space; printed right after `limit`).
+        scope: &'static str,
+    },
     /// Evaluate was called with input or output surfaces of unequal allocation sizes.
     #[error(
         "evaluate error 0x1d: {what} surfaces have unequal allocation sizes ({sizes}); the \
          ANE requires all inputs to share one size and all outputs to share one size"
     )]
-    UnequalSurfaces { what: &'static str, sizes: String },
+    UnequalSurfaces {
+        /// `input` or `output`.
+        what: &'static str,
+        /// Each surface's name and allocation size, as printed: `` `x` 128 B, `y` 64 B``.
+        sizes: String,
+    },
     /// Memory for surfaces or activations could not be allocated.
     #[error("out of memory: {0}")]
     OutOfMemory(String),
@@ -48,9 +64,22 @@ pub enum Error {
     Weights(String),
     /// An error reported by the device (with the framework's own description).
     #[error("{op} failed: {message}")]
-    Device { op: &'static str, message: String },
+    Device {
+        /// The call that failed (`compile`, `load`, `evaluate`, `reload`, `IOSurfaceLock`,
+        /// ...).
+        op: &'static str,
+        /// The device's description of the failure (an `NSError`'s, on the ANE).
+        message: String,
+    },
+    /// Creating or writing a file failed (the ANE backend's model directory and its
+    /// weight files).
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        /// What was being done, with the path.
+        context: String,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
 }
 
 /// The errors among `diags`, one per line as `error[code]: message` with their notes and

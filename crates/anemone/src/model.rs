@@ -38,8 +38,9 @@ pub struct ModelStats {
     pub unload_seconds: f64,
     /// Seconds of the last evaluate.
     pub evaluate_seconds: f64,
-    /// Bytes of the input surfaces (padding included) and of the output surfaces.
+    /// Bytes of the input surfaces (padding included).
     pub input_bytes: usize,
+    /// Bytes of the output surfaces (padding included).
     pub output_bytes: usize,
     /// Bytes of padding added so that surfaces share one size.
     pub padding_bytes: usize,
@@ -269,14 +270,19 @@ impl Model {
         io.iter().map(|(name, ty)| self.exec.alloc_surface(name, ty.clone(), size)).collect()
     }
 
+    /// The device the model was compiled for (its budget and cache are shared with the device).
     pub fn device(&self) -> &Device {
         &self.device
     }
 
+    /// The program the model was compiled from (a copy: later edits to the caller's program do
+    /// not reach it).
     pub fn program(&self) -> &Program {
         &self.program
     }
 
+    /// The name of the function this model runs ([`ModelOptions::function`], else `main`, else
+    /// the first function).
     pub fn function(&self) -> &str {
         &self.function
     }
@@ -286,6 +292,7 @@ impl Model {
         &self.weights
     }
 
+    /// Compile, load, unload and evaluate timings and surface sizes so far.
     pub fn stats(&self) -> &ModelStats {
         &self.stats
     }
@@ -315,10 +322,12 @@ impl Model {
         self.outputs.iter().map(Surface::name).collect()
     }
 
+    /// The input surfaces, in declaration order (not the backend's binding order).
     pub fn inputs(&self) -> &[Surface] {
         &self.inputs
     }
 
+    /// The output surfaces, in declaration order; they hold the results of the last evaluate.
     pub fn outputs(&self) -> &[Surface] {
         &self.outputs
     }
@@ -341,6 +350,7 @@ impl Model {
         })
     }
 
+    /// Whether the program is loaded, i.e. [`Model::evaluate`] may run. A new model is loaded.
     pub fn is_loaded(&self) -> bool {
         self.exec.is_loaded()
     }
@@ -361,7 +371,35 @@ impl Model {
         Ok(())
     }
 
-    /// Runs the program on the current inputs, filling the outputs.
+    /// Runs the program on the current inputs, filling the outputs. Fails with
+    /// [`Error::State`] when the model is unloaded; a failure inside the program (an index
+    /// out of range, ...) names the op.
+    ///
+    /// Inputs keep their contents between evaluations: write only what changes.
+    ///
+    /// ```
+    /// use anemone::prelude::*;
+    ///
+    /// let mut b = Builder::new();
+    /// let mut f = b.function("main");
+    /// let x = f.input("x", TensorType::new(DType::Fp32, [1, 8]));
+    /// let y = f.mul(&x, &x)?;
+    /// f.output_named(&y, "y")?;
+    /// f.finish();
+    /// let built = b.build()?;
+    ///
+    /// let mut model = Device::simulator().compile(&built.program, &built.weights)?;
+    /// model.input("x")?.write_f32(&[300.0; 8])?;
+    /// model.evaluate()?;
+    /// // fp32 arithmetic runs in fp16, as on the ANE: 300^2 overflows fp16's 65504.
+    /// assert_eq!(model.output("y")?.read_f32()?, [f32::INFINITY; 8]);
+    ///
+    /// model.unload()?;
+    /// assert!(model.evaluate().is_err()); // load first
+    /// model.load()?;
+    /// model.evaluate()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn evaluate(&mut self) -> Result<()> {
         self.run(false).map(|_| ())
     }

@@ -26,6 +26,8 @@ use crate::model::Model;
 /// fp16 step exceeds 0.1, so the comparison also allows the two roundings fp16 makes
 /// (A's output and B's, 2^-10 of |3 x A| together).
 pub const CHANGED_TOLERANCE: f32 = 0.001;
+/// Absolute tolerance of "equals 3 x A" (widened by fp16 rounding for large outputs, as
+/// described on [`CHANGED_TOLERANCE`]).
 pub const TRIPLED_TOLERANCE: f32 = 0.1;
 
 /// Whether `b` equals 3 x `a` within the seed's tolerance (widened for fp16 as above).
@@ -49,6 +51,7 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// The seed's word for the verdict: `SUCCESS`, `PARTIAL` or `FAIL`.
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Success => "SUCCESS",
@@ -76,18 +79,27 @@ pub struct MethodResult {
 /// Everything the probe measured.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WeightReloadReport {
+    /// The device probed ([`DeviceKind::name`](crate::DeviceKind::name): `sim` or `ane`).
     pub device: &'static str,
+    /// Channels of the 1x1 conv (its weight is `[channels, channels, 1, 1]`).
     pub channels: usize,
+    /// Spatial size of the input `[1, channels, 1, spatial]`.
     pub spatial: usize,
+    /// What the disk reload did: the seed's question answered.
     pub verdict: Verdict,
     /// Largest |B - A| after the disk reload (the seed's "Max A-B diff").
     pub max_change: f32,
     /// The load after rewriting the weight file failed, so the model compiled the program
     /// with B and loaded that instead (the seed's fallback).
     pub reload_failed: bool,
+    /// Milliseconds of the first compile plus load (with weights A).
     pub compile_load_ms: f64,
+    /// Milliseconds of the unload during the disk reload.
     pub unload_ms: f64,
+    /// Milliseconds of the load after the weight file was rewritten (after the fallback
+    /// compile, of loading its result).
     pub reload_ms: f64,
+    /// The three ways of changing the weights, in order: `disk-reload`, `recompile`, `dynamic`.
     pub methods: Vec<MethodResult>,
 }
 

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 pub trait SurfaceMemory: Send {
     /// Allocation size in bytes.
     fn len(&self) -> usize;
+    /// Whether the allocation is zero bytes long.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -40,10 +41,12 @@ impl HeapMemory {
         AlignedBytes::try_zeroed(len).map(HeapMemory).map_err(Error::OutOfMemory)
     }
 
+    /// The whole allocation, 64-byte aligned (no lock needed on the heap).
     pub fn bytes(&self) -> &[u8] {
         self.0.bytes()
     }
 
+    /// The whole allocation, writable.
     pub fn bytes_mut(&mut self) -> &mut [u8] {
         self.0.bytes_mut()
     }
@@ -111,22 +114,27 @@ impl Surface {
         Ok(Surface { name: name.to_string(), ty, memory })
     }
 
+    /// The MIL name of the input or output this surface carries.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The declared tensor type (dtype and shape) of the data, not of the padded allocation.
     pub fn tensor_type(&self) -> &TensorType {
         &self.ty
     }
 
+    /// The element type of the data on the surface.
     pub fn dtype(&self) -> DType {
         self.ty.dtype
     }
 
+    /// The tensor's shape; the data is dense and row-major over it.
     pub fn shape(&self) -> &[usize] {
         &self.ty.shape
     }
 
+    /// Number of elements in the tensor (the product of the shape).
     pub fn element_count(&self) -> usize {
         self.ty.element_count()
     }
@@ -141,10 +149,13 @@ impl Surface {
         self.memory.len()
     }
 
+    /// The memory behind the surface, for backends and for reads that bypass conversion.
     pub fn memory(&self) -> &dyn SurfaceMemory {
         self.memory.as_ref()
     }
 
+    /// The memory behind the surface, writable; writes here are not checked against the
+    /// tensor's type.
     pub fn memory_mut(&mut self) -> &mut dyn SurfaceMemory {
         self.memory.as_mut()
     }

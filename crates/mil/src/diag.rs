@@ -6,13 +6,18 @@ use std::fmt;
 
 use crate::ir::Span;
 
+/// How serious a [`Diagnostic`] is. Orders `Warning < Error`, so sorting by `Reverse`
+/// puts errors first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
+    /// A likely problem (typically a Neural Engine lint): the program is still well formed.
     Warning,
+    /// The program or its text is invalid: it cannot be compiled or run as written.
     Error,
 }
 
 impl Severity {
+    /// The lowercase word used when rendering: `"warning"` or `"error"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Warning => "warning",
@@ -24,9 +29,11 @@ impl Severity {
 /// One finding about a program or its text.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
+    /// Whether this is an error or a warning.
     pub severity: Severity,
     /// A stable identifier, e.g. `parse::unexpected-token` or `ane::spatial-multiple-of-16`.
     pub code: &'static str,
+    /// What is wrong, in one sentence with the names and numbers involved.
     pub message: String,
     /// Where in the text; `None` for built programs and whole-file problems.
     pub span: Option<Span>,
@@ -37,6 +44,7 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
+    /// An error with the given code and message, pointing nowhere yet (see [`Diagnostic::at`]).
     pub fn error(code: &'static str, message: impl Into<String>) -> Diagnostic {
         Diagnostic {
             severity: Severity::Error,
@@ -48,6 +56,7 @@ impl Diagnostic {
         }
     }
 
+    /// A warning with the given code and message, pointing nowhere yet.
     pub fn warning(code: &'static str, message: impl Into<String>) -> Diagnostic {
         Diagnostic { severity: Severity::Warning, ..Diagnostic::error(code, message) }
     }
@@ -60,16 +69,19 @@ impl Diagnostic {
         self
     }
 
+    /// Sets the short text shown under the underlined span.
     pub fn with_label(mut self, label: impl Into<String>) -> Diagnostic {
         self.label = Some(label.into());
         self
     }
 
+    /// Sets the hint saying what to do about it.
     pub fn with_help(mut self, help: impl Into<String>) -> Diagnostic {
         self.help = Some(help.into());
         self
     }
 
+    /// Whether the severity is [`Severity::Error`].
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }
@@ -96,7 +108,9 @@ impl std::error::Error for Diagnostic {}
 /// A 1-based line and column (columns count characters, not bytes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LineCol {
+    /// Line number, from 1.
     pub line: usize,
+    /// Column, from 1, counted in characters (Unicode scalar values), not bytes.
     pub column: usize,
 }
 
@@ -119,9 +133,13 @@ impl LineCol {
 /// underlined text and the hint.
 #[derive(Debug)]
 pub struct SourceDiagnostic {
+    /// The finding itself.
     pub diagnostic: Diagnostic,
+    /// The file name and full text, for miette to excerpt.
     pub source: miette::NamedSource<String>,
+    /// Line and column of the span's start; `None` when the diagnostic has no span.
     pub location: Option<LineCol>,
+    /// The name shown in `file:line:col`.
     pub file_name: String,
 }
 

@@ -13,7 +13,9 @@ pub use half::{bf16, f16};
 /// Built nodes carry [`Span::NONE`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Span {
+    /// Byte offset of the first byte, into the source text (UTF-8).
     pub start: usize,
+    /// Byte offset one past the last byte (half-open range); equals `start` for an empty span.
     pub end: usize,
 }
 
@@ -21,6 +23,7 @@ impl Span {
     /// The span of a node that was built in code rather than parsed.
     pub const NONE: Span = Span { start: 0, end: 0 };
 
+    /// A span covering the bytes `start..end` of the source text.
     pub fn new(start: usize, end: usize) -> Span {
         Span { start, end }
     }
@@ -30,14 +33,18 @@ impl Span {
         Span { start: self.start.min(other.start), end: self.end.max(other.end) }
     }
 
+    /// Whether this is [`Span::NONE`], i.e. the node was built rather than parsed (an empty span
+    /// at offset 0 also counts as none). Diagnostics skip source labels for such spans.
     pub fn is_none(&self) -> bool {
         self.start == 0 && self.end == 0
     }
 
+    /// Length in bytes (0 if `end` is before `start`).
     pub fn len(&self) -> usize {
         self.end.saturating_sub(self.start)
     }
 
+    /// Whether the span covers no bytes.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -65,31 +72,56 @@ impl From<Span> for miette::SourceSpan {
 /// blobs can hold (§5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DType {
+    /// IEEE half precision; the ANE's native compute and storage type.
     Fp16,
+    /// IEEE single precision; the ANE computes in fp16, rounding fp32 to nearest even.
     Fp32,
+    /// IEEE double precision (MIL text only: no blob dtype code).
     Fp64,
+    /// bfloat16: fp32's exponent with a 7-bit mantissa (blob code 5).
     Bf16,
+    /// Boolean, stored as one byte per element.
     Bool,
+    /// UTF-8 string; has no fixed storage width and never appears in blobs.
     String,
+    /// Signed 4-bit integer, packed two per byte in blobs (code 8).
     Int4,
+    /// Signed 8-bit integer (blob code 4).
     Int8,
+    /// Signed 16-bit integer (blob code 6).
     Int16,
+    /// Signed 32-bit integer (blob code 14); the type of shapes, axes and perms in MIL.
     Int32,
+    /// Signed 64-bit integer (MIL text only: no blob dtype code).
     Int64,
+    /// Unsigned 1-bit integer, packed eight per byte in blobs (code 9).
     UInt1,
+    /// Unsigned 2-bit integer, packed four per byte in blobs (code 10).
     UInt2,
+    /// Unsigned 3-bit integer, bit-packed across byte boundaries in blobs (code 12).
     UInt3,
+    /// Unsigned 4-bit integer, packed two per byte in blobs (code 11).
     UInt4,
+    /// Unsigned 6-bit integer, bit-packed across byte boundaries in blobs (code 13).
     UInt6,
+    /// Unsigned 8-bit integer (blob code 3).
     UInt8,
+    /// Unsigned 16-bit integer (blob code 7).
     UInt16,
+    /// Unsigned 32-bit integer (blob code 15).
     UInt32,
+    /// Unsigned 64-bit integer; the type of a BLOBFILE `offset` (no blob dtype code).
     UInt64,
+    /// 8-bit float, 4 exponent and 3 mantissa bits, no infinities (the "FN" variant); blob
+    /// code 16. Inline literals keep its raw bytes in [`TensorData::UInt`].
     Fp8E4M3,
+    /// 8-bit float, 5 exponent and 2 mantissa bits (IEEE-like); blob code 17. Inline literals
+    /// keep its raw bytes in [`TensorData::UInt`].
     Fp8E5M2,
 }
 
 impl DType {
+    /// Every dtype, in declaration order (the order [`DType`]'s `Ord` sorts by).
     pub const ALL: [DType; 22] = [
         DType::Fp16,
         DType::Fp32,
@@ -143,6 +175,8 @@ impl DType {
         }
     }
 
+    /// The dtype spelled `name` in MIL text (`"fp16"`, `"uint6"`, `"fp8e4m3"`, ...); `None` for
+    /// anything else. Inverse of [`DType::name`].
     pub fn from_name(name: &str) -> Option<DType> {
         DType::ALL.iter().copied().find(|d| d.name() == name)
     }
@@ -173,6 +207,7 @@ impl DType {
         Some(bits.div_ceil(8))
     }
 
+    /// Whether this is a floating-point type, fp8 formats included.
     pub fn is_float(self) -> bool {
         matches!(
             self,
@@ -180,14 +215,17 @@ impl DType {
         )
     }
 
+    /// Whether this is a signed or unsigned integer type (not `bool`).
     pub fn is_int(self) -> bool {
         self.is_signed_int() || self.is_unsigned_int()
     }
 
+    /// Whether this is `int4`, `int8`, `int16`, `int32` or `int64`.
     pub fn is_signed_int(self) -> bool {
         matches!(self, DType::Int4 | DType::Int8 | DType::Int16 | DType::Int32 | DType::Int64)
     }
 
+    /// Whether this is one of the `uint*` types, sub-byte widths included.
     pub fn is_unsigned_int(self) -> bool {
         matches!(
             self,
@@ -225,15 +263,19 @@ impl fmt::Display for DType {
 /// A tensor type with a fully known shape. Rank-0 tensors are written as scalars.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct TensorType {
+    /// Element type.
     pub dtype: DType,
+    /// Dimensions, outermost first (row-major); empty for a rank-0 tensor.
     pub shape: Vec<usize>,
 }
 
 impl TensorType {
+    /// A tensor of `dtype` with the given dimensions.
     pub fn new(dtype: DType, shape: impl Into<Vec<usize>>) -> TensorType {
         TensorType { dtype, shape: shape.into() }
     }
 
+    /// Number of dimensions (0 for a scalar).
     pub fn rank(&self) -> usize {
         self.shape.len()
     }
@@ -271,12 +313,17 @@ impl fmt::Display for TensorType {
 /// The type of a value: a scalar, a tensor, or a dictionary (only seen in attributes).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Type {
+    /// A scalar (rank 0), written as a bare dtype: `fp16`, `string`.
     Scalar(DType),
+    /// A tensor of known shape: `tensor<fp16, [1, 64]>`.
     Tensor(TensorType),
+    /// A dictionary `dict<K, V>` (key type, value type), as in the `buildInfo` program attribute.
     Dict(Box<Type>, Box<Type>),
 }
 
 impl Type {
+    /// Shorthand for `Type::Tensor(TensorType::new(dtype, shape))`. A rank-0 shape still gives
+    /// a [`Type::Tensor`]; `Type::from(TensorType)` gives [`Type::Scalar`] for it instead.
     pub fn tensor(dtype: DType, shape: impl Into<Vec<usize>>) -> Type {
         Type::Tensor(TensorType::new(dtype, shape))
     }
@@ -350,11 +397,14 @@ pub enum TensorData {
     Int(Vec<i64>),
     /// Values of any unsigned integer type, and the raw bytes of fp8 types.
     UInt(Vec<u64>),
+    /// `bool` values.
     Bool(Vec<bool>),
+    /// `string` values.
     Str(Vec<String>),
 }
 
 impl TensorData {
+    /// Number of elements.
     pub fn len(&self) -> usize {
         match self {
             TensorData::F16(v) => v.len(),
@@ -368,6 +418,7 @@ impl TensorData {
         }
     }
 
+    /// Whether there are no elements (a zero-sized tensor).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -441,7 +492,11 @@ impl PartialEq for TensorData {
 /// `offset` points at the blob's 64-byte metadata record, not at its data (REFERENCE.md §5).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct BlobRef {
+    /// The `path` string as written, e.g. `@model_path/weights/weight.bin`; resolved against the
+    /// model directory by [`crate::package`].
     pub path: String,
+    /// Byte offset of the blob's metadata record in the file; a multiple of 64, at least 64,
+    /// in a conformant file.
     pub offset: u64,
 }
 
@@ -460,40 +515,51 @@ pub enum LiteralData {
 /// `tensor<fp16, [64, 64]>(BLOBFILE(...))`, `dict<string, string>({{"a", "b"}})`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Literal {
+    /// The declared type the value is read as.
     pub ty: Type,
+    /// The value itself: inline elements, a blob reference, or dict entries.
     pub data: LiteralData,
+    /// Where the literal was written ([`Span::NONE`] when built).
     pub span: Span,
 }
 
 impl Literal {
+    /// A literal of type `ty` with no source span.
     pub fn new(ty: Type, data: LiteralData) -> Literal {
         Literal { ty, data, span: Span::NONE }
     }
 
+    /// A literal with inline elements; `data` should hold `ty`'s element count.
     pub fn tensor(ty: Type, data: TensorData) -> Literal {
         Literal::new(ty, LiteralData::Tensor(data))
     }
 
+    /// A `string` scalar: `string("...")`.
     pub fn string(s: impl Into<String>) -> Literal {
         Literal::tensor(Type::Scalar(DType::String), TensorData::Str(vec![s.into()]))
     }
 
+    /// A `bool` scalar.
     pub fn bool(b: bool) -> Literal {
         Literal::tensor(Type::Scalar(DType::Bool), TensorData::Bool(vec![b]))
     }
 
+    /// An `int32` scalar.
     pub fn int32(v: i32) -> Literal {
         Literal::tensor(Type::Scalar(DType::Int32), TensorData::Int(vec![v as i64]))
     }
 
+    /// A `uint64` scalar, the type of a BLOBFILE `offset`.
     pub fn uint64(v: u64) -> Literal {
         Literal::tensor(Type::Scalar(DType::UInt64), TensorData::UInt(vec![v]))
     }
 
+    /// An `fp16` scalar, rounded from `v` to nearest even.
     pub fn fp16(v: f32) -> Literal {
         Literal::tensor(Type::Scalar(DType::Fp16), TensorData::F16(vec![f16::from_f32(v)]))
     }
 
+    /// An `fp32` scalar.
     pub fn fp32(v: f32) -> Literal {
         Literal::tensor(Type::Scalar(DType::Fp32), TensorData::F32(vec![v]))
     }
@@ -506,6 +572,8 @@ impl Literal {
         )
     }
 
+    /// A tensor literal whose data lives in a weight file: `ty(BLOBFILE(path, offset))`, where
+    /// `offset` is the byte offset of the blob's metadata record (see [`BlobRef`]).
     pub fn blob(ty: TensorType, path: impl Into<String>, offset: u64) -> Literal {
         Literal::new(Type::Tensor(ty), LiteralData::Blob(BlobRef { path: path.into(), offset }))
     }
@@ -556,16 +624,21 @@ impl Literal {
 /// concat's `values`).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Argument {
+    /// A reference to a function input or an earlier op's output.
     Var(Ident),
+    /// An inline constant.
     Literal(Literal),
+    /// A parenthesised list of arguments passed to a variadic input, with the span of the list.
     Tuple(Vec<Argument>, Span),
 }
 
 impl Argument {
+    /// A reference to the value named `name`, with no source span.
     pub fn var(name: impl Into<String>) -> Argument {
         Argument::Var(Ident::new(name))
     }
 
+    /// Where the argument was written ([`Span::NONE`] when built).
     pub fn span(&self) -> Span {
         match self {
             Argument::Var(i) => i.span,
@@ -578,11 +651,14 @@ impl Argument {
 /// A name with the span it was written at.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Ident {
+    /// The name as written, without any sigil.
     pub name: String,
+    /// Where the name was written ([`Span::NONE`] when built).
     pub span: Span,
 }
 
 impl Ident {
+    /// A name with no source span.
     pub fn new(name: impl Into<String>) -> Ident {
         Ident { name: name.into(), span: Span::NONE }
     }
@@ -597,11 +673,14 @@ impl fmt::Display for Ident {
 /// A named input or attribute of an operation: `x = x16` or `name = string("conv")`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Named<T> {
+    /// The parameter name (`x`, `weight`, `name`, ...).
     pub name: Ident,
+    /// The argument or literal bound to it.
     pub value: T,
 }
 
 impl<T> Named<T> {
+    /// A binding with no source span.
     pub fn new(name: impl Into<String>, value: T) -> Named<T> {
         Named { name: Ident::new(name), value }
     }
@@ -610,13 +689,16 @@ impl<T> Named<T> {
 /// A typed value an operation defines, or a function input: `tensor<fp16, [1, 64]> x16`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TypedName {
+    /// The value's declared type.
     pub ty: Type,
+    /// The value's name, unique within its function.
     pub name: Ident,
     /// Where the type was written.
     pub ty_span: Span,
 }
 
 impl TypedName {
+    /// A typed name with no source spans.
     pub fn new(ty: Type, name: impl Into<String>) -> TypedName {
         TypedName { ty, name: Ident::new(name), ty_span: Span::NONE }
     }
@@ -627,17 +709,25 @@ impl TypedName {
 pub struct Operation {
     /// The op's name as written (`conv`, `const`, ...); the registry knows what it means.
     pub op: Ident,
+    /// The inputs in `(...)`, in written order.
     pub inputs: Vec<Named<Argument>>,
+    /// The attributes in `[...]` after the inputs: `name`, `val` for `const`, and every parameter
+    /// of the iOS16-and-earlier constexpr ops.
     pub attributes: Vec<Named<Literal>>,
+    /// The values it defines, left of `=`, with their declared types (several for ops with
+    /// more than one result).
     pub outputs: Vec<TypedName>,
+    /// The whole statement, from the first output type to the `;`.
     pub span: Span,
 }
 
 impl Operation {
+    /// The input bound to `name`, if present.
     pub fn input(&self, name: &str) -> Option<&Argument> {
         self.inputs.iter().find(|n| n.name.name == name).map(|n| &n.value)
     }
 
+    /// The attribute named `name`, if present.
     pub fn attribute(&self, name: &str) -> Option<&Literal> {
         self.attributes.iter().find(|n| n.name.name == name).map(|n| &n.value)
     }
@@ -651,18 +741,24 @@ impl Operation {
 /// The body of a function: operations in order, then the names it returns.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Block {
+    /// The statements, in order; each may only use values defined before it.
     pub operations: Vec<Operation>,
+    /// The names after `->`, which the function returns in this order.
     pub outputs: Vec<Ident>,
 }
 
 /// `func NAME<OPSET>(inputs) { ... } -> (outputs);`
 #[derive(Clone, Debug, PartialEq)]
 pub struct Function {
+    /// The function name; `main` is the default entry point.
     pub name: Ident,
     /// The opset, e.g. `ios18`.
     pub opset: Ident,
+    /// The function's parameters with their types.
     pub inputs: Vec<TypedName>,
+    /// The body and its returned names.
     pub block: Block,
+    /// The whole `func ... ;` declaration.
     pub span: Span,
 }
 
@@ -687,11 +783,14 @@ impl Function {
 pub struct Program {
     /// The version as written, e.g. `1.3` or `1.0`.
     pub version: String,
+    /// The attributes in `[...]` after the version, e.g. the `buildInfo` dictionary.
     pub attributes: Vec<Named<Literal>>,
+    /// The functions, in written order; a request selects one by index.
     pub functions: Vec<Function>,
 }
 
 impl Program {
+    /// The function named `name`, if any.
     pub fn function(&self, name: &str) -> Option<&Function> {
         self.functions.iter().find(|f| f.name.name == name)
     }

@@ -24,30 +24,73 @@ pub const MODEL_PATH_PREFIX: &str = "@model_path/";
 /// The MIL file of a model directory.
 pub const MIL_FILE_NAME: &str = "model.mil";
 
+/// What can go wrong opening a model directory or resolving and reading the weight files its
+/// BLOBFILE literals name. [`PackageError::to_diagnostic`] turns one into a diagnostic with a
+/// hint on how to fix it.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum PackageError {
+    /// [`ModelDir::open`] was given a directory without a `model.mil` in it.
     #[error("{path}: not a model directory: it holds no {MIL_FILE_NAME}")]
-    NoModelMil { path: String },
+    NoModelMil {
+        /// The directory, as given.
+        path: String,
+    },
+    /// A BLOBFILE path does not start with [`MODEL_PATH_PREFIX`] (`@model_path/`).
     #[error("blob path \"{blob_path}\" does not start with {MODEL_PATH_PREFIX}")]
-    NotModelPath { blob_path: String },
+    NotModelPath {
+        /// The BLOBFILE `path` string, as written.
+        blob_path: String,
+    },
+    /// A BLOBFILE path that is lexically unusable (`..` components, absolute after the
+    /// prefix, a NUL, no file name) or that names something other than a regular file.
     #[error("blob path \"{blob_path}\" {reason}")]
-    BadPath { blob_path: String, reason: &'static str },
+    BadPath {
+        /// The BLOBFILE `path` string, as written.
+        blob_path: String,
+        /// What is wrong with it, phrased to follow the path in the message.
+        reason: &'static str,
+    },
+    /// A BLOBFILE path that, once symlinks are followed, leads outside the model directory.
     #[error("blob path \"{blob_path}\" leads to {resolved}, outside the model directory {root}")]
-    Escapes { blob_path: String, resolved: String, root: String },
+    Escapes {
+        /// The BLOBFILE `path` string, as written.
+        blob_path: String,
+        /// The canonical path it leads to.
+        resolved: String,
+        /// The canonical model directory.
+        root: String,
+    },
+    /// No file exists where a BLOBFILE path points.
     #[error("blob path \"{blob_path}\": no file at {path}")]
-    MissingFile { blob_path: String, path: String },
+    MissingFile {
+        /// The BLOBFILE `path` string, as written.
+        blob_path: String,
+        /// The file system path it was resolved to.
+        path: String,
+    },
+    /// [`Weights::read`] was asked for a BLOBFILE path that has no file in the set.
     #[error("no weight file is loaded for blob path \"{blob_path}\"")]
-    NotLoaded { blob_path: String },
+    NotLoaded {
+        /// The BLOBFILE `path` string, as written.
+        blob_path: String,
+    },
+    /// The weight file was found, but the blob at the literal's offset failed a check.
     #[error("BLOBFILE(\"{blob_path}\", offset {offset}): {source}")]
     Blob {
+        /// The BLOBFILE `path` string, as written.
         blob_path: String,
+        /// The BLOBFILE `offset`: the byte offset of the blob's metadata record.
         offset: u64,
+        /// The failed check.
         #[source]
         source: BlobError,
     },
+    /// Reading, writing or resolving a file failed at the operating-system level.
     #[error("{path}: {source}")]
     Io {
+        /// The file system path involved.
         path: String,
+        /// The underlying error.
         #[source]
         source: Arc<std::io::Error>,
     },
@@ -142,6 +185,40 @@ pub fn blob_relative_path(blob_path: &str) -> Result<PathBuf, PackageError> {
 
 /// A model directory on disk: the directory (the base `@model_path` stands for) and its MIL
 /// file.
+///
+/// ```
+/// use anemone_mil::blob::{BlobWriter, ReadMode};
+/// use anemone_mil::package::{ModelDir, Weights};
+/// use anemone_mil::text;
+///
+/// let mil = r#"program(1.3)
+/// {
+///     func main<ios18>(tensor<fp16, [1, 4]> x) {
+///         tensor<fp16, [4, 4]> W = const()[name = string("W"), val = tensor<fp16, [4, 4]>(BLOBFILE(path = string("@model_path/weights/weight.bin"), offset = uint64(64)))];
+///         tensor<fp16, [1, 4]> y = matmul(x = x, y = W)[name = string("mm")];
+///     } -> (y);
+/// }
+/// "#;
+/// let mut blob = BlobWriter::new();
+/// assert_eq!(blob.add_f32_as_fp16(&[0.5; 16]), 64);
+/// let mut weights = Weights::new();
+/// weights.insert("@model_path/weights/weight.bin", blob.finish());
+///
+/// let tmp = tempfile::tempdir()?;
+/// let created = ModelDir::create(tmp.path().join("model"), mil, &weights)?;
+/// assert!(created.root().join("weights/weight.bin").is_file());
+///
+/// // Reading it back: the MIL text, then every weight file it names, checked.
+/// let dir = ModelDir::open(tmp.path().join("model"))?;
+/// let program = text::parse_source(&dir.mil_path().display().to_string(), &dir.read_mil()?)?;
+/// let (loaded, problems) = dir.check(&program, ReadMode::Strict);
+/// assert!(problems.is_empty());
+/// assert_eq!(loaded.len(), 1);
+///
+/// // A BLOBFILE path may not leave the directory.
+/// assert!(dir.resolve("@model_path/../secret.bin").is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct ModelDir {
     root: PathBuf,
@@ -217,10 +294,13 @@ impl ModelDir {
         &self.root
     }
 
+    /// The MIL file: `model.mil` in the directory, or the `.mil` file [`ModelDir::open`] was
+    /// given (as given, not canonicalised).
     pub fn mil_path(&self) -> &Path {
         &self.mil_path
     }
 
+    /// Reads the MIL file as UTF-8 text ([`PackageError::Io`] if unreadable or not UTF-8).
     pub fn read_mil(&self) -> Result<String, PackageError> {
         fs::read_to_string(&self.mil_path).map_err(|e| PackageError::io(&self.mil_path, e))
     }
@@ -324,6 +404,7 @@ pub struct Weights {
 }
 
 impl Weights {
+    /// An empty set of weight files.
     pub fn new() -> Weights {
         Weights::default()
     }
@@ -334,10 +415,12 @@ impl Weights {
         self.insert_file(blob_path, BlobFile::new(bytes));
     }
 
+    /// Adds (or replaces) the file for `blob_path`, a [`BlobFile`] already opened or mapped.
     pub fn insert_file(&mut self, blob_path: impl Into<String>, file: BlobFile) {
         self.files.insert(blob_path.into(), file);
     }
 
+    /// The file for the exact BLOBFILE path string `blob_path`, if loaded.
     pub fn get(&self, blob_path: &str) -> Option<&BlobFile> {
         self.files.get(blob_path)
     }
@@ -347,10 +430,12 @@ impl Weights {
         self.files.iter().map(|(k, v)| (k.as_str(), v))
     }
 
+    /// Number of weight files (distinct BLOBFILE paths), not of blobs.
     pub fn len(&self) -> usize {
         self.files.len()
     }
 
+    /// Whether no weight file is held.
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
     }

@@ -19,6 +19,7 @@ pub const MAX_ELEMENTS: usize = 1 << 40;
 /// What is known about a value while walking a function.
 #[derive(Clone, Debug)]
 pub struct ValueInfo<'a> {
+    /// The value's declared type (a function input's, or the output type an op declares).
     pub ty: &'a Type,
     /// The literal behind the value when it is a compile-time constant (the output of `const`).
     pub constant: Option<&'a Literal>,
@@ -29,7 +30,9 @@ pub struct ValueInfo<'a> {
 /// An operation with its inputs bound and its result types inferred.
 #[derive(Clone, Debug)]
 pub struct ResolvedOp<'a> {
+    /// The operation as written.
     pub op: &'a Operation,
+    /// Its inputs bound to types and constants, as the op registry sees them (see [`ops::infer`]).
     pub context: OpContext<'a>,
     /// The types the registry infers (equal to the declared ones in a valid program).
     pub inferred: Vec<Type>,
@@ -38,12 +41,46 @@ pub struct ResolvedOp<'a> {
 /// The result of resolving one function: the operations that resolved, and every problem.
 #[derive(Clone, Debug, Default)]
 pub struct ResolvedFunction<'a> {
+    /// The operations whose names resolved and whose inference succeeded, in program order; an
+    /// operation with an error is left out, so this is complete only when `diagnostics` is empty.
     pub ops: Vec<ResolvedOp<'a>>,
+    /// Every value the function defines (inputs and op results), by name; the first definition
+    /// wins when a name is defined twice.
     pub values: HashMap<&'a str, ValueInfo<'a>>,
+    /// Every error found in the function, in the order found.
     pub diagnostics: Vec<Diagnostic>,
 }
 
 /// Validates a whole program and returns its errors (no lints). Empty means valid.
+///
+/// Each op goes through the registry ([`ops::infer`]): its inputs must exist and be defined
+/// before use, its signature must match, and the result types it declares must be the ones
+/// inference gives.
+///
+/// ```
+/// use anemone_mil::{text, validate::validate};
+///
+/// let good = r#"program(1.3)
+/// {
+///     func main<ios18>(tensor<fp16, [1, 8, 1, 32]> x) {
+///         tensor<int32, [4]> s = const()[name = string("s"), val = tensor<int32, [4]>([1, 1, 8, 32])];
+///         tensor<fp16, [1, 1, 8, 32]> y = reshape(x = x, shape = s)[name = string("r")];
+///     } -> (y);
+/// }
+/// "#;
+/// assert!(validate(&text::parse(good)?).is_empty());
+///
+/// // Declaring a result type the op does not produce is an error with a fix.
+/// let bad = good.replace("fp16, [1, 1, 8, 32]> y", "fp16, [1, 8, 32]> y");
+/// let errors = validate(&text::parse(&bad)?);
+/// assert_eq!(errors.len(), 1);
+/// assert_eq!(errors[0].code, "validate::result-type");
+/// assert_eq!(
+///     errors[0].help.as_deref(),
+///     Some("declare it as `tensor<fp16, [1, 1, 8, 32]> y`")
+/// );
+/// # Ok::<(), anemone_mil::Diagnostic>(())
+/// ```
 pub fn validate(program: &Program) -> Vec<Diagnostic> {
     let mut diags = Vec::new();
     if program.functions.is_empty() {

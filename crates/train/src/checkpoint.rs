@@ -55,6 +55,7 @@ pub struct TrainState {
     pub config: Config,
     /// Optimizer steps completed.
     pub step: usize,
+    /// The model's weights.
     pub params: Params,
     /// AdamW's first moment, laid out like `params`.
     pub adam_m: Params,
@@ -75,13 +76,18 @@ pub struct TrainState {
 /// One logged point of a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LogPoint {
+    /// Optimizer steps completed when logged; step 0 is the untrained model, logged with its
+    /// validation loss as both losses.
     pub step: usize,
     // JSON has no NaN or infinity and serde_json would write `null`, which then fails to
     // read back: a diverged loss in the history must not make the checkpoint unloadable.
+    /// Mean training loss of that step.
     #[serde(with = "json_f32")]
     pub loss: f32,
+    /// Validation loss, when evaluated after that step.
     #[serde(default, with = "json_f32::option")]
     pub val_loss: Option<f32>,
+    /// The learning rate the step used (0 for step 0).
     #[serde(with = "json_f32")]
     pub lr: f32,
 }

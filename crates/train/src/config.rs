@@ -14,19 +14,27 @@ use crate::error::{Error, Result};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
+    /// Model width: channels of the residual stream and of each attention projection (at
+    /// most 16384, the ANE's channel limit).
     pub dim: usize,
     /// Width of the SwiGLU hidden layer.
     pub hidden_dim: usize,
+    /// Number of transformer blocks.
     pub n_layers: usize,
+    /// Attention heads; must divide `dim`, and `dim / n_heads` must be even (RoPE pairs).
     pub n_heads: usize,
     /// Tokens per sequence (the context window).
     pub seq_len: usize,
+    /// Token ids run over `0..vocab_size` (at most 65536: token files hold u16 ids).
     pub vocab_size: usize,
     /// The classifier is the embedding matrix (llama2.c's shared weights).
     #[serde(default = "default_true")]
     pub shared_classifier: bool,
+    /// Added to the mean square inside every RMSNorm (default 1e-5).
     #[serde(default = "default_norm_eps")]
     pub norm_eps: f32,
+    /// RoPE base: channel pair `i` of a head rotates by `pos * theta^(-2i / head_dim)`
+    /// (default 10000).
     #[serde(default = "default_rope_theta")]
     pub rope_theta: f32,
 }
@@ -54,9 +62,13 @@ pub struct TrainConfig {
     pub lr: f32,
     /// The cosine schedule ends at `lr * min_lr_ratio`.
     pub min_lr_ratio: f32,
+    /// Optimizer steps of linear warm-up before the cosine decay ([`crate::optim::lr_at`]).
     pub warmup_steps: usize,
+    /// AdamW's decay rate of the first moment, in `[0, 1)`.
     pub beta1: f32,
+    /// AdamW's decay rate of the second moment, in `[0, 1)`.
     pub beta2: f32,
+    /// AdamW's denominator term: `m / (sqrt(v) + eps)`.
     pub eps: f32,
     /// AdamW's decoupled weight decay; never applied to norm weights.
     pub weight_decay: f32,
@@ -101,7 +113,9 @@ impl Default for TrainConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The architecture.
     pub model: ModelConfig,
+    /// The optimisation settings (defaults when absent from a file).
     #[serde(default)]
     pub train: TrainConfig,
 }

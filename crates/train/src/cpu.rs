@@ -114,19 +114,24 @@ pub fn cross_entropy(logits: &mut [f32], targets: &[u32], scale: f32) -> f64 {
 /// A row-major matrix operand, possibly read transposed.
 #[derive(Clone, Copy)]
 pub struct Mat<'a> {
+    /// The `rows * cols` values, row-major.
     pub data: &'a [f32],
+    /// Rows as stored.
     pub rows: usize,
+    /// Columns as stored.
     pub cols: usize,
     /// Read as its transpose (`cols x rows`).
     pub transposed: bool,
 }
 
 impl<'a> Mat<'a> {
+    /// `data` as a `rows x cols` row-major matrix. Panics when `data.len() != rows * cols`.
     pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Mat<'a> {
         assert_eq!(data.len(), rows * cols, "matrix data does not match its shape");
         Mat { data, rows, cols, transposed: false }
     }
 
+    /// The same data read as its transpose (no copy).
     pub fn t(self) -> Mat<'a> {
         Mat { transposed: !self.transposed, ..self }
     }

@@ -18,8 +18,11 @@ use crate::tokenizer::Tokenizer;
 /// The state of the window sampler's RNG (ChaCha8), enough to continue the exact stream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RngState {
+    /// The ChaCha8 key the generator was seeded with.
     pub seed: [u8; 32],
+    /// The ChaCha8 stream number.
     pub stream: u64,
+    /// Position in the keystream, in 32-bit words: where the next draw starts.
     pub word_pos: u128,
 }
 
@@ -54,7 +57,10 @@ impl DataFormat {
 /// Which part of the data a window comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Split {
+    /// The training part: the file's head.
     Train,
+    /// The held-out tail (`val_fraction` of the tokens), or the training part when nothing is
+    /// held out.
     Val,
 }
 
@@ -240,6 +246,7 @@ impl Dataset {
         self.len == 0
     }
 
+    /// Tokens in the training part (the head of the file).
     pub fn train_tokens(&self) -> usize {
         self.train_len
     }
@@ -345,9 +352,13 @@ fn tokenize(text: &str, tokenizer: &Tokenizer, vocab_size: usize) -> Result<Vec<
 /// after another (`[batch, seq_len]` row-major).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Batch {
+    /// Input token ids, `[batch, seq_len]` row-major.
     pub inputs: Vec<u32>,
+    /// Target ids, `[batch, seq_len]`: each input's next token.
     pub targets: Vec<u32>,
+    /// Number of sequences.
     pub batch: usize,
+    /// Tokens per sequence.
     pub seq_len: usize,
 }
 
@@ -395,6 +406,7 @@ pub struct Sampler {
 }
 
 impl Sampler {
+    /// A sampler whose sequence of window starts is determined by `seed` alone.
     pub fn new(seed: u64) -> Sampler {
         Sampler { rng: ChaCha8Rng::seed_from_u64(seed) }
     }

@@ -5,8 +5,11 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
+/// The training crate's result type: [`Error`](enum@Error) unless stated otherwise.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Everything training can fail with: configuration, data, tokenizer, checkpoints,
+/// divergence, the device and its kernels, and file I/O.
 #[derive(Debug, Error)]
 pub enum Error {
     /// A model or training configuration that is inconsistent or that the ANE cannot take.
@@ -20,7 +23,12 @@ pub enum Error {
     Tokenizer(String),
     /// A checkpoint or model file that is corrupt, truncated or does not match the config.
     #[error("checkpoint {}: {message}", path.display())]
-    Checkpoint { path: PathBuf, message: String },
+    Checkpoint {
+        /// The checkpoint or model file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The loss became NaN or infinite; the last good checkpoint is kept.
     #[error("{0}")]
     Diverged(String),
@@ -30,9 +38,20 @@ pub enum Error {
     /// A kernel program did not build (a bug in the kernel builders, or a config the
     /// builder refuses).
     #[error("kernel `{kernel}`: {message}")]
-    Kernel { kernel: &'static str, message: String },
+    Kernel {
+        /// The kernel's name ([`KernelKind::name`](crate::kernels::KernelKind::name)).
+        kernel: &'static str,
+        /// What the builder or the device compile said.
+        message: String,
+    },
+    /// Reading or writing a file failed (config, data, checkpoint, loss curve).
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        /// What was being done, with the path.
+        context: String,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
 }
 
 impl Error {

@@ -65,6 +65,7 @@ impl TokenSampler {
         TokenSampler { rng: ChaCha8Rng::seed_from_u64(settings.seed), settings }
     }
 
+    /// The temperature, top-p and seed this sampler was made with.
     pub fn settings(&self) -> &SamplerSettings {
         &self.settings
     }

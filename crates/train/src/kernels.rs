@@ -41,16 +41,22 @@ pub const MASK_VALUE: f32 = -40000.0;
 /// The four device kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KernelKind {
+    /// `attn_fwd`: QKV projections, RoPE, causal attention, output projection.
     AttnFwd,
+    /// `ffn_fwd`: the SwiGLU FFN, `W2 (silu(W1 x) * W3 x)`.
     FfnFwd,
+    /// `attn_bwd`: attention's input gradient and the gradients of q, k, v.
     AttnBwd,
+    /// `ffn_bwd`: the FFN's input gradient and the gradients of h1 and h3.
     FfnBwd,
 }
 
 impl KernelKind {
+    /// Every kernel, forward ones first.
     pub const ALL: [KernelKind; KERNEL_COUNT] =
         [KernelKind::AttnFwd, KernelKind::FfnFwd, KernelKind::AttnBwd, KernelKind::FfnBwd];
 
+    /// The kernel's name in messages and reports (`attn_fwd`, ...).
     pub fn name(self) -> &'static str {
         match self {
             KernelKind::AttnFwd => "attn_fwd",
@@ -69,10 +75,15 @@ impl KernelKind {
 /// The sizes a kernel is built for.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct KernelShape {
+    /// Model width ([`ModelConfig::dim`]).
     pub dim: usize,
+    /// FFN hidden width ([`ModelConfig::hidden_dim`]).
     pub hidden: usize,
+    /// Attention heads.
     pub heads: usize,
+    /// Channels per head (`dim / heads`).
     pub head_dim: usize,
+    /// Tokens per sequence; RoPE positions and the causal mask restart every `seq` tokens.
     pub seq: usize,
     /// Sequences per evaluation.
     pub batch: usize,
@@ -81,6 +92,7 @@ pub struct KernelShape {
 }
 
 impl KernelShape {
+    /// The shape for `config` with `batch` sequences per evaluation.
     pub fn new(config: &ModelConfig, batch: usize) -> KernelShape {
         KernelShape {
             dim: config.dim,
@@ -103,8 +115,11 @@ impl KernelShape {
 /// where each region of its inputs sits.
 #[derive(Clone, Debug)]
 pub struct KernelProgram {
+    /// Which kernel.
     pub kind: KernelKind,
+    /// The sizes it was built for.
     pub shape: KernelShape,
+    /// The MIL program and its weight files (RoPE tables, causal mask).
     pub built: BuiltProgram,
     /// One layout per input, in declaration order.
     pub inputs: Vec<PackedLayout>,

@@ -15,12 +15,19 @@ use crate::config::ModelConfig;
 /// `[out, in]` row-major, the embedding (and classifier) `[vocab, dim]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Tensor {
+    /// Token embedding `[vocab, dim]`; also the classifier when it is shared.
     Embedding,
+    /// RMSNorm weight `[dim]` before attention, of layer `l`.
     AttnNorm(usize),
+    /// Query projection `[dim, dim]` of layer `l`.
     Wq(usize),
+    /// Key projection `[dim, dim]` of layer `l`.
     Wk(usize),
+    /// Value projection `[dim, dim]` of layer `l`.
     Wv(usize),
+    /// Attention output projection `[dim, dim]` of layer `l`.
     Wo(usize),
+    /// RMSNorm weight `[dim]` before the FFN, of layer `l`.
     FfnNorm(usize),
     /// Gate projection `[hidden, dim]` (SiLU branch).
     W1(usize),
@@ -28,6 +35,7 @@ pub enum Tensor {
     W2(usize),
     /// Up projection `[hidden, dim]`.
     W3(usize),
+    /// RMSNorm weight `[dim]` after the last layer, before the classifier.
     FinalNorm,
     /// Only when the classifier is not shared with the embedding.
     Classifier,
@@ -79,14 +87,17 @@ impl Tensor {
 /// Where each tensor sits in the flat buffer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParamLayout {
+    /// The model the layout is for.
     pub config: ModelConfig,
     /// `(tensor, shape, range)` in llama2.c's file order (embedding, then each kind of
     /// layer tensor for all layers, final norm, classifier).
     pub entries: Vec<(Tensor, Vec<usize>, Range<usize>)>,
+    /// Total number of f32 values (the sum of every tensor's size).
     pub len: usize,
 }
 
 impl ParamLayout {
+    /// The layout of every tensor of `config`, packed without gaps in llama2.c's order.
     pub fn new(config: &ModelConfig) -> ParamLayout {
         let (d, h, v, n) = (config.dim, config.hidden_dim, config.vocab_size, config.n_layers);
         let mut shapes: Vec<(Tensor, Vec<usize>)> = vec![(Tensor::Embedding, vec![v, d])];
@@ -136,6 +147,12 @@ impl ParamLayout {
             .unwrap_or_else(|| panic!("{t:?} is not a tensor of this model"))
     }
 
+    /// The shape of `t`, row-major.
+    ///
+    /// # Panics
+    ///
+    /// When `t` is not a tensor of this model: a layer past `n_layers`, or
+    /// [`Tensor::Classifier`] with a shared classifier.
     pub fn shape(&self, t: Tensor) -> &[usize] {
         &self.entries[self.index(t)].1
     }
@@ -145,7 +162,9 @@ impl ParamLayout {
 /// gradients or an optimizer moment.
 #[derive(Clone, Debug)]
 pub struct Params {
+    /// Where each tensor sits in `data` (shared by parameters, gradients and moments).
     pub layout: Arc<ParamLayout>,
+    /// All values, `layout.len` of them.
     pub data: Vec<f32>,
 }
 
@@ -156,6 +175,7 @@ impl PartialEq for Params {
 }
 
 impl Params {
+    /// All zeros: the start of a gradient buffer or of AdamW's moments.
     pub fn zeros(layout: Arc<ParamLayout>) -> Params {
         let data = vec![0.0; layout.len];
         Params { layout, data }
@@ -183,14 +203,18 @@ impl Params {
         p
     }
 
+    /// The model these values belong to.
     pub fn config(&self) -> &ModelConfig {
         &self.layout.config
     }
 
+    /// The values of `t`, row-major over [`ParamLayout::shape`]. Panics when `t` is not a
+    /// tensor of this model.
     pub fn get(&self, t: Tensor) -> &[f32] {
         &self.data[self.layout.range(t)]
     }
 
+    /// The values of `t`, writable. Panics when `t` is not a tensor of this model.
     pub fn get_mut(&mut self, t: Tensor) -> &mut [f32] {
         let r = self.layout.range(t);
         &mut self.data[r]

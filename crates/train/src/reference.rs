@@ -171,9 +171,13 @@ pub fn rope_backward(dy: &[f64], config: &ModelConfig) -> Vec<f64> {
 /// The weights of one attention block, `[dim, dim]` each (`[out, in]`), in f64.
 #[derive(Clone, Debug)]
 pub struct AttentionWeights {
+    /// Query projection.
     pub wq: Vec<f64>,
+    /// Key projection.
     pub wk: Vec<f64>,
+    /// Value projection.
     pub wv: Vec<f64>,
+    /// Output projection (applied to the heads' concatenated output).
     pub wo: Vec<f64>,
 }
 
@@ -284,9 +288,13 @@ pub struct AttentionGrads {
     pub dprobs: Vec<f64>,
     /// W.r.t. the heads' output `o` (before `Wo`).
     pub d_o: Vec<f64>,
+    /// W.r.t. `wq`, `[dim, dim]` (`[out, in]`).
     pub dwq: Vec<f64>,
+    /// W.r.t. `wk`, `[dim, dim]`.
     pub dwk: Vec<f64>,
+    /// W.r.t. `wv`, `[dim, dim]`.
     pub dwv: Vec<f64>,
+    /// W.r.t. `wo`, `[dim, dim]`.
     pub dwo: Vec<f64>,
 }
 
@@ -348,8 +356,11 @@ pub fn attention_backward(
 /// The weights of one SwiGLU FFN in f64: `w1`, `w3` `[hidden, dim]`, `w2` `[dim, hidden]`.
 #[derive(Clone, Debug)]
 pub struct FfnWeights {
+    /// Gate projection `[hidden, dim]` (the SiLU branch).
     pub w1: Vec<f64>,
+    /// Down projection `[dim, hidden]`.
     pub w2: Vec<f64>,
+    /// Up projection `[hidden, dim]`.
     pub w3: Vec<f64>,
 }
 
@@ -413,8 +424,11 @@ pub struct FfnGrads {
     pub dh3: Vec<f64>,
     /// W.r.t. `g`, `[tokens, hidden]`.
     pub dg: Vec<f64>,
+    /// W.r.t. `w1`, `[hidden, dim]`.
     pub dw1: Vec<f64>,
+    /// W.r.t. `w2`, `[dim, hidden]`.
     pub dw2: Vec<f64>,
+    /// W.r.t. `w3`, `[hidden, dim]`.
     pub dw3: Vec<f64>,
 }
 

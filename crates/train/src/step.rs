@@ -38,10 +38,12 @@ pub struct Timing {
 }
 
 impl Timing {
+    /// Device, copy and CPU time together.
     pub fn total(&self) -> Duration {
         self.device + self.copy + self.cpu
     }
 
+    /// Adds `other`'s times to these, part by part.
     pub fn add(&mut self, other: &Timing) {
         self.device += other.device;
         self.copy += other.copy;
@@ -141,10 +143,12 @@ impl Engine {
         })
     }
 
+    /// The device the kernels were compiled for.
     pub fn device(&self) -> &Device {
         &self.device
     }
 
+    /// The sizes the kernels were built for (model dims and sequences per evaluation).
     pub fn shape(&self) -> KernelShape {
         self.shape
     }

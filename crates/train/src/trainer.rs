@@ -23,6 +23,8 @@ pub const LOSS_CURVE: &str = "loss.svg";
 /// What a run is asked to do.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
+    /// The model and training settings (on a resume the checkpoint's training settings
+    /// replace these; the model must match).
     pub config: Config,
     /// A text file (byte-level tokens, or `tokenizer`'s) or a `.bin` token file.
     pub data: PathBuf,
@@ -38,6 +40,8 @@ pub struct RunOptions {
     pub resume: bool,
     /// Start from these weights (a llama2.c `.bin` or a checkpoint) instead of random ones.
     pub init: Option<PathBuf>,
+    /// Seeds the weight initialisation and the window sampler of a fresh run (a resume
+    /// restores both from the checkpoint).
     pub seed: u64,
     /// Report a step every this many steps; 0 reports with each validation.
     pub log_every: usize,
@@ -52,29 +56,40 @@ pub struct StepReport {
     pub loss: f64,
     /// Validation loss, when evaluated after this step.
     pub val_loss: Option<f64>,
+    /// The learning rate this step used ([`optim::lr_at`]).
     pub lr: f32,
     /// Gradient norm before clipping.
     pub grad_norm: f32,
     /// Time of the step itself (validation excluded).
     pub ms_per_step: f64,
+    /// Training tokens of the step divided by its time.
     pub tokens_per_s: f64,
     /// Device compiles spent by the run so far.
     pub compiles: usize,
+    /// Where the step's time went: device, surface copies, CPU.
     pub timing: Timing,
 }
 
 /// The end of a run.
 #[derive(Clone, Debug)]
 pub struct Summary {
+    /// Optimizer steps completed: the step of the final checkpoint.
     pub step: usize,
+    /// Steps this run took (fewer than `step` after a resume).
     pub steps_run: usize,
+    /// Training loss of the last step run; `None` when no step ran.
     pub loss: Option<f64>,
+    /// The last validation loss this run computed.
     pub val_loss: Option<f64>,
+    /// Device compiles spent since the trainer was made.
     pub compiles: usize,
+    /// The checkpoint written at the end.
     pub checkpoint: PathBuf,
+    /// The loss curve (SVG), or `None` if it could not be drawn.
     pub loss_curve: Option<PathBuf>,
     /// Mean time per step of this run, split by where it went.
     pub per_step: Timing,
+    /// Wall-clock seconds of the whole run, validation and checkpoints included.
     pub seconds: f64,
     /// The run stopped at `--stop-after` before the horizon.
     pub interrupted: bool,
@@ -85,10 +100,15 @@ pub struct Summary {
 pub enum Event<'a> {
     /// Set up: where the run starts and what it will do.
     Started {
+        /// Steps already completed (0 for a fresh run, the checkpoint's step on a resume).
         first_step: usize,
+        /// The run's horizon ([`RunOptions::steps`]).
         steps: usize,
+        /// Training tokens per optimizer step (`batch * accum_steps * seq_len`).
         tokens_per_step: usize,
+        /// Device compiles spent setting up (at most [`crate::kernels::KERNEL_COUNT`]).
         compiles: usize,
+        /// Trainable parameters.
         parameters: usize,
         /// The validation loss before the first step of a fresh run.
         initial_val_loss: Option<f64>,
@@ -97,10 +117,57 @@ pub enum Event<'a> {
     Progress(&'a StepReport),
     /// A step to log (every `log_every` steps, each validation, and the last).
     Step(&'a StepReport),
+    /// A checkpoint was written at this path.
     Checkpoint(&'a Path),
 }
 
-/// A training run in progress.
+/// A training run in progress: the compiled kernels, the data, the weights, AdamW's state
+/// and the sampler. [`Trainer::run`] trains to the horizon; [`Trainer::step`] takes one
+/// optimizer step at a time.
+///
+/// ```
+/// use anemone::Device;
+/// use anemone_train::config::Config;
+/// use anemone_train::trainer::{Event, RunOptions, Trainer};
+///
+/// let dir = tempfile::tempdir()?;
+/// let data = dir.path().join("text.txt");
+/// std::fs::write(&data, "the king and the queen of the night. ".repeat(60))?;
+///
+/// // A very small llama on byte tokens: one layer, 16-token windows, 2 per micro-batch.
+/// let mut config = Config::preset("tiny").expect("a preset");
+/// config.model.dim = 32;
+/// config.model.hidden_dim = 64;
+/// config.model.n_layers = 1;
+/// config.model.n_heads = 2;
+/// config.model.seq_len = 16;
+/// config.train.batch = 2;
+/// config.train.warmup_steps = 1;
+///
+/// let options = RunOptions {
+///     config,
+///     data,
+///     tokenizer: None,
+///     out: dir.path().join("run"),
+///     steps: 3,
+///     stop_after: None,
+///     resume: false,
+///     init: None,
+///     seed: 0,
+///     log_every: 1,
+/// };
+/// let mut trainer = Trainer::new(&Device::simulator(), options)?;
+/// let summary = trainer.run(|event| {
+///     if let Event::Step(report) = event {
+///         println!("step {} loss {:.3}", report.step, report.loss);
+///     }
+/// })?;
+/// assert_eq!(summary.step, 3);
+/// // Four kernels, compiled once for every layer and step of the run.
+/// assert_eq!(summary.compiles, 4);
+/// assert!(summary.checkpoint.exists());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Trainer {
     options: RunOptions,
     engine: Engine,
@@ -230,18 +297,22 @@ impl Trainer {
         &self.options.config
     }
 
+    /// The current weights (after the last optimizer step).
     pub fn params(&self) -> &Params {
         &self.params
     }
 
+    /// Optimizer steps completed, those of a resumed checkpoint included.
     pub fn step_count(&self) -> usize {
         self.step
     }
 
+    /// The tokenizer of the data: `tokenizer.json`'s, else bytes.
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }
 
+    /// The tokenized data with its training and validation parts.
     pub fn dataset(&self) -> &Dataset {
         &self.dataset
     }

@@ -164,14 +164,19 @@ fn check_dir_name(hex: &str) -> Result<()> {
 }
 
 impl<R: AneRuntime> AneBackend<R> {
+    /// A backend that sends every call through `runtime`. It has no budget of its own: wrap it
+    /// in a device with [`super::device_with_runtime`] to count compiles.
     pub fn new(runtime: Arc<R>, options: AneOptions) -> AneBackend<R> {
         AneBackend { runtime, options }
     }
 
+    /// The Objective-C layer the backend calls (e.g. the [`super::RecordingRuntime`] whose log
+    /// a test reads).
     pub fn runtime(&self) -> &Arc<R> {
         &self.runtime
     }
 
+    /// The QoS and load-retry delay this backend uses.
     pub fn options(&self) -> AneOptions {
         self.options
     }

@@ -28,16 +28,27 @@ use super::runtime::{AneRuntime, WeightFile};
 /// The calls that can be made to fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FakeCall {
+    /// `+[_ANEInMemoryModelDescriptor modelWithMILText:weights:optionsPlist:]`.
     CreateDescriptor,
+    /// `+[_ANEInMemoryModel inMemoryModelWithDescriptor:]`.
     InMemoryModel,
+    /// `-[_ANEInMemoryModel hexStringIdentifier]`.
     HexIdentifier,
+    /// `-[_ANEInMemoryModel compiledModelExists]`.
     CompiledModelExists,
+    /// `-[_ANEInMemoryModel compileWithQoS:options:error:]`.
     Compile,
+    /// `-[_ANEInMemoryModel loadWithQoS:options:error:]`.
     Load,
+    /// `-[_ANEInMemoryModel unloadWithQoS:error:]`.
     Unload,
+    /// `-[_ANEInMemoryModel evaluateWithQoS:options:request:error:]`.
     Evaluate,
+    /// `IOSurfaceCreate`.
     MakeSurface,
+    /// `+[_ANEIOSurfaceObject objectWithIOSurface:]`.
     WrapSurface,
+    /// `+[_ANERequest requestWithInputs:inputIndices:outputs:outputIndices:...]`.
     MakeRequest,
 }
 

@@ -44,10 +44,18 @@ pub const OVERRIDE_VAR: &str = "ANEMONE_OBJC_LIBS";
 /// One of the libraries the backend loads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lib {
+    /// The private `AppleNeuralEngine.framework` (the `_ANE*` classes).
     AppleNeuralEngine,
+    /// `libobjc.A.dylib`: `objc_msgSend`, `objc_getClass`, `sel_registerName`, autorelease
+    /// pools.
     Objc,
+    /// `Foundation.framework`: `NSTemporaryDirectory` and the `NSData`, `NSString`,
+    /// `NSNumber`... classes.
     Foundation,
+    /// `CoreFoundation.framework`: `CFRelease`.
     CoreFoundation,
+    /// `IOSurface.framework`: `IOSurfaceCreate`, lock/unlock, base address, allocation size
+    /// and the `kIOSurface*` property keys.
     IoSurface,
 }
 
@@ -67,7 +75,7 @@ impl Lib {
         }
     }
 
-    /// The name of the library in [`OVERRIDE_VAR`].
+    /// The name of the library in `ANEMONE_OBJC_LIBS`.
     pub fn key(self) -> &'static str {
         match self {
             Lib::AppleNeuralEngine => "AppleNeuralEngine",
@@ -78,7 +86,7 @@ impl Lib {
         }
     }
 
-    /// The system path (what is opened unless [`OVERRIDE_VAR`] says otherwise).
+    /// The system path (what is opened unless `ANEMONE_OBJC_LIBS` says otherwise).
     pub fn path(self) -> &'static str {
         match self {
             Lib::AppleNeuralEngine => APPLE_NEURAL_ENGINE_PATH,
@@ -94,16 +102,37 @@ impl Lib {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LoadError {
     /// `dlopen` failed: not macOS, or a macOS without the framework.
-    NotFound { lib: Lib, detail: String },
+    NotFound {
+        /// The library that could not be opened.
+        lib: Lib,
+        /// The loader's message (`dlerror`).
+        detail: String,
+    },
     /// A function or constant the backend needs is not exported.
-    MissingSymbol { lib: Lib, symbol: String },
+    MissingSymbol {
+        /// The library that should export it.
+        lib: Lib,
+        /// The symbol's C name.
+        symbol: String,
+    },
     /// `objc_getClass` returned nil: the private classes were renamed or removed.
-    MissingClass { class: String },
+    MissingClass {
+        /// The class name looked up.
+        class: String,
+    },
     /// A class does not answer a method the backend sends (`-[Class selector]` or
     /// `+[Class selector]`), found before any is sent.
-    MissingMethod { lib: Lib, method: String },
-    /// [`OVERRIDE_VAR`] is set but malformed; nothing was opened.
-    BadOverride { detail: String },
+    MissingMethod {
+        /// The library the class comes from.
+        lib: Lib,
+        /// The method as `-[Class selector]` or `+[Class selector]`.
+        method: String,
+    },
+    /// `ANEMONE_OBJC_LIBS` is set but malformed; nothing was opened.
+    BadOverride {
+        /// What is wrong with the variable's value.
+        detail: String,
+    },
 }
 
 impl LoadError {

@@ -78,10 +78,13 @@ pub struct SimBackend {
 }
 
 impl SimBackend {
+    /// A simulator with the default options: ANE numerics, `attn_mask` ignored, weights
+    /// snapshotted at compile.
     pub fn new() -> SimBackend {
         SimBackend::default()
     }
 
+    /// A simulator with `options` ([`SimOptions`]).
     pub fn with_options(options: SimOptions) -> SimBackend {
         SimBackend { options }
     }

@@ -5,6 +5,7 @@
 /// One tensor to place: its size and the steps between which it must stay intact.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lifetime {
+    /// Size of the tensor in bytes.
     pub bytes: usize,
     /// The step that writes it.
     pub first: usize,

@@ -43,8 +43,12 @@ pub enum Storage {
 /// A tensor the program computes with.
 #[derive(Clone, Debug)]
 pub struct Value {
+    /// The MIL name; for values the program does not name, a label used only in messages
+    /// (`x(fp16)` for the fp16 copy of an fp32 tensor, `op_input` for an inline literal).
     pub name: String,
+    /// Its dtype and shape (a reshape's result has its own shape over shared storage).
     pub ty: TensorType,
+    /// Where its bytes live.
     pub storage: Storage,
 }
 
@@ -53,11 +57,21 @@ pub struct Value {
 /// read, so the snapshot costs no copy.
 #[derive(Clone, Debug)]
 pub enum Constant {
+    /// Bytes decoded or converted at compile time, 64-byte aligned.
     Owned(AlignedBytes),
-    Shared { file: BlobBytes, start: usize, len: usize },
+    /// A 64-byte-aligned range of a weight file's bytes, read in place.
+    Shared {
+        /// The weight file's bytes (shared, immutable).
+        file: BlobBytes,
+        /// Offset of the data in the file, in bytes.
+        start: usize,
+        /// Length of the data, in bytes.
+        len: usize,
+    },
 }
 
 impl Constant {
+    /// The constant's bytes, dense and row-major in its dtype.
     pub fn bytes(&self) -> &[u8] {
         match self {
             Constant::Owned(b) => b.bytes(),
@@ -71,40 +85,70 @@ impl Constant {
 pub enum Kernel {
     /// Element conversion to the output's dtype.
     Cast,
+    /// conv; inputs x, weight, then bias when given.
     Conv {
+        /// Strides, dilations, padding and groups, resolved from `pad_type`.
         params: KernelConv,
     },
+    /// matmul with numpy batch broadcasting; inputs x, y.
     Matmul {
+        /// Whether the last two dims of x are swapped before multiplying.
         transpose_x: bool,
+        /// Whether the last two dims of y are swapped before multiplying.
         transpose_y: bool,
     },
+    /// A float binary elementwise op with numpy broadcasting; inputs x, y.
     Binary(BinaryOp),
+    /// A float unary elementwise op or activation; input x.
     Unary(UnaryOp),
+    /// transpose: output dim `i` is input dim `perm[i]`.
     Transpose {
+        /// The permutation of the input's dims.
         perm: Vec<usize>,
     },
+    /// slice_by_size and slice_by_index, both resolved to a start, stride and length per
+    /// axis (squeezed axes are dropped by the output's shape, not here).
     Slice {
+        /// One entry per dim of x.
         axes: Vec<SliceAxis>,
     },
+    /// concat of the `values` tuple.
     Concat {
+        /// The dim joined along (non-negative).
         axis: usize,
+        /// Whether the inputs alternate along `axis` (`out[i::n] = in_i`) rather than follow
+        /// each other.
         interleave: bool,
     },
+    /// split of x into consecutive pieces, one output each.
     Split {
+        /// The dim split along (non-negative).
         axis: usize,
+        /// The length of each piece along `axis`; they sum to the dim's size.
         sizes: Vec<usize>,
     },
+    /// reduce_sum, reduce_mean, reduce_max.
     Reduce {
+        /// The reduction.
         op: ReduceOp,
+        /// The dims reduced (non-negative); `keep_dims` only shapes the output.
         axes: Vec<usize>,
     },
+    /// softmax, computed with the row's max subtracted first, as the ANE does.
     Softmax {
+        /// The dim normalized over (non-negative).
         axis: usize,
     },
+    /// scaled_dot_product_attention, fused; inputs query, key, value, then attn_mask when
+    /// given.
     Attention {
+        /// Whether attn_mask is applied ([`SimOptions::apply_attention_mask`]); the ANE
+        /// ignores it.
         apply_mask: bool,
     },
+    /// quantize: `clamp(round_half_even(x / scale) + zero_point)` to int8 or uint8.
     Quantize(Quant),
+    /// dequantize: `scale * (q - zero_point)`.
     Dequantize(Quant),
     /// linear, normalizations and pooling ([`family::norm`]).
     Norm(family::norm::NormKernel),
@@ -118,8 +162,11 @@ pub enum Kernel {
 /// integer type it works on).
 #[derive(Clone, Debug)]
 pub struct Quant {
+    /// One scale for the tensor, or one per index of `axis`.
     pub scale: Vec<f32>,
+    /// Zero points, as many as `scale`; the kernel saturates them to its integer type.
     pub zero_point: Vec<f32>,
+    /// The dim the per-channel parameters run along; `None` for scalar parameters.
     pub axis: Option<usize>,
 }
 
@@ -128,21 +175,34 @@ pub struct Quant {
 pub struct Step {
     /// The MIL op it comes from (its `name` attribute, else its first result).
     pub op_name: String,
+    /// The kind of that op; `cast` for a narrowing or widening step the plan added around
+    /// fp32 arithmetic.
     pub kind: OpKind,
+    /// What runs, with its parameters.
     pub kernel: Kernel,
+    /// The data inputs, in the order the kernel takes them (a tuple input contributes one
+    /// value per item; absent optional inputs none).
     pub inputs: Vec<ValueId>,
+    /// The values it writes, one per output of the op.
     pub outputs: Vec<ValueId>,
 }
 
 /// A compiled function.
 #[derive(Clone, Debug)]
 pub struct Plan {
+    /// Every tensor: function inputs, constants, intermediates, outputs, and the hidden fp16
+    /// copies of fp32 tensors; indexed by [`ValueId`].
     pub values: Vec<Value>,
+    /// Constant data, snapshotted at compile; indexed by [`Storage::Const`].
     pub constants: Vec<Constant>,
+    /// The kernel calls, in execution order.
     pub steps: Vec<Step>,
-    /// Function inputs and outputs, in binding order.
+    /// Function inputs, in binding order.
     pub inputs: Vec<ValueId>,
+    /// Function outputs, in binding order.
     pub outputs: Vec<ValueId>,
+    /// The activation buffers and which value lives in which; indexed by
+    /// [`Storage::Buffer`].
     pub memory: MemoryPlan,
     /// Bytes of every intermediate tensor together (what a plan without reuse would take).
     pub intermediate_bytes: usize,

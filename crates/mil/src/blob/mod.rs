@@ -99,77 +99,239 @@ fn code_name(code: u32) -> String {
 /// failed and with which numbers; offsets are absolute byte offsets in the file.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum BlobError {
+    /// The file is shorter than the 64-byte header, so it cannot be a blob file at all.
     #[error("the file is {len} bytes long, shorter than the {HEADER_SIZE}-byte blob file header")]
-    TooShort { len: u64 },
+    TooShort {
+        /// The file's length in bytes.
+        len: u64,
+    },
+    /// The header's version field is not [`VERSION`] (2); checked in both read modes.
     #[error("the header's storage version is {found}, expected {VERSION}")]
-    Version { found: u32 },
+    Version {
+        /// The version the header holds.
+        found: u32,
+    },
+    /// A record offset below 64, i.e. inside the file header (the first record is at 64).
     #[error("offset {offset} points into the {HEADER_SIZE}-byte file header; records start at 64")]
-    OffsetInHeader { offset: u64 },
+    OffsetInHeader {
+        /// The offending record offset, in bytes from the start of the file.
+        offset: u64,
+    },
+    /// A record offset that is not a multiple of [`ALIGNMENT`] (strict mode only).
     #[error(
         "offset {offset} is not a multiple of {ALIGNMENT}; records start at 64-byte boundaries"
     )]
-    Misaligned { offset: u64 },
+    Misaligned {
+        /// The offending record offset, in bytes from the start of the file.
+        offset: u64,
+    },
+    /// The 64-byte record at `offset` would run past the end of the file; also returned by a
+    /// lenient listing that finds no record at all in a file longer than its header.
     #[error(
         "offset {offset}: a {RECORD_SIZE}-byte record there would end past the end of the file \
          ({file_len} bytes)"
     )]
-    OffsetOutOfBounds { offset: u64, file_len: u64 },
+    OffsetOutOfBounds {
+        /// The record offset, in bytes from the start of the file.
+        offset: u64,
+        /// The file's length in bytes.
+        file_len: u64,
+    },
+    /// The record at `offset` does not start with [`SENTINEL`] (0xDEADBEEF): the offset does
+    /// not point at a record, or the file is damaged. Checked in both read modes.
     #[error("record at offset {offset}: sentinel is {found:#010x}, expected 0xdeadbeef")]
-    Sentinel { offset: u64, found: u32 },
+    Sentinel {
+        /// The record offset, in bytes from the start of the file.
+        offset: u64,
+        /// The first four bytes found there, as a little-endian u32.
+        found: u32,
+    },
+    /// A record's dtype code is none of those [`dtype_from_code`] knows (strict mode).
     #[error("record at offset {offset}: unknown dtype code {code}")]
-    UnknownDTypeCode { offset: u64, code: u32 },
+    UnknownDTypeCode {
+        /// The record offset, in bytes from the start of the file.
+        offset: u64,
+        /// The dtype code the record holds.
+        code: u32,
+    },
+    /// A record's dtype code differs from the dtype the BLOBFILE literal declares (strict
+    /// mode).
     #[error(
         "record at offset {offset}: dtype is {}, but MIL declares {expected} (code {})",
         code_name(*found),
         dtype_code(*expected).unwrap_or(0)
     )]
-    DTypeMismatch { offset: u64, found: u32, expected: DType },
+    DTypeMismatch {
+        /// The record offset, in bytes from the start of the file.
+        offset: u64,
+        /// The dtype code the record holds.
+        found: u32,
+        /// The dtype the MIL type declares.
+        expected: DType,
+    },
+    /// The dtype has no blob dtype code (fp64, bool, string, int64, uint64), so no blob can
+    /// hold it: raised when reading a BLOBFILE of such a type, or adding such data to a
+    /// [`BlobWriter`].
     #[error("{dtype} has no blob dtype code: blob files cannot hold it")]
-    UnsupportedDType { dtype: DType },
+    UnsupportedDType {
+        /// The dtype asked for.
+        dtype: DType,
+    },
+    /// The declared tensor type's byte size overflows a u64 (a corrupt or absurd shape).
     #[error("the size in bytes of {ty} does not fit in 64 bits")]
-    ShapeTooLarge { ty: String },
+    ShapeTooLarge {
+        /// The declared type, as MIL text.
+        ty: String,
+    },
+    /// A record's size field differs from the packed byte size of the declared tensor type
+    /// (strict mode; lenient reads take the declared size).
     #[error("record at offset {offset}: size is {size} bytes, but {ty} needs {expected} bytes")]
-    SizeMismatch { offset: u64, size: u64, expected: u64, ty: String },
+    SizeMismatch {
+        /// The record offset, in bytes from the start of the file.
+        offset: u64,
+        /// The record's size field, in bytes.
+        size: u64,
+        /// The byte size the declared type needs.
+        expected: u64,
+        /// The declared type, as MIL text.
+        ty: String,
+    },
+    /// A record's data offset field is not the record offset + 64 (strict mode).
     #[error(
         "record at offset {offset}: data offset is {data_offset}, expected {expected} \
          (record offset + 64)"
     )]
-    DataOffsetMismatch { offset: u64, data_offset: u64, expected: u64 },
+    DataOffsetMismatch {
+        /// The record offset, in bytes from the start of the file.
+        offset: u64,
+        /// The record's data offset field.
+        data_offset: u64,
+        /// The data offset the format requires (`offset + 64`).
+        expected: u64,
+    },
+    /// The data a record describes (or, in lenient mode, the declared type's bytes after the
+    /// record) extends past the end of the file: a truncated file or a wrong size.
     #[error(
         "record at offset {offset}: {size} bytes of data at offset {data_offset} extend past the \
          end of the file ({file_len} bytes)"
     )]
-    DataOutOfBounds { offset: u64, data_offset: u64, size: u64, file_len: u64 },
+    DataOutOfBounds {
+        /// The record offset, in bytes from the start of the file.
+        offset: u64,
+        /// Where the data starts, in bytes from the start of the file.
+        data_offset: u64,
+        /// The data's length in bytes.
+        size: u64,
+        /// The file's length in bytes.
+        file_len: u64,
+    },
+    /// A record's padding-bits field is wrong: non-zero for a whole-byte type, 8 or more (or
+    /// not leaving whole elements) for a sub-byte type, or not what the declared element
+    /// count needs (strict mode).
     #[error(
         "record at offset {offset}: padding bits is {found}, expected {expected} for {dtype} data \
          of {size} bytes"
     )]
-    PaddingBits { offset: u64, found: u64, expected: String, dtype: String, size: u64 },
+    PaddingBits {
+        /// The record offset, in bytes from the start of the file.
+        offset: u64,
+        /// The record's padding-bits field.
+        found: u64,
+        /// What was expected, as text (a number, or a description of the allowed values).
+        expected: String,
+        /// The dtype or declared type the padding was checked for, as MIL text.
+        dtype: String,
+        /// The record's size field, in bytes.
+        size: u64,
+    },
+    /// A BLOBFILE offset holds something that looks like a record but is not one of the
+    /// records a strict walk of the file finds (e.g. a sentinel inside another blob's data).
     #[error(
         "offset {offset} is not the start of any of the {count} records the header announces{}",
         starts_hint(starts)
     )]
-    NotARecord { offset: u64, count: u32, starts: Vec<u64> },
+    NotARecord {
+        /// The offset asked for, in bytes from the start of the file.
+        offset: u64,
+        /// The record count the header announces.
+        count: u32,
+        /// The offsets where the file's records do start.
+        starts: Vec<u64>,
+    },
+    /// The file ends before the number of records the header announces (strict mode).
     #[error("the header announces {count} records, but the file holds only {found}")]
-    MissingRecords { count: u32, found: u32 },
+    MissingRecords {
+        /// The record count the header announces.
+        count: u32,
+        /// The number of records actually found.
+        found: u32,
+    },
+    /// Another record follows the last one the header counts (strict mode); a writer that
+    /// always stores count 1 produces this.
     #[error("the header announces {count} records, but another record follows at offset {offset}")]
-    ExtraRecord { count: u32, offset: u64 },
+    ExtraRecord {
+        /// The record count the header announces.
+        count: u32,
+        /// Where the uncounted record starts, in bytes from the start of the file.
+        offset: u64,
+    },
+    /// Bytes after the last record's data that are not just zero padding to the next 64-byte
+    /// boundary (strict mode).
     #[error(
         "{len} unexpected bytes at offset {offset} after the last record's data (file is \
          {file_len} bytes)"
     )]
-    TrailingBytes { offset: u64, len: u64, file_len: u64 },
+    TrailingBytes {
+        /// Where the unexpected bytes start (the end of the last record's data).
+        offset: u64,
+        /// How many bytes follow.
+        len: u64,
+        /// The file's length in bytes.
+        file_len: u64,
+    },
+    /// Raw bytes are not the packed size of the element count given (to
+    /// [`BlobWriter::add_raw`]), or too short for it (to [`unpack_sub_byte`]).
     #[error("{count} elements of {dtype} take {expected} bytes, but {found} bytes were given")]
-    ElementCount { dtype: DType, count: u64, expected: u64, found: u64 },
+    ElementCount {
+        /// The element type.
+        dtype: DType,
+        /// The number of elements.
+        count: u64,
+        /// The bytes `count` elements take, densely packed.
+        expected: u64,
+        /// The bytes that were given.
+        found: u64,
+    },
+    /// A value to pack into a sub-byte type lies outside that type's range.
     #[error("element {index} is {value}, outside the range of {dtype} ({min}..={max})")]
-    ValueOutOfRange { dtype: DType, index: usize, value: i64, min: i64, max: i64 },
+    ValueOutOfRange {
+        /// The sub-byte type.
+        dtype: DType,
+        /// The element's index in the input.
+        index: usize,
+        /// The element's value.
+        value: i64,
+        /// The smallest value the type holds.
+        min: i64,
+        /// The largest value the type holds.
+        max: i64,
+    },
+    /// A sub-byte packing operation was asked for a type of 8 bits or more (or a string).
     #[error("{dtype} is not a sub-byte type")]
-    NotSubByte { dtype: DType },
+    NotSubByte {
+        /// The dtype asked for.
+        dtype: DType,
+    },
+    /// A file or record offset would overflow u64 (or a record count u32) while writing or
+    /// walking the file.
     #[error("the blob file would exceed 2^64 bytes")]
     FileTooLarge,
+    /// Reading, mapping or writing the file failed at the operating-system level.
     #[error("{path}: {source}")]
     Io {
+        /// The file's path, as given.
         path: String,
+        /// The underlying error.
         #[source]
         source: Arc<std::io::Error>,
     },

@@ -34,6 +34,7 @@ pub enum ReadMode {
 pub struct BlobBytes(Arc<dyn AsRef<[u8]> + Send + Sync>);
 
 impl BlobBytes {
+    /// The file's bytes.
     pub fn as_slice(&self) -> &[u8] {
         (*self.0).as_ref()
     }
@@ -87,6 +88,7 @@ impl From<memmap2::Mmap> for BlobBytes {
 pub struct BlobHeader {
     /// Number of records the file says it holds.
     pub count: u32,
+    /// The storage version field; [`VERSION`](super::VERSION) (2) in a valid file.
     pub version: u32,
 }
 
@@ -97,6 +99,7 @@ pub struct BlobRecord {
     pub index: usize,
     /// Where the record starts: the number a BLOBFILE offset names.
     pub metadata_offset: u64,
+    /// The element type's code as stored (see [`dtype_code`](super::dtype_code)).
     pub dtype_code: u32,
     /// Data size in bytes.
     pub size: u64,
@@ -124,6 +127,7 @@ impl BlobRecord {
 /// The records found by walking a file, and the problem that stopped the walk, if any.
 #[derive(Clone, Debug, Default)]
 pub struct RecordScan {
+    /// The records found, in file order.
     pub records: Vec<BlobRecord>,
     /// Why the walk ended early; None when the whole file was understood.
     pub error: Option<String>,
@@ -135,6 +139,32 @@ pub struct RecordScan {
 ///
 /// Construction never fails; every question asked of the file checks what it needs and
 /// answers with a [`BlobError`] naming the failed check.
+///
+/// ```
+/// use anemone_mil::blob::{BlobError, BlobFile, BlobWriter, ReadMode};
+/// use anemone_mil::{DType, TensorType};
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("weight.bin");
+/// let mut w = BlobWriter::new();
+/// let offset = w.add_f32_as_fp16(&[0.5, -2.0, 3.0]);
+/// w.write_to(&path)?;
+///
+/// let file = BlobFile::map(&path)?;
+/// let records = file.records(ReadMode::Strict)?;
+/// assert_eq!(records.len(), 1);
+/// assert_eq!(records[0].metadata_offset, offset);
+/// assert_eq!((records[0].dtype(), records[0].size), (Some(DType::Fp16), 6));
+///
+/// // A BLOBFILE literal `tensor<fp16, [3]>(BLOBFILE(..., offset = uint64(64)))` reads:
+/// let data = file.read(offset, &TensorType::new(DType::Fp16, [3]), ReadMode::Strict)?;
+/// assert_eq!(data, [0x00, 0x38, 0x00, 0xc0, 0x00, 0x42]);
+///
+/// // Declaring the wrong type is caught.
+/// let wrong = file.read(offset, &TensorType::new(DType::Fp32, [3]), ReadMode::Strict);
+/// assert!(matches!(wrong, Err(BlobError::DTypeMismatch { .. })));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct BlobFile {
     bytes: BlobBytes,
     /// The strict walk over all records, done once on first need.
@@ -166,6 +196,8 @@ fn u64_at(b: &[u8], at: u64) -> u64 {
 }
 
 impl BlobFile {
+    /// Wraps bytes already in memory (a `Vec<u8>`, a `&[u8]`, an `Arc<[u8]>` or a memory map).
+    /// Nothing is checked until the file is asked something.
     pub fn new(bytes: impl Into<BlobBytes>) -> BlobFile {
         BlobFile { bytes: bytes.into(), strict_walk: OnceLock::new() }
     }
@@ -199,6 +231,7 @@ impl BlobFile {
         Ok(BlobFile::new(map))
     }
 
+    /// The whole file, header included.
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
@@ -208,10 +241,12 @@ impl BlobFile {
         self.bytes.clone()
     }
 
+    /// The file's length in bytes.
     pub fn len(&self) -> u64 {
         self.bytes.len() as u64
     }
 
+    /// Whether the file has no bytes at all.
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }

@@ -45,6 +45,7 @@ impl Default for BlobWriter {
 }
 
 impl BlobWriter {
+    /// An empty file: a 64-byte header with count 0 and version 2.
     pub fn new() -> BlobWriter {
         BlobWriter::with_capacity(0)
     }
@@ -147,38 +148,47 @@ impl BlobWriter {
         offset
     }
 
+    /// Adds fp16 values as they are (code 1, two little-endian bytes each).
     pub fn add_f16(&mut self, values: &[f16]) -> u64 {
         self.add_le(DType::Fp16, values, |v| v.to_le_bytes())
     }
 
+    /// Adds bf16 values as they are (code 5, two little-endian bytes each).
     pub fn add_bf16(&mut self, values: &[bf16]) -> u64 {
         self.add_le(DType::Bf16, values, |v| v.to_le_bytes())
     }
 
+    /// Adds fp32 values (code 2, four little-endian bytes each).
     pub fn add_f32(&mut self, values: &[f32]) -> u64 {
         self.add_le(DType::Fp32, values, |v| v.to_le_bytes())
     }
 
+    /// Adds int8 values (code 4, one byte each).
     pub fn add_i8(&mut self, values: &[i8]) -> u64 {
         self.add_le(DType::Int8, values, |v| v.to_le_bytes())
     }
 
+    /// Adds uint8 values (code 3, one byte each).
     pub fn add_u8(&mut self, values: &[u8]) -> u64 {
         self.add_le(DType::UInt8, values, |v| v.to_le_bytes())
     }
 
+    /// Adds int16 values (code 6, two little-endian bytes each).
     pub fn add_i16(&mut self, values: &[i16]) -> u64 {
         self.add_le(DType::Int16, values, |v| v.to_le_bytes())
     }
 
+    /// Adds uint16 values (code 7, two little-endian bytes each).
     pub fn add_u16(&mut self, values: &[u16]) -> u64 {
         self.add_le(DType::UInt16, values, |v| v.to_le_bytes())
     }
 
+    /// Adds int32 values (code 14, four little-endian bytes each).
     pub fn add_i32(&mut self, values: &[i32]) -> u64 {
         self.add_le(DType::Int32, values, |v| v.to_le_bytes())
     }
 
+    /// Adds uint32 values (code 15, four little-endian bytes each).
     pub fn add_u32(&mut self, values: &[u32]) -> u64 {
         self.add_le(DType::UInt32, values, |v| v.to_le_bytes())
     }

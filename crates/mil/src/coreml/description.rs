@@ -28,9 +28,13 @@ pub struct FeatureInfo {
 /// What the model's metadata says of it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ModelMetadata {
+    /// What the model does, in the author's words (`shortDescription`); often empty.
     pub short_description: String,
+    /// The model's own version string (`versionString`), not the converter's.
     pub version: String,
+    /// Who made the model.
     pub author: String,
+    /// The model's license, as free text.
     pub license: String,
     /// Free-form entries; coremltools adds its version ([`COREMLTOOLS_VERSION_KEY`]), the
     /// source framework and more.

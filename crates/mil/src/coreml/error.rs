@@ -24,47 +24,103 @@ pub enum CoreMlError {
     /// A file or directory could not be read.
     #[error("{path}: {source}")]
     Io {
+        /// The file or directory, as given or as resolved.
         path: String,
+        /// The underlying error.
         #[source]
         source: Arc<std::io::Error>,
     },
     /// The path is neither an `.mlpackage` directory nor a model file.
     #[error("{path}: {reason}")]
-    NotAModel { path: String, reason: String },
+    NotAModel {
+        /// The path that was given.
+        path: String,
+        /// What it is instead, and what to do (e.g. a compiled `.mlmodelc` directory).
+        reason: String,
+    },
     /// An `.mlpackage` whose `Manifest.json` is missing, garbled, or names no model file.
     #[error("{path}: {reason}")]
-    Manifest { path: String, reason: String },
+    Manifest {
+        /// The package directory or its `Manifest.json`.
+        path: String,
+        /// What is wrong with the manifest.
+        reason: String,
+    },
     /// `Manifest.json` names a model file outside the package.
     #[error(
         "{path}: Manifest.json names the model file \"{entry}\", which {reason}; the model \
          must lie inside the package"
     )]
-    ManifestEscape { path: String, entry: String, reason: String },
+    ManifestEscape {
+        /// The package directory.
+        path: String,
+        /// The model path the manifest gives, relative to `Data/`.
+        entry: String,
+        /// Why it is outside (absolute, has `..`, or leads out through a symlink).
+        reason: String,
+    },
     /// The model file is not a valid Core ML protobuf message (truncated or corrupt).
     #[error("{path}: not a valid Core ML model file (truncated or corrupt?): {source}")]
     Decode {
+        /// The model file (or "the model bytes" for [`decode_model`](super::decode_model)).
         path: String,
+        /// What protobuf decoding reported.
         #[source]
         source: prost::DecodeError,
     },
     /// A valid model of a kind other than ML Program (neural network, pipeline, ...).
     #[error("{path}: {message}")]
-    NotMlProgram { path: String, kind: &'static str, message: String },
+    NotMlProgram {
+        /// The model file.
+        path: String,
+        /// The model type as the Core ML spec names it (`neuralNetwork`, `pipeline`, ...), or
+        /// `none` when no type is set.
+        kind: &'static str,
+        /// What the file is, and how to get an ML Program instead where there is a way.
+        message: String,
+    },
     /// Valid Core ML that anemone does not take: flexible shapes, control flow, state,
     /// list types, image inputs, names that are not MIL identifiers.
     #[error("{path}: {at}: {message}")]
-    Unsupported { path: String, code: &'static str, at: String, message: String },
+    Unsupported {
+        /// The model file.
+        path: String,
+        /// The diagnostic code of the feature, e.g. `coreml::flexible-shape`,
+        /// `coreml::control-flow`, `coreml::state`; [`CoreMlError::code`] returns it.
+        code: &'static str,
+        /// Where in the model: function, op type and `name`, input or output.
+        at: String,
+        /// What is not supported.
+        message: String,
+    },
     /// Ops that anemone does not know, every one of them.
     #[error("{path}: {}", unknown_ops_message(.ops))]
-    UnknownOps { path: String, ops: Vec<UnknownOp> },
+    UnknownOps {
+        /// The model file.
+        path: String,
+        /// Each unknown op type once, with its first use.
+        ops: Vec<UnknownOp>,
+    },
     /// Content that contradicts itself or the format.
     #[error("{path}: {at}: {message}")]
-    Malformed { path: String, at: String, message: String },
+    Malformed {
+        /// The model file.
+        path: String,
+        /// Where in the model: function, op type and `name`, input or output, or
+        /// "model description".
+        at: String,
+        /// What contradicts what.
+        message: String,
+    },
     /// A weight file that a BLOBFILE value names could not be found or opened.
     #[error("{path}: {at}: {source}")]
     Weights {
+        /// The model file.
         path: String,
+        /// The first use of the weight file: function, op type and `name`, or a program
+        /// attribute.
         at: String,
+        /// Why the file could not be used: missing, outside the model directory, unreadable.
         #[source]
         source: Box<PackageError>,
     },

@@ -80,15 +80,106 @@ pub struct CoreMlModel {
 /// A model converted to the IR, before its weights are loaded: what [`convert`] returns.
 #[derive(Clone, Debug)]
 pub struct ConvertedModel {
+    /// The program; its first function is the model's default function.
     pub program: Program,
+    /// The Core ML specification version (6 is iOS 15, 9 is iOS 18, 10 is iOS 26).
     pub spec_version: i32,
+    /// The default function's inputs, as the model description declares them.
     pub inputs: Vec<FeatureInfo>,
+    /// The default function's outputs, as the model description declares them.
     pub outputs: Vec<FeatureInfo>,
+    /// Author, license, version and the converter's notes.
     pub metadata: ModelMetadata,
 }
 
 /// Reads a Core ML model: an `.mlpackage` directory or a bare `.mlmodel` file (its weights
 /// then lie beside it, in `weights/`). Weight files are mapped, not copied.
+///
+/// The example writes a one-op package with the protobuf types, as coremltools would lay it
+/// out, and reads it back:
+///
+/// ```
+/// use anemone_mil::coreml::{self, CoreMlError, proto::{self, mil_spec}};
+/// use prost::Message;
+/// # use mil_spec::{dimension, value_type};
+///
+/// # fn fp16(shape: &[u64]) -> mil_spec::ValueType {
+/// #     let dimensions = shape
+/// #         .iter()
+/// #         .map(|&size| mil_spec::Dimension {
+/// #             dimension: Some(dimension::Dimension::Constant(
+/// #                 dimension::ConstantDimension { size },
+/// #             )),
+/// #         })
+/// #         .collect();
+/// #     mil_spec::ValueType {
+/// #         r#type: Some(value_type::Type::TensorType(mil_spec::TensorType {
+/// #             data_type: mil_spec::DataType::Float16 as i32,
+/// #             rank: shape.len() as i64,
+/// #             dimensions,
+/// #             attributes: Default::default(),
+/// #         })),
+/// #     }
+/// # }
+/// # let named = |name: &str| mil_spec::NamedValueType {
+/// #     name: name.to_string(),
+/// #     r#type: Some(fp16(&[1, 8])),
+/// # };
+/// # let relu = mil_spec::Operation {
+/// #     r#type: "relu".to_string(),
+/// #     inputs: [("x".to_string(), mil_spec::Argument {
+/// #         arguments: vec![mil_spec::argument::Binding {
+/// #             binding: Some(mil_spec::argument::binding::Binding::Name("x".to_string())),
+/// #         }],
+/// #     })]
+/// #     .into(),
+/// #     outputs: vec![named("y")],
+/// #     ..Default::default()
+/// # };
+/// # let block = mil_spec::Block {
+/// #     outputs: vec!["y".to_string()],
+/// #     operations: vec![relu],
+/// #     ..Default::default()
+/// # };
+/// # let main = mil_spec::Function {
+/// #     inputs: vec![named("x")],
+/// #     opset: "CoreML8".to_string(),
+/// #     block_specializations: [("CoreML8".to_string(), block)].into(),
+/// #     ..Default::default()
+/// # };
+/// // A model whose `main` is `y = relu(x)` on fp16 [1, 8] (built in hidden lines).
+/// let model = proto::Model {
+///     specification_version: 9,
+///     r#type: Some(proto::model::Type::MlProgram(mil_spec::Program {
+///         version: 1,
+///         functions: [("main".to_string(), main)].into(),
+///         ..Default::default()
+///     })),
+///     ..Default::default()
+/// };
+///
+/// let tmp = tempfile::tempdir()?;
+/// let package = tmp.path().join("Relu.mlpackage");
+/// let data = package.join("Data/com.apple.CoreML");
+/// std::fs::create_dir_all(&data)?;
+/// std::fs::write(data.join("model.mlmodel"), model.encode_to_vec())?;
+/// std::fs::write(
+///     package.join("Manifest.json"),
+///     r#"{"rootModelIdentifier": "m",
+///         "itemInfoEntries": {"m": {"path": "com.apple.CoreML/model.mlmodel"}}}"#,
+/// )?;
+///
+/// let read = coreml::read(&package)?;
+/// assert_eq!(read.spec_version, 9);
+/// let text = anemone_mil::text::print(&read.program);
+/// assert!(text.contains("func main<ios18>(tensor<fp16, [1, 8]> x)"), "{text}");
+/// assert!(text.contains("y = relu(x = x)"), "{text}");
+///
+/// // Anything else is refused with an error that names the file.
+/// std::fs::write(data.join("model.mlmodel"), b"not a protobuf")?;
+/// assert!(matches!(coreml::read(&package), Err(CoreMlError::Decode { .. })));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn read(path: &Path) -> Result<CoreMlModel, CoreMlError> {
     let meta = fs::metadata(path).map_err(|e| CoreMlError::io(path, e))?;
     let model_file = if meta.is_dir() {

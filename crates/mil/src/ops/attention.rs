@@ -25,10 +25,15 @@ pub(super) static SDPA: Signature = Signature {
 /// float mask is added to them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AttentionParams {
+    /// The leading dims query, key and value share (at least one).
     pub batch: Vec<usize>,
+    /// L: query positions (query's second-to-last dim).
     pub target_len: usize,
+    /// S: key and value positions.
     pub source_len: usize,
+    /// E: the query/key embedding size, which the scores are scaled by.
     pub embed: usize,
+    /// EV: value's last dim, and the result's.
     pub value_embed: usize,
     /// The mask's type; it broadcasts to `[*batch, target_len, source_len]`.
     pub mask: Option<TensorType>,
@@ -37,12 +42,16 @@ pub struct AttentionParams {
 }
 
 impl AttentionParams {
+    /// The result shape `[*batch, target_len, value_embed]`.
     pub fn output_shape(&self) -> Vec<usize> {
         let mut s = self.batch.clone();
         s.extend([self.target_len, self.value_embed]);
         s
     }
 
+    /// Checks a `scaled_dot_product_attention` op (equal ranks of 3 or more, one type, equal
+    /// batch dims, matching embedding and sequence dims, a mask that broadcasts to
+    /// `[*batch, L, S]`) and resolves its parameters.
     pub fn resolve(ctx: &OpContext) -> Result<AttentionParams, OpError> {
         let q = ctx.tensor("query")?;
         let k = ctx.tensor("key")?;

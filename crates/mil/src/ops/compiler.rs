@@ -20,7 +20,9 @@ pub enum CompilerStatus {
 /// One reported fact about an op on the ANE.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CompilerNote {
+    /// The op the note is about.
     pub kind: OpKind,
+    /// What is reported to happen to it.
     pub status: CompilerStatus,
     /// What is reported, and what to do about it.
     pub note: &'static str,
@@ -28,6 +30,7 @@ pub struct CompilerNote {
     pub source: &'static str,
 }
 
+/// Every reported fact, at most one per op; [`compiler_note`] looks one up.
 pub static COMPILER_NOTES: &[CompilerNote] = &[
     // REFERENCE.md §2: "gelu and rsqrt reported rejected (Orion #10 #17)".
     CompilerNote {

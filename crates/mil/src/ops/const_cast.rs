@@ -51,10 +51,12 @@ pub(super) fn infer_const(ctx: &OpContext) -> Result<Vec<Type>, OpError> {
 /// cast's target type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CastParams {
+    /// The element type to convert to, one of [`CAST_DTYPES`].
     pub dtype: DType,
 }
 
 impl CastParams {
+    /// Reads a `cast` op's constant `dtype` string; fails unless it names one of [`CAST_DTYPES`].
     pub fn resolve(ctx: &OpContext) -> Result<CastParams, OpError> {
         let name = ctx.const_str("dtype")?.ok_or_else(|| ctx.missing("dtype"))?;
         match DType::from_name(name).filter(|d| CAST_DTYPES.contains(d)) {

@@ -49,6 +49,8 @@ pub enum PadType {
 }
 
 impl PadType {
+    /// The pad type spelled `name` in MIL (`"valid"`, `"same"`, `"same_lower"`, `"custom"`);
+    /// `None` otherwise (case-sensitive).
     pub fn from_name(name: &str) -> Option<PadType> {
         match name {
             "valid" => Some(PadType::Valid),
@@ -59,6 +61,7 @@ impl PadType {
         }
     }
 
+    /// The pad type's spelling in MIL.
     pub fn name(self) -> &'static str {
         match self {
             PadType::Valid => "valid",
@@ -90,20 +93,32 @@ impl PadType {
 /// `[N, out_channels, *output_spatial]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConvParams {
+    /// How padding was specified (`valid` when absent).
     pub pad_type: PadType,
+    /// Step of the window per spatial dim, each at least 1 (default 1).
     pub strides: Vec<usize>,
+    /// Spacing between kernel taps per spatial dim, each at least 1 (default 1).
     pub dilations: Vec<usize>,
     /// Zeros added before each spatial dim (same/same_lower resolved).
     pub pad_before: Vec<usize>,
     /// Zeros added after each spatial dim.
     pub pad_after: Vec<usize>,
+    /// Number of channel groups, at least 1, dividing both channel counts (default 1; equal to
+    /// `in_channels` for a depthwise conv).
     pub groups: usize,
+    /// Whether a `bias` `[out_channels]` is given (absent means zeros).
     pub has_bias: bool,
+    /// N: x's dim 0.
     pub batch: usize,
+    /// x's dim 1.
     pub in_channels: usize,
+    /// weight's dim 0: the result's channel count.
     pub out_channels: usize,
+    /// x's spatial dims (1 to 3 of them).
     pub input_spatial: Vec<usize>,
+    /// weight's spatial dims: the undilated kernel size.
     pub kernel: Vec<usize>,
+    /// The result's spatial dims: `(padded - ((kernel - 1) * dilation + 1)) / stride + 1`.
     pub output_spatial: Vec<usize>,
 }
 
@@ -115,6 +130,9 @@ impl ConvParams {
         s
     }
 
+    /// Checks a `conv` op (ranks, matching types, channel counts against `groups`, strides,
+    /// dilations, pad and bias shapes, a kernel that fits the padded input) and resolves its
+    /// parameters.
     pub fn resolve(ctx: &OpContext) -> Result<ConvParams, OpError> {
         let x = ctx.tensor("x")?;
         let w = ctx.tensor("weight")?;

@@ -277,6 +277,7 @@ pub fn ane_notes(kind: OpKind) -> Vec<String> {
 pub struct OpLint {
     /// The diagnostic code, as `anemone check` prints it.
     pub code: &'static str,
+    /// When it fires, in words.
     pub when: String,
 }
 

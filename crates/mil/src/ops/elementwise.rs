@@ -100,6 +100,7 @@ pub(super) fn infer_unary(ctx: &OpContext) -> Result<Vec<Type>, OpError> {
 /// 1e-12) and inverse (`1 / (x + eps)`, default 1e-4); iOS17 elementwise_unary.py.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EpsilonParams {
+    /// The value added to x before the function; finite.
     pub epsilon: f64,
 }
 
@@ -114,6 +115,8 @@ impl EpsilonParams {
         }
     }
 
+    /// Resolves the epsilon of a `log`, `rsqrt` or `inverse` op (the op's default when absent);
+    /// fails for other ops and for a non-finite epsilon.
     pub fn resolve(ctx: &OpContext) -> Result<EpsilonParams, OpError> {
         let default =
             EpsilonParams::default_for(ctx.kind).ok_or_else(|| ctx.error("takes no epsilon"))?;
@@ -140,7 +143,9 @@ impl EpsilonParams {
 /// `beta` is 0 for the ops that take only `alpha`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ActivationParams {
+    /// The `alpha` parameter (see the formulas above); finite.
     pub alpha: f64,
+    /// The `beta` parameter, finite, of alpha's type; 0 for ops that take only `alpha`.
     pub beta: f64,
 }
 
@@ -158,6 +163,8 @@ impl ActivationParams {
         }
     }
 
+    /// Resolves the parameters of a parametric activation; fails for other ops, a missing or
+    /// non-finite parameter, or `alpha` and `beta` of different types.
     pub fn resolve(ctx: &OpContext) -> Result<ActivationParams, OpError> {
         let with_beta = ActivationParams::takes_beta(ctx.kind)
             .ok_or_else(|| ctx.error("takes no alpha or beta"))?;
@@ -198,6 +205,8 @@ pub enum GeluMode {
 }
 
 impl GeluMode {
+    /// The mode spelled `name` in MIL (`"EXACT"`, `"TANH_APPROXIMATION"`,
+    /// `"SIGMOID_APPROXIMATION"`, upper case); `None` otherwise.
     pub fn from_name(name: &str) -> Option<GeluMode> {
         match name {
             "EXACT" => Some(GeluMode::Exact),
@@ -207,6 +216,7 @@ impl GeluMode {
         }
     }
 
+    /// The mode's spelling in MIL.
     pub fn name(self) -> &'static str {
         match self {
             GeluMode::Exact => "EXACT",
@@ -215,6 +225,7 @@ impl GeluMode {
         }
     }
 
+    /// The `mode` of a `gelu` op (`Exact` when absent); fails for an unknown spelling.
     pub fn resolve(ctx: &OpContext) -> Result<GeluMode, OpError> {
         match ctx.const_str("mode")? {
             None => Ok(GeluMode::Exact),

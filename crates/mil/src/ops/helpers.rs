@@ -47,8 +47,17 @@ pub(super) fn product(ctx: &OpContext, dims: &[usize], what: &str) -> Result<usi
 /// can read (per-channel quantization scales may be stored as BLOBFILEs).
 #[derive(Clone, Debug, PartialEq)]
 pub enum ConstValues<T> {
+    /// The values, written in the program.
     Inline(Vec<T>),
-    Blob { blob: BlobRef, dtype: DType, len: usize },
+    /// Values stored in a weight file, to be read by whoever holds the weights.
+    Blob {
+        /// The BLOBFILE reference (path and record offset).
+        blob: BlobRef,
+        /// The element type the literal declares.
+        dtype: DType,
+        /// Number of elements the literal declares.
+        len: usize,
+    },
 }
 
 impl<T: Copy> ConstValues<T> {
@@ -60,6 +69,7 @@ impl<T: Copy> ConstValues<T> {
         }
     }
 
+    /// Whether there are no values.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -243,17 +243,22 @@ fn check_constant_indices(
 /// after `axis`. The output shape is `x[:axis] + indices[batch_dims:] + x[axis + 1:]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GatherParams {
+    /// The gathered axis of x, normalized to `[0, rank)` (default 0).
     pub axis: usize,
+    /// Number of leading dims x and indices share (iOS16; default 0, at most `axis`).
     pub batch_dims: usize,
     /// Whether an index in `[-size, 0)` counts from the end of the axis. True unless
     /// `validate_indices` is set: iOS15/iOS16 allow negative indices, and iOS17 makes them out
     /// of range, an error only under `validate_indices` (undefined otherwise, so counting from
     /// the end is as good a meaning as any).
     pub negative_from_end: bool,
+    /// `x[:axis] + indices[batch_dims:] + x[axis + 1:]`.
     pub output_shape: Vec<usize>,
 }
 
 impl GatherParams {
+    /// Checks a `gather` op (axis and batch_dims in range, matching batch dims, constant indices
+    /// in range) and resolves its parameters.
     pub fn resolve(ctx: &OpContext) -> Result<GatherParams, OpError> {
         let x = ctx.tensor("x")?;
         let indices = ctx.tensor("indices")?;
@@ -303,12 +308,15 @@ impl GatherParams {
 /// indices has the rank of x and its dims except along `axis`, and the output its shape.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GatherAlongAxisParams {
+    /// The gathered axis of x, normalized to `[0, rank)` (default 0).
     pub axis: usize,
     /// As [`GatherParams::negative_from_end`].
     pub negative_from_end: bool,
 }
 
 impl GatherAlongAxisParams {
+    /// Checks a `gather_along_axis` op (indices of x's rank and x's dims except along `axis`,
+    /// constant indices in range) and resolves its parameters.
     pub fn resolve(ctx: &OpContext) -> Result<GatherAlongAxisParams, OpError> {
         let x = ctx.tensor("x")?;
         let indices = ctx.tensor("indices")?;
@@ -353,6 +361,7 @@ fn distinct(ctx: &OpContext, given: &[i64], normalized: &[usize]) -> Result<(), 
 pub struct ExpandDimsParams {
     /// The new dims' positions in the output, ascending.
     pub axes: Vec<usize>,
+    /// x's shape with a 1 inserted at each of `axes`.
     pub output_shape: Vec<usize>,
 }
 
@@ -390,6 +399,7 @@ impl ExpandDimsParams {
 pub struct SqueezeParams {
     /// The dims of x removed, ascending.
     pub axes: Vec<usize>,
+    /// x's shape without the dims in `axes`.
     pub output_shape: Vec<usize>,
 }
 
@@ -430,7 +440,9 @@ pub struct StackParams {
     pub axis: usize,
     /// Number of values stacked (the new dim's size).
     pub count: usize,
+    /// The common element type of the values, and of the result.
     pub dtype: DType,
+    /// The values' common shape with `count` inserted at `axis`.
     pub output_shape: Vec<usize>,
 }
 
@@ -470,7 +482,9 @@ impl StackParams {
 /// tile resolved: dim `i` of x repeated `reps[i]` times.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TileParams {
+    /// How many times each dim of x is repeated, each at least 1.
     pub reps: Vec<usize>,
+    /// `x.shape[i] * reps[i]` for each dim.
     pub output_shape: Vec<usize>,
 }
 
@@ -523,6 +537,7 @@ pub enum PadMode {
 }
 
 impl PadMode {
+    /// The mode spelled `name` in MIL (`"constant"`, `"reflect"`, `"replicate"`); `None` otherwise.
     pub fn from_name(name: &str) -> Option<PadMode> {
         match name {
             "constant" => Some(PadMode::Constant),
@@ -532,6 +547,7 @@ impl PadMode {
         }
     }
 
+    /// The mode's spelling in MIL.
     pub fn name(self) -> &'static str {
         match self {
             PadMode::Constant => "constant",
@@ -548,9 +564,11 @@ pub struct PadParams {
     pub before: Vec<usize>,
     /// Elements added after each dim of x.
     pub after: Vec<usize>,
+    /// How the new elements are filled (default `constant`).
     pub mode: PadMode,
     /// The fill of [`PadMode::Constant`], exactly representable in x's type (default 0).
     pub constant: f64,
+    /// x's shape with `before[d] + after[d]` added to each dim `d`.
     pub output_shape: Vec<usize>,
 }
 
@@ -667,6 +685,7 @@ pub struct BandPartParams {
 }
 
 impl BandPartParams {
+    /// Checks a `band_part` op and resolves `lower` and `upper`.
     pub fn resolve(ctx: &OpContext) -> Result<BandPartParams, OpError> {
         ctx.tensor("x")?;
         let band = |name: &str| -> Result<Option<usize>, OpError> {
@@ -685,15 +704,23 @@ impl BandPartParams {
 pub struct UpsampleParams {
     /// The scales as given (an fp32 scale exactly, widened).
     pub scale_height: f64,
+    /// The width scale as given (an fp32 scale exactly, widened); default 1.
     pub scale_width: f64,
+    /// x's second-to-last dim.
     pub input_height: usize,
+    /// x's last dim.
     pub input_width: usize,
+    /// The result's second-to-last dim, at least 1.
     pub output_height: usize,
+    /// The result's last dim, at least 1.
     pub output_width: usize,
+    /// x's shape with its last two dims replaced by `output_height` and `output_width`.
     pub output_shape: Vec<usize>,
 }
 
 impl UpsampleParams {
+    /// Checks the scales of an `upsample_nearest_neighbor` or `upsample_bilinear` op (x of rank 3
+    /// or more, positive scales, output dims at least 1) and resolves the sizes.
     pub fn resolve(ctx: &OpContext) -> Result<UpsampleParams, OpError> {
         let x = ctx.tensor("x")?;
         if x.rank() < 3 {

@@ -107,11 +107,17 @@ pub(super) fn infer(ctx: &OpContext) -> Result<Vec<Type>, OpError> {
 /// One of the six comparisons: `x OP y` elementwise, true or false.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Comparison {
+    /// `equal`: `x == y`.
     Equal,
+    /// `not_equal`: `x != y` (true when either is NaN).
     NotEqual,
+    /// `greater`: `x > y`.
     Greater,
+    /// `greater_equal`: `x >= y`.
     GreaterEqual,
+    /// `less`: `x < y`.
     Less,
+    /// `less_equal`: `x <= y`.
     LessEqual,
 }
 
@@ -147,8 +153,11 @@ impl Comparison {
 /// One of the binary logical ops on booleans.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogicalOp {
+    /// `logical_and`.
     And,
+    /// `logical_or`.
     Or,
+    /// `logical_xor`: true when exactly one operand is true.
     Xor,
 }
 
@@ -163,6 +172,7 @@ impl LogicalOp {
         })
     }
 
+    /// The op's truth table applied to `x` and `y`.
     #[inline(always)]
     pub fn apply(self, x: bool, y: bool) -> bool {
         match self {
@@ -177,11 +187,15 @@ impl LogicalOp {
 /// constants, exact in f64 (they have x's type, fp16 or fp32); either may be infinite.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ClipParams {
+    /// Lower bound, in x's type; may be `-inf`, never NaN.
     pub alpha: f64,
+    /// Upper bound, in x's type; may be `+inf`, strictly above `alpha`.
     pub beta: f64,
 }
 
 impl ClipParams {
+    /// Checks a `clip` op (constant bounds of x's type, not NaN, `alpha < beta`) and resolves its
+    /// bounds.
     pub fn resolve(ctx: &OpContext) -> Result<ClipParams, OpError> {
         let x = ctx.tensor("x")?;
         let bound = |name: &str| -> Result<f64, OpError> {
@@ -216,14 +230,19 @@ impl ClipParams {
 pub enum LogicParams {
     /// `np.where(cond, a, b)`.
     Select,
+    /// A comparison (`equal`, `less`, ...) of two operands of one type, giving bool.
     Compare(Comparison),
+    /// A binary logical op on bools (`logical_and`, `logical_or`, `logical_xor`).
     Logical(LogicalOp),
     /// logical_not.
     Not,
+    /// `clip`, with its bounds.
     Clip(ClipParams),
 }
 
 impl LogicParams {
+    /// Checks an op of the logic family (operand types agree, shapes broadcast, clip's bounds are
+    /// known) and says what it computes.
     pub fn resolve(ctx: &OpContext) -> Result<LogicParams, OpError> {
         match ctx.kind {
             OpKind::Select => {

@@ -29,16 +29,25 @@ pub(super) static MATMUL: Signature = Signature {
 /// Transposes have no effect on rank-1 operands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MatmulParams {
+    /// Whether x's last two dims are swapped first (default false).
     pub transpose_x: bool,
+    /// Whether y's last two dims are swapped first (default false).
     pub transpose_y: bool,
+    /// The broadcast batch dims (empty when both operands have rank 2 or less).
     pub batch: Vec<usize>,
+    /// Rows of the product (1 for a rank-1 x).
     pub m: usize,
+    /// The contracted dim, shared by x and y.
     pub k: usize,
+    /// Columns of the product (1 for a rank-1 y).
     pub n: usize,
+    /// `[*batch, m, n]`, without `m` for a rank-1 x and without `n` for a rank-1 y.
     pub output_shape: Vec<usize>,
 }
 
 impl MatmulParams {
+    /// Checks a `matmul` op (operands of rank 1 or more and one type, contracted dims equal, batch
+    /// dims broadcastable) and resolves its parameters.
     pub fn resolve(ctx: &OpContext) -> Result<MatmulParams, OpError> {
         let x = ctx.tensor("x")?;
         let y = ctx.tensor("y")?;

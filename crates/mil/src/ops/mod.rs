@@ -64,93 +64,186 @@ pub use softmax::SoftmaxParams;
 /// Every op anemone knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum OpKind {
+    /// `const`: a compile-time value: the `val` attribute, inline or in a weight file (BLOBFILE).
     Const,
+    /// `cast`: converts to another element type (float to float rounds to nearest even, float to
+    /// int truncates).
     Cast,
+    /// `conv`: 1-3 dimensional cross-correlation with groups, strides, dilations, padding and an
+    /// optional bias.
     Conv,
+    /// `matmul`: matrix product with numpy rules: batch dims broadcast, optional transposes of the
+    /// last two dims.
     Matmul,
+    /// `add`: x + y, numpy broadcasting.
     Add,
+    /// `sub`: x - y, numpy broadcasting.
     Sub,
+    /// `mul`: x * y, numpy broadcasting.
     Mul,
+    /// `real_div`: x / y, numpy broadcasting.
     RealDiv,
+    /// `pow`: x raised to y, numpy broadcasting.
     Pow,
+    /// `maximum`: the larger of x and y, numpy broadcasting.
     Maximum,
+    /// `minimum`: the smaller of x and y, numpy broadcasting.
     Minimum,
+    /// `exp`: e^x.
     Exp,
+    /// `log`: natural logarithm of x + epsilon.
     Log,
+    /// `sqrt`: square root.
     Sqrt,
+    /// `rsqrt`: 1 / sqrt(x + epsilon).
     Rsqrt,
+    /// `inverse`: 1 / (x + epsilon).
     Inverse,
+    /// `tanh`: hyperbolic tangent.
     Tanh,
+    /// `relu`: max(x, 0).
     Relu,
+    /// `sigmoid`: 1 / (1 + e^-x).
     Sigmoid,
+    /// `silu`: x * sigmoid(x) (swish).
     Silu,
+    /// `gelu`: Gaussian error linear unit: exact (erf), tanh or sigmoid approximation by `mode`.
     Gelu,
+    /// `reshape`: the same elements in another shape; one -1 is inferred, 0 copies the input's dim.
     Reshape,
+    /// `transpose`: permutes the dims by `perm`.
     Transpose,
+    /// `slice_by_size`: a slice given by `begin` and `size` per dim (-1 takes the rest).
     SliceBySize,
+    /// `slice_by_index`: a strided slice given by `begin`, `end` and `stride`, with masks.
     SliceByIndex,
+    /// `concat`: joins `values` along `axis`; with `interleave`, input i fills every n-th slot from
+    /// i.
     Concat,
+    /// `split`: cuts x along `axis` into `num_splits` equal parts or parts of `split_sizes`.
     Split,
+    /// `reduce_sum`: sum over `axes`.
     ReduceSum,
+    /// `reduce_mean`: mean over `axes`.
     ReduceMean,
+    /// `reduce_max`: maximum over `axes`.
     ReduceMax,
+    /// `softmax`: e^x / sum(e^x) along `axis`, computed with the maximum subtracted.
     Softmax,
+    /// `scaled_dot_product_attention`: softmax(Q K^T / sqrt(E) + mask) V.
     ScaledDotProductAttention,
+    /// `quantize`: clip(round_half_even(x / scale) + zero_point) to int8 or uint8.
     Quantize,
+    /// `dequantize`: scale * (q - zero_point) from int8 or uint8.
     Dequantize,
+    /// `constexpr_affine_dequantize`: scale * (q - zero_point) of constant data, computed when the
+    /// program loads.
     ConstexprAffineDequantize,
+    /// `abs`: absolute value.
     Abs,
+    /// `erf`: Gauss error function.
     Erf,
+    /// `sin`: sine.
     Sin,
+    /// `cos`: cosine.
     Cos,
+    /// `floor`: rounds down.
     Floor,
+    /// `ceil`: rounds up.
     Ceil,
+    /// `round`: rounds to the nearest integer.
     Round,
+    /// `sign`: -1, 0 or 1 by the sign of x.
     Sign,
+    /// `square`: x * x.
     Square,
+    /// `exp2`: 2^x.
     Exp2,
+    /// `linear`: x weight^T + bias, weight [out_features, in_features].
     Linear,
+    /// `layer_norm`: normalizes over `axes` to zero mean and unit variance, then gamma * . + beta.
     LayerNorm,
+    /// `batch_norm`: gamma * (x - mean) / sqrt(variance + epsilon) + beta per channel, with
+    /// constant statistics.
     BatchNorm,
+    /// `instance_norm`: normalizes each (batch, channel) plane over its spatial dims, then gamma *
+    /// . + beta per channel.
     InstanceNorm,
+    /// `max_pool`: maximum over sliding windows of the spatial dims.
     MaxPool,
+    /// `avg_pool`: average over sliding windows of the spatial dims.
     AvgPool,
+    /// `gather`: picks slices of x along `axis` at `indices`.
     Gather,
+    /// `gather_along_axis`: picks one element of x along `axis` per position of `indices`.
     GatherAlongAxis,
+    /// `expand_dims`: inserts size-1 dims at `axes`.
     ExpandDims,
+    /// `squeeze`: removes size-1 dims.
     Squeeze,
+    /// `stack`: joins equally shaped `values` along a new dim at `axis`.
     Stack,
+    /// `tile`: repeats x `reps[i]` times along dim i.
     Tile,
+    /// `pad`: pads the dims with a constant, a reflection or a copy of the edge.
     Pad,
+    /// `band_part`: keeps a band of `lower` sub- and `upper` super-diagonals of the last two dims,
+    /// zeroes the rest.
     BandPart,
+    /// `select`: a where cond is true, else b (numpy where, broadcasting).
     Select,
+    /// `equal`: x == y, a bool result.
     Equal,
+    /// `not_equal`: x != y, a bool result.
     NotEqual,
+    /// `greater`: x > y, a bool result.
     Greater,
+    /// `greater_equal`: x >= y, a bool result.
     GreaterEqual,
+    /// `less`: x < y, a bool result.
     Less,
+    /// `less_equal`: x <= y, a bool result.
     LessEqual,
+    /// `logical_and`: x and y on bools.
     LogicalAnd,
+    /// `logical_or`: x or y on bools.
     LogicalOr,
+    /// `logical_xor`: x xor y on bools.
     LogicalXor,
+    /// `logical_not`: not x on bools.
     LogicalNot,
+    /// `clip`: min(max(x, alpha), beta).
     Clip,
+    /// `leaky_relu`: x where x >= 0, else alpha x.
     LeakyRelu,
+    /// `relu6`: min(max(x, 0), 6).
     Relu6,
+    /// `sigmoid_hard`: min(max(alpha x + beta, 0), 1).
     SigmoidHard,
+    /// `thresholded_relu`: x where x >= alpha, else 0.
     ThresholdedRelu,
+    /// `elu`: x where x >= 0, else alpha (e^x - 1).
     Elu,
+    /// `softplus`: log(1 + e^x).
     Softplus,
+    /// `clamped_relu`: min(max(x, 0), beta) + min(min(x, 0) alpha, beta).
     ClampedRelu,
+    /// `scaled_tanh`: alpha tanh(beta x).
     ScaledTanh,
+    /// `linear_activation`: alpha x + beta.
     LinearActivation,
+    /// `softsign`: x / (1 + |x|).
     Softsign,
+    /// `prelu`: x where x > 0, else `alpha[c] x`, one slope per channel.
     Prelu,
+    /// `upsample_nearest_neighbor`: enlarges the last two dims by repeating elements.
     UpsampleNearestNeighbor,
+    /// `upsample_bilinear`: enlarges the last two dims by bilinear interpolation.
     UpsampleBilinear,
 }
 
 impl OpKind {
+    /// Every op, in declaration order (the order `OpKind`'s `Ord` sorts by).
     pub const ALL: [OpKind; 84] = [
         OpKind::Const,
         OpKind::Cast,
@@ -328,6 +421,8 @@ impl OpKind {
         }
     }
 
+    /// The op whose MIL name is `name` (`"conv"`, `"real_div"`, ...); `None` for an op anemone
+    /// does not know. Inverse of [`OpKind::name`].
     pub fn from_name(name: &str) -> Option<OpKind> {
         OpKind::ALL.iter().copied().find(|k| k.name() == name)
     }
@@ -512,26 +607,35 @@ impl fmt::Display for OpKind {
 /// compile-time constant, and where it was written.
 #[derive(Clone, Debug)]
 pub struct InputValue<'a> {
+    /// The value's declared type (for a variable, the type its definition declares).
     pub ty: Type,
     /// The literal behind the input when it is known at compile time (an inline literal or
     /// the `val` of a `const` op).
     pub constant: Option<&'a Literal>,
+    /// Where the argument was written: the variable name or the literal.
     pub span: Span,
 }
 
 /// An input as bound: one value, or a tuple for variadic inputs.
 #[derive(Clone, Debug)]
 pub enum InputArg<'a> {
+    /// A single value, e.g. `x = x16`.
     One(InputValue<'a>),
+    /// A parenthesised list of values for a variadic input (concat's `values`), with the span of
+    /// the whole list.
     Tuple(Vec<InputValue<'a>>, Span),
 }
 
 /// Everything inference needs about one operation.
 #[derive(Clone, Debug)]
 pub struct OpContext<'a> {
+    /// Which op this is.
     pub kind: OpKind,
+    /// The inputs as written, by name, in written order (attributes are not included).
     pub inputs: Vec<(&'a str, InputArg<'a>)>,
+    /// The op's attributes as written (`name`, `val`, and the iOS16 constexpr parameters).
     pub attributes: &'a [Named<Literal>],
+    /// The whole statement, for errors that concern no particular input.
     pub span: Span,
 }
 
@@ -635,12 +739,16 @@ impl<'a> OpContext<'a> {
 /// validator can point at it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OpError {
+    /// What is wrong, prefixed with the op's name (see [`OpContext::error`]).
     pub message: String,
+    /// The input or attribute at fault, if one is; diagnostics underline it.
     pub subject: Option<String>,
+    /// A hint saying how to fix it, if there is one.
     pub help: Option<String>,
 }
 
 impl OpError {
+    /// An error with `message` as is (no op-name prefix), no subject and no hint.
     pub fn new(message: impl Into<String>) -> OpError {
         OpError { message: message.into(), subject: None, help: None }
     }
@@ -651,6 +759,7 @@ impl OpError {
         self
     }
 
+    /// Adds a hint saying how to fix it.
     pub fn with_help(mut self, help: impl Into<String>) -> OpError {
         self.help = Some(help.into());
         self

@@ -201,15 +201,21 @@ pub(super) fn infer(ctx: &OpContext) -> Result<Vec<Type>, OpError> {
 /// `bias` defaults to zeros (linear.py `default_inputs`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinearParams {
+    /// Size of x's last dim, and weight's second dim.
     pub in_features: usize,
+    /// weight's first dim: the size of the result's last dim.
     pub out_features: usize,
     /// The product of x's leading dims: the rows of the GEMM (1 for a rank-1 x).
     pub rows: usize,
+    /// Whether a `bias` `[out_features]` is given (absent means zeros).
     pub has_bias: bool,
+    /// The result shape: x's shape with the last dim replaced by `out_features`.
     pub output_shape: Vec<usize>,
 }
 
 impl LinearParams {
+    /// Checks a `linear` op (ranks, `in_features` agreement, bias shape and type, no mixing of
+    /// integer and float operands) and resolves its parameters.
     pub fn resolve(ctx: &OpContext) -> Result<LinearParams, OpError> {
         let x = ctx.tensor("x")?;
         let w = ctx.tensor("weight")?;
@@ -321,14 +327,21 @@ fn parameter_types(ctx: &OpContext, names: &[&str]) -> Result<Vec<Option<TensorT
 /// `normalized_shape` (the dims of x at `axes`, in axis order); defaults ones and zeros.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerNormParams {
+    /// The normalized axes: non-negative, ascending, each once.
     pub axes: Vec<usize>,
+    /// x's dims at `axes`, in axis order: the shape `gamma` and `beta` must have.
     pub normalized_shape: Vec<usize>,
+    /// Whether a scale `gamma` is given (absent means ones).
     pub has_gamma: bool,
+    /// Whether a shift `beta` is given (absent means zeros).
     pub has_beta: bool,
+    /// Added to the variance before the square root; finite, default 1e-5.
     pub epsilon: f64,
 }
 
 impl LayerNormParams {
+    /// Checks a `layer_norm` op (axes in range, `gamma`/`beta` of `normalized_shape` and of one
+    /// type, finite epsilon) and resolves its parameters.
     pub fn resolve(ctx: &OpContext) -> Result<LayerNormParams, OpError> {
         let x = ctx.tensor("x")?;
         let rank = x.rank();
@@ -402,13 +415,19 @@ fn channel_vectors(ctx: &OpContext, x: &TensorType, names: &[&str]) -> Result<Ve
 /// `y = gamma (x - mean) / sqrt(variance + epsilon) + beta` per channel.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BatchNormParams {
+    /// C: x's dim 1, the length of every per-channel vector.
     pub channels: usize,
+    /// Whether a scale `gamma` `[C]` is given (absent means ones).
     pub has_gamma: bool,
+    /// Whether a shift `beta` `[C]` is given (absent means zeros).
     pub has_beta: bool,
+    /// Added to the variance before the square root; finite, default 1e-5.
     pub epsilon: f64,
 }
 
 impl BatchNormParams {
+    /// Checks a `batch_norm` op (x of rank 3 to 5, every vector `[C]` and of one type, finite
+    /// epsilon) and resolves its parameters.
     pub fn resolve(ctx: &OpContext) -> Result<BatchNormParams, OpError> {
         let x = ctx.tensor("x")?;
         check_channel_rank(ctx, &x, 3..=5)?;
@@ -427,13 +446,19 @@ impl BatchNormParams {
 /// `gamma[c]` (default 1) and shifted by `beta[c]` (default 0).
 #[derive(Clone, Debug, PartialEq)]
 pub struct InstanceNormParams {
+    /// C: x's dim 1, the length of `gamma` and `beta`.
     pub channels: usize,
+    /// Whether a scale `gamma` `[C]` is given (absent means ones).
     pub has_gamma: bool,
+    /// Whether a shift `beta` `[C]` is given (absent means zeros).
     pub has_beta: bool,
+    /// Added to each plane's variance before the square root; finite, default 1e-5.
     pub epsilon: f64,
 }
 
 impl InstanceNormParams {
+    /// Checks an `instance_norm` op (x of rank 3 or 4, `gamma`/`beta` `[C]`, finite epsilon) and
+    /// resolves its parameters.
     pub fn resolve(ctx: &OpContext) -> Result<InstanceNormParams, OpError> {
         let x = ctx.tensor("x")?;
         check_channel_rank(ctx, &x, 3..=4)?;
@@ -472,17 +497,27 @@ fn check_channel_rank(
 /// padded input; the part beyond it is not counted either.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoolParams {
+    /// Window size per spatial dim, each at least 1.
     pub kernel_sizes: Vec<usize>,
+    /// Step between windows per spatial dim, each at least 1 (default 1).
     pub strides: Vec<usize>,
+    /// How padding was specified (`pad_type`, read case-insensitively).
     pub pad_type: PadType,
+    /// Padding before each spatial dim, in elements, with `same`/`same_lower` already resolved.
     pub pad_before: Vec<usize>,
+    /// Padding after each spatial dim, in elements.
     pub pad_after: Vec<usize>,
+    /// Whether output sizes round up, so a last partial window counts (1 or 2 spatial dims only).
     pub ceil_mode: bool,
     /// avg_pool only (default false); false for max_pool.
     pub exclude_padding_from_average: bool,
+    /// N: x's dim 0.
     pub batch: usize,
+    /// C: x's dim 1; pooling keeps it.
     pub channels: usize,
+    /// x's spatial dims (after N and C).
     pub input_spatial: Vec<usize>,
+    /// The result's spatial dims, each at least 1.
     pub output_spatial: Vec<usize>,
 }
 
@@ -494,6 +529,10 @@ impl PoolParams {
         s
     }
 
+    /// Checks a `max_pool` or `avg_pool` op (x of rank 3 to 5, one kernel size and stride per
+    /// spatial dim, a known pad_type, non-negative pad, ceil_mode's restrictions, a window that
+    /// fits)
+    /// and resolves its parameters.
     pub fn resolve(ctx: &OpContext) -> Result<PoolParams, OpError> {
         let x = ctx.tensor("x")?;
         check_channel_rank(ctx, &x, 3..=5)?;
@@ -642,10 +681,13 @@ fn pool_output_size(
 /// `max(x, 0) + min(x, 0) alpha`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PreluParams {
+    /// C: x's dim 1, the length of `alpha`.
     pub channels: usize,
 }
 
 impl PreluParams {
+    /// Checks a `prelu` op (x of rank 3 to 5, `alpha` `[C]`; for a rank other than 4, one slope for
+    /// every channel) and resolves its parameters.
     pub fn resolve(ctx: &OpContext) -> Result<PreluParams, OpError> {
         let x = ctx.tensor("x")?;
         check_channel_rank(ctx, &x, 3..=5)?;
@@ -708,12 +750,17 @@ impl BilinearGrid {
 /// (default true) and iOS16's `half_pixel_centers` (default `!align_corners`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct UpsampleBilinearParams {
+    /// The input and output sizes, resolved as for `upsample_nearest_neighbor`.
     pub upsample: UpsampleParams,
+    /// Whether the corner samples of input and output coincide (default true).
     pub align_corners: bool,
+    /// Whether pixel centres are aligned (iOS16; default `!align_corners`).
     pub half_pixel_centers: bool,
 }
 
 impl UpsampleBilinearParams {
+    /// Checks an `upsample_bilinear` op (x of rank 3 or more, positive scale factors that leave
+    /// every output dim at least 1) and resolves its sizes and flags.
     pub fn resolve(ctx: &OpContext) -> Result<UpsampleBilinearParams, OpError> {
         let upsample = UpsampleParams::resolve(ctx)?;
         let align_corners = ctx.const_bool("align_corners")?.unwrap_or(true);

@@ -76,8 +76,14 @@ pub struct QuantParams {
     pub input_dtype: DType,
     /// The element type produced: int8/uint8 for quantize, scale's type for the others.
     pub output_dtype: DType,
+    /// The shape of the data (quantize's and dequantize's `input`, or `quantized_data`), and of
+    /// the result.
     pub shape: Vec<usize>,
+    /// One scale (per tensor) or one per index along `axis`; finite when inline, and non-zero
+    /// for quantize.
     pub scale: ConstValues<f32>,
+    /// One zero point or one per index along `axis`, in the quantized type; `[0]` when absent
+    /// (quantize, dequantize).
     pub zero_point: ConstValues<f32>,
     /// The axis per-axis values run along.
     pub axis: Option<usize>,
@@ -86,6 +92,8 @@ pub struct QuantParams {
 }
 
 impl QuantParams {
+    /// Checks a `quantize`, `dequantize` or `constexpr_affine_dequantize` op (types, scale and
+    /// zero-point shapes against `axis`, finite values) and resolves its parameters.
     pub fn resolve(ctx: &OpContext) -> Result<QuantParams, OpError> {
         match ctx.kind {
             OpKind::Quantize | OpKind::Dequantize => runtime(ctx),

@@ -25,12 +25,16 @@ pub(super) static REDUCE: Signature = Signature {
 /// A reduction resolved: the reduced axes, normalized and ascending.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReduceParams {
+    /// The reduced axes of x, normalized to `[0, rank)`, ascending, each once (all when absent).
     pub axes: Vec<usize>,
+    /// Whether reduced axes stay in the result with size 1 (default false).
     pub keep_dims: bool,
+    /// x's shape without the reduced axes, or with them as 1 under `keep_dims`.
     pub output_shape: Vec<usize>,
 }
 
 impl ReduceParams {
+    /// Checks a `reduce_*` op (axes non-empty, in range, each once) and resolves its parameters.
     pub fn resolve(ctx: &OpContext) -> Result<ReduceParams, OpError> {
         let x = ctx.tensor("x")?;
         let rank = x.rank();

@@ -97,10 +97,13 @@ fn to_i64(d: usize) -> i64 {
 /// reshape's target shape, resolved: `-1` inferred, `0` copied from x.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReshapeParams {
+    /// The result shape, every entry resolved; its element count equals x's.
     pub shape: Vec<usize>,
 }
 
 impl ReshapeParams {
+    /// Checks a `reshape` op (constant `shape`, at most one -1, 0 only when `shape` has x's rank,
+    /// element count preserved) and resolves the target shape.
     pub fn resolve(ctx: &OpContext) -> Result<ReshapeParams, OpError> {
         let x = ctx.tensor("x")?;
         let spec = ctx.const_i64s("shape")?.ok_or_else(|| ctx.missing("shape"))?;
@@ -174,10 +177,13 @@ pub(super) fn infer_reshape(ctx: &OpContext) -> Result<Vec<Type>, OpError> {
 /// transpose's permutation, normalized: output dim `i` is input dim `perm[i]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransposeParams {
+    /// For each output dim, the input dim it takes, normalized to `[0, rank)`.
     pub perm: Vec<usize>,
 }
 
 impl TransposeParams {
+    /// Checks a `transpose` op (`perm` a permutation of x's dims, negative entries counting from
+    /// the end) and resolves it.
     pub fn resolve(ctx: &OpContext) -> Result<TransposeParams, OpError> {
         let x = ctx.tensor("x")?;
         let given = ctx.const_i64s("perm")?.ok_or_else(|| ctx.missing("perm"))?;
@@ -238,6 +244,9 @@ impl SliceParams {
         self.size.iter().zip(&self.squeeze).filter(|(_, s)| !**s).map(|(d, _)| *d).collect()
     }
 
+    /// Checks a `slice_by_size` or `slice_by_index` op (one entry per axis, non-zero strides, at
+    /// least one element taken per axis) and resolves the slice per axis, masks and clamping
+    /// applied.
     pub fn resolve(ctx: &OpContext) -> Result<SliceParams, OpError> {
         match ctx.kind {
             OpKind::SliceBySize => by_size(ctx),
@@ -417,14 +426,19 @@ pub(super) fn infer_slice(ctx: &OpContext) -> Result<Vec<Type>, OpError> {
 /// fills `out[i::n]` along `axis`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConcatParams {
+    /// The concatenation axis, normalized to `[0, rank)`.
     pub axis: usize,
+    /// Whether the inputs are interleaved instead of appended (default false).
     pub interleave: bool,
     /// Each input's size along `axis`.
     pub sizes: Vec<usize>,
+    /// The inputs' common shape, with `sizes` summed along `axis`.
     pub output_shape: Vec<usize>,
 }
 
 impl ConcatParams {
+    /// Checks a `concat` op (a non-empty tuple of one element type and rank, shapes agreeing
+    /// except along `axis`, or everywhere with `interleave`) and resolves its parameters.
     pub fn resolve(ctx: &OpContext) -> Result<ConcatParams, OpError> {
         let shapes = ctx.tuple_tensors("values")?;
         let first = &shapes[0];
@@ -489,7 +503,9 @@ pub(super) fn infer_concat(ctx: &OpContext) -> Result<Vec<Type>, OpError> {
 /// split resolved: output `i` takes `sizes[i]` elements along `axis`, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SplitParams {
+    /// The split axis, normalized to `[0, rank)`.
     pub axis: usize,
+    /// Each output's size along `axis`; they add up to x's dim.
     pub sizes: Vec<usize>,
 }
 

@@ -11,7 +11,9 @@ use super::{InputArg, InputValue, OpContext, OpError};
 /// Whether an input takes one value or a tuple of them (`values = (a, b)`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arity {
+    /// A single value: `x = x16`.
     One,
+    /// A parenthesised, non-empty tuple of values: `values = (a, b)`.
     Tuple,
 }
 
@@ -19,6 +21,7 @@ pub enum Arity {
 /// op definitions, where "float" means fp16 or fp32.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DTypes {
+    /// Every element type, and dictionaries (a `const` may hold one).
     Any,
     /// fp16 or fp32.
     Float,
@@ -26,13 +29,16 @@ pub enum DTypes {
     Int,
     /// fp16, fp32 or any integer type.
     Numeric,
+    /// Only `bool`.
     Bool,
+    /// Only `string`.
     String,
     /// Exactly these types.
     OneOf(&'static [DType]),
 }
 
 impl DTypes {
+    /// Whether a value of element type `dtype` is accepted.
     pub fn allows(self, dtype: DType) -> bool {
         let float = matches!(dtype, DType::Fp16 | DType::Fp32);
         match self {
@@ -72,25 +78,33 @@ impl DTypes {
 /// The ranks an input accepts, inclusive; scalars have rank 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ranks {
+    /// Smallest accepted rank (0 = scalar).
     pub min: usize,
+    /// Largest accepted rank; `usize::MAX` for no limit.
     pub max: usize,
 }
 
 impl Ranks {
+    /// Any rank, scalars included.
     pub const ANY: Ranks = Ranks { min: 0, max: usize::MAX };
+    /// Only scalars (rank 0).
     pub const SCALAR: Ranks = Ranks { min: 0, max: 0 };
+    /// Only rank-1 tensors (shapes, axes, perms).
     pub const VECTOR: Ranks = Ranks { min: 1, max: 1 };
     /// A scalar or a vector (quantization scales and zero points).
     pub const SCALAR_OR_VECTOR: Ranks = Ranks { min: 0, max: 1 };
 
+    /// Rank `min` or more.
     pub const fn at_least(min: usize) -> Ranks {
         Ranks { min, max: usize::MAX }
     }
 
+    /// Ranks `min` to `max`, both included.
     pub const fn between(min: usize, max: usize) -> Ranks {
         Ranks { min, max }
     }
 
+    /// Whether a value of rank `rank` is accepted.
     pub fn allows(self, rank: usize) -> bool {
         self.min <= rank && rank <= self.max
     }
@@ -111,12 +125,17 @@ impl Ranks {
 /// One input of an op.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InputSpec {
+    /// The input's name in MIL text (`x`, `weight`, `values`, ...).
     pub name: &'static str,
+    /// Whether the op is malformed without it.
     pub required: bool,
+    /// One value or a tuple of values.
     pub arity: Arity,
     /// The value must be known at compile time (a `const` op or an inline literal).
     pub constant: bool,
+    /// The element types it accepts.
     pub dtypes: DTypes,
+    /// The ranks it accepts.
     pub ranks: Ranks,
     /// May be written as an attribute instead: opset iOS16 and earlier print constexpr ops'
     /// parameters as attributes (REFERENCE.md §4, fixture 09).
@@ -127,6 +146,7 @@ pub struct InputSpec {
 }
 
 impl InputSpec {
+    /// A required single-valued input of any rank; refine it with the builder methods below.
     pub const fn required(name: &'static str, dtypes: DTypes) -> InputSpec {
         InputSpec {
             name,
@@ -140,22 +160,27 @@ impl InputSpec {
         }
     }
 
+    /// An optional single-valued input of any rank.
     pub const fn optional(name: &'static str, dtypes: DTypes) -> InputSpec {
         InputSpec { required: false, ..InputSpec::required(name, dtypes) }
     }
 
+    /// Marks the input as one whose value must be known at compile time.
     pub const fn constant(self) -> InputSpec {
         InputSpec { constant: true, ..self }
     }
 
+    /// Restricts the ranks the input accepts.
     pub const fn ranks(self, ranks: Ranks) -> InputSpec {
         InputSpec { ranks, ..self }
     }
 
+    /// Makes the input variadic: it takes a tuple of values.
     pub const fn tuple(self) -> InputSpec {
         InputSpec { arity: Arity::Tuple, ..self }
     }
 
+    /// Lets the input be written as an attribute instead (iOS16-and-earlier constexpr ops).
     pub const fn or_attribute(self) -> InputSpec {
         InputSpec { or_attribute: true, ..self }
     }
@@ -170,8 +195,11 @@ impl InputSpec {
 /// One attribute of an op (the `[...]` after the inputs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttrSpec {
+    /// The attribute's name in MIL text (`name`, `val`).
     pub name: &'static str,
+    /// Whether the op is malformed without it (`val` of `const`).
     pub required: bool,
+    /// The element types its literal may have.
     pub dtypes: DTypes,
 }
 
@@ -184,7 +212,9 @@ impl AttrSpec {
 /// [`InputSpec::or_attribute`] may appear among the attributes instead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Signature {
+    /// The inputs the op takes (messages listing them keep this order).
     pub inputs: &'static [InputSpec],
+    /// The attributes the op takes: `name` for every op, plus `val` for `const`.
     pub attributes: &'static [AttrSpec],
 }
 
@@ -192,10 +222,12 @@ pub struct Signature {
 pub(super) const NAME_ONLY: &[AttrSpec] = &[AttrSpec::NAME];
 
 impl Signature {
+    /// The spec of input `name`, if the op takes one.
     pub fn input(&self, name: &str) -> Option<&'static InputSpec> {
         self.inputs.iter().find(|s| s.name == name)
     }
 
+    /// The spec of attribute `name`, if the op takes one.
     pub fn attribute(&self, name: &str) -> Option<&'static AttrSpec> {
         self.attributes.iter().find(|s| s.name == name)
     }

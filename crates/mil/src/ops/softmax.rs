@@ -21,10 +21,12 @@ pub(super) static SOFTMAX: Signature = Signature {
 /// softmax's axis, normalized.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SoftmaxParams {
+    /// The axis softmax normalizes along, in `[0, rank)` (default -1, the last).
     pub axis: usize,
 }
 
 impl SoftmaxParams {
+    /// Checks a `softmax` op's axis against x's rank and normalizes it.
     pub fn resolve(ctx: &OpContext) -> Result<SoftmaxParams, OpError> {
         let x = ctx.tensor("x")?;
         Ok(SoftmaxParams { axis: ctx.const_axis("axis", x.rank(), Some(-1))? })

@@ -37,14 +37,49 @@ pub fn parse(src: &str) -> Result<Program, Diagnostic> {
 
 /// Parses MIL text read from `file_name`: like [`parse`], but the error keeps the text, so
 /// that it displays as `file:line:col: error[code]: message` with the source line underlined.
+///
+/// ```
+/// use anemone_mil::{DType, Type, text};
+///
+/// let src = r#"program(1.3)
+/// {
+///     func main<ios18>(tensor<fp16, [1, 64]> x) {
+///         tensor<fp16, [1, 64]> y = relu(x = x)[name = string("relu")];
+///     } -> (y);
+/// }
+/// "#;
+/// let program = text::parse_source("model.mil", src)?;
+/// let main = program.main_function().unwrap();
+/// assert_eq!(main.block.operations[0].op.name, "relu");
+/// assert_eq!(main.value_type("y"), Some(&Type::tensor(DType::Fp16, [1, 64])));
+///
+/// // A mistake is reported at its place in the file.
+/// let err = text::parse_source("model.mil", &src.replace("-> (y);", "-> (y)")).unwrap_err();
+/// assert!(err.to_string().starts_with("model.mil:5:12: error[parse::missing-semicolon]"));
+/// # Ok::<(), anemone_mil::Diagnostics>(())
+/// ```
 pub fn parse_source(file_name: &str, src: &str) -> Result<Program, Diagnostics> {
     parse(src).map_err(|d| Diagnostics::from(d).with_source(file_name, src))
 }
 
 /// Reads and parses a MIL file; errors display as `file:line:col` with the source line.
 ///
-/// ```no_run
-/// let program = anemone_mil::text::parse_file("model.mil")?;
+/// ```
+/// use anemone_mil::text;
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("model.mil");
+/// std::fs::write(
+///     &path,
+///     "program(1.3)\n{\n    func main<ios18>(tensor<fp32, [4]> x) {\n        \
+///      tensor<fp32, [4]> y = exp(x = x)[name = string(\"e\")];\n    } -> (y);\n}\n",
+/// )?;
+/// let program = text::parse_file(&path)?;
+/// assert_eq!(program.functions[0].name.name, "main");
+///
+/// // A missing file is an error value, like bad text.
+/// let err = text::parse_file(dir.path().join("absent.mil")).unwrap_err();
+/// assert_eq!(err[0].code, "package::io");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn parse_file(path: impl AsRef<Path>) -> Result<Program, Diagnostics> {

@@ -27,9 +27,19 @@ const KERNEL: &str = "scaled_dot_product_attention";
 #[derive(Debug, Clone, Copy)]
 pub enum AttentionMask<'a, T> {
     /// Added to the scaled scores.
-    Additive { values: &'a [T], shape: &'a [usize] },
+    Additive {
+        /// The mask, dense row-major over `shape`.
+        values: &'a [T],
+        /// Its shape; it must broadcast to the scores' `[B*, L, S]`.
+        shape: &'a [usize],
+    },
     /// `true` keeps a score, `false` masks it out (adds -inf).
-    Boolean { values: &'a [bool], shape: &'a [usize] },
+    Boolean {
+        /// The mask, dense row-major over `shape`.
+        values: &'a [bool],
+        /// Its shape; it must broadcast to the scores' `[B*, L, S]`.
+        shape: &'a [usize],
+    },
 }
 
 impl<T> AttentionMask<'_, T> {

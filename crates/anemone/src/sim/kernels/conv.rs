@@ -23,10 +23,16 @@ const KERNEL: &str = "conv";
 /// Geometry of a convolution, per spatial dim (all vectors have the spatial rank).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConvParams {
+    /// Step between neighbouring windows, per spatial dim (>= 1).
     pub strides: Vec<usize>,
+    /// Spacing between the taps of the kernel, per spatial dim (1 = dense).
     pub dilations: Vec<usize>,
+    /// Zeros added before the input, per spatial dim.
     pub pad_before: Vec<usize>,
+    /// Zeros added after the input, per spatial dim.
     pub pad_after: Vec<usize>,
+    /// Channel groups: input and output channels split into this many independent convs (both
+    /// channel counts must be multiples of it; `Cin` for a depthwise conv).
     pub groups: usize,
 }
 

@@ -26,12 +26,19 @@ pub const BLOCK: usize = 256;
 /// Binary elementwise ops of MIL (numpy broadcasting).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BinaryOp {
+    /// `x + y`.
     Add,
+    /// `x - y`.
     Sub,
+    /// `x * y`.
     Mul,
+    /// `x / y`.
     RealDiv,
+    /// `x` to the power `y` (`powf`).
     Pow,
+    /// The larger of `x` and `y`; NaN propagates, as numpy's.
     Maximum,
+    /// The smaller of `x` and `y`; NaN propagates, as numpy's.
     Minimum,
 }
 
@@ -41,72 +48,100 @@ pub use anemone_mil::ops::GeluMode;
 /// Unary elementwise ops of MIL.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum UnaryOp {
+    /// `e^x`, exact; in fp16 it overflows to +inf past x ~ 11.09, as on the ANE.
     Exp,
     /// ln(x + epsilon); MIL's default epsilon is 1e-45.
     Log {
+        /// Added to x before the logarithm.
         epsilon: f32,
     },
+    /// `sqrt(x)`; negative x gives NaN in f32, stored as +0 on fp16.
     Sqrt,
     /// 1 / sqrt(x + epsilon); MIL's default epsilon is 1e-12.
     Rsqrt {
+        /// Added to x before the square root.
         epsilon: f32,
     },
     /// 1 / (x + epsilon); MIL's default epsilon is 1e-4.
     Inverse {
+        /// Added to x before the reciprocal.
         epsilon: f32,
     },
+    /// `tanh(x)`, exact (the ANE uses a piecewise-linear table).
     Tanh,
+    /// `max(x, 0)`.
     Relu,
+    /// `1 / (1 + e^-x)`, exact (the ANE's table is off by up to ~0.0034).
     Sigmoid,
     /// x sigmoid(x).
     Silu,
+    /// `x * Phi(x)` by the given formula: exact (erf in f64), tanh or sigmoid approximation.
     Gelu(GeluMode),
+    /// `|x|`.
     Abs,
+    /// The error function.
     Erf,
+    /// `sin(x)`, x in radians.
     Sin,
+    /// `cos(x)`, x in radians.
     Cos,
+    /// Rounds toward -inf.
     Floor,
+    /// Rounds toward +inf.
     Ceil,
     /// Round half to even, as numpy's `round` (coremltools' reference for `round`).
     Round,
     /// -1, 0 or 1 (0 for ±0; NaN stays NaN and the fp16 rules apply).
     Sign,
+    /// `x * x`.
     Square,
+    /// `2^x`.
     Exp2,
     /// x where x >= 0, else alpha x.
     LeakyRelu {
+        /// Slope for negative x.
         alpha: f32,
     },
     /// min(max(x, 0), 6).
     Relu6,
     /// min(max(alpha x + beta, 0), 1).
     SigmoidHard {
+        /// Slope.
         alpha: f32,
+        /// Offset.
         beta: f32,
     },
     /// x where x >= alpha, else 0.
     ThresholdedRelu {
+        /// Threshold: x below it becomes 0.
         alpha: f32,
     },
     /// x where x >= 0, else alpha (e^x - 1).
     Elu {
+        /// Scale of the negative branch.
         alpha: f32,
     },
     /// ln(1 + e^x), evaluated as max(x, 0) + ln(1 + e^-|x|) so that neither end overflows.
     Softplus,
     /// min(max(x, 0), beta) + min(min(x, 0) alpha, beta).
     ClampedRelu {
+        /// Slope for negative x.
         alpha: f32,
+        /// Upper clamp.
         beta: f32,
     },
     /// alpha tanh(beta x).
     ScaledTanh {
+        /// Output scale.
         alpha: f32,
+        /// Input scale.
         beta: f32,
     },
     /// alpha x + beta.
     LinearActivation {
+        /// Slope.
         alpha: f32,
+        /// Offset.
         beta: f32,
     },
     /// x / (1 + |x|), ±1 at ±inf (the limit, not inf / inf).

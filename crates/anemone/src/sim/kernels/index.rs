@@ -87,8 +87,11 @@ fn resolve(
 /// the indices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GatherAxes {
+    /// The axis of x the indices select along.
     pub axis: usize,
+    /// Leading dims shared by x and the indices (at most `axis`).
     pub batch_dims: usize,
+    /// What a negative index means.
     pub negative: NegativeIndices,
 }
 

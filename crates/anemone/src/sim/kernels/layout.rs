@@ -195,8 +195,11 @@ fn transpose_2d_batched<T: Copy + Send + Sync>(
 /// One axis of a slice, resolved: elements `start, start + stride, ...`, `len` of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SliceAxis {
+    /// Index of the first element taken.
     pub start: usize,
+    /// Step between taken elements; negative walks the axis backwards.
     pub stride: isize,
+    /// Number of elements taken.
     pub len: usize,
 }
 

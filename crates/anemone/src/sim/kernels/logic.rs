@@ -74,11 +74,17 @@ impl Operand for f32 {
 
 /// A fixed-width integer element, with MIL's integer arithmetic.
 pub trait Int: Operand + Ord + fmt::Display {
+    /// The MIL name of the type (`int32`, `uint8`...), for messages.
     const NAME: &'static str;
+    /// The value 0.
     const ZERO: Self;
+    /// The value 1: the start of `pow`'s product (so `pow(x, 0)` is 1).
     const ONE: Self;
+    /// `self + y`, wrapping on overflow (two's complement).
     fn wrapping_add(self, y: Self) -> Self;
+    /// `self - y`, wrapping on overflow.
     fn wrapping_sub(self, y: Self) -> Self;
+    /// `self * y`, wrapping on overflow.
     fn wrapping_mul(self, y: Self) -> Self;
     /// The quotient truncated toward zero (MIN / -1 wraps to MIN); None when y is 0.
     fn div_trunc(self, y: Self) -> Option<Self>;

@@ -10,7 +10,7 @@
 //!   accumulator (measured for conv, see `numerics`); no measurement of linear's bias is known,
 //!   so linear keeps the single rounding of MIL's definition.
 //! - layer_norm, instance_norm: mean and variance in f32, two passes (the mean first, then the
-//!   mean of squared deviations, which avoids the cancellation of E[x^2] - E[x]^2), the
+//!   mean of squared deviations, which avoids the cancellation of `E[x^2] - E[x]^2`), the
 //!   population variance (divided by the count, as coremltools' reference does), then
 //!   `rsqrt(var + eps)` in f32, `(x - mean) * rsqrt * gamma + beta` in f32, one rounding.
 //! - batch_norm: per channel `gamma / sqrt(var + eps)` in f32, then `(x - mean) * that + beta`
@@ -441,10 +441,15 @@ pub fn batch_norm<T: Element>(
 /// inside the padded input; with ceil_mode it may end past it, and that part counts as absent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoolWindow {
+    /// Window size per spatial dim.
     pub kernel: Vec<usize>,
+    /// Step between neighbouring windows, per spatial dim.
     pub strides: Vec<usize>,
+    /// Padding before the input, per spatial dim.
     pub pad_before: Vec<usize>,
+    /// Padding after the input, per spatial dim.
     pub pad_after: Vec<usize>,
+    /// Number of outputs per spatial dim (pad_type and ceil_mode already applied).
     pub output: Vec<usize>,
 }
 

@@ -12,8 +12,11 @@ use half::f16;
 
 /// The integer types quantize produces and dequantize reads.
 pub trait QuantInt: Copy + Default + PartialEq + std::fmt::Debug + Send + Sync + 'static {
+    /// The smallest value of the type.
     const MIN: i32;
+    /// The largest value of the type.
     const MAX: i32;
+    /// The value, exactly, as an i32.
     fn to_i32(self) -> i32;
     /// `v` clamped into the type's range.
     fn saturate(v: i32) -> Self;
@@ -45,7 +48,9 @@ impl QuantInt for u8 {
 /// whole tensor or one per index of `axis`.
 #[derive(Debug, Clone, Copy)]
 pub struct QuantParams<'a, Q> {
+    /// One scale for the tensor, or one per index of `axis`.
     pub scale: &'a [f32],
+    /// The zero point, as many as `scale`; `None` means 0.
     pub zero_point: Option<&'a [Q]>,
     /// The axis the per-channel parameters run along; ignored when they are scalars.
     pub axis: Option<usize>,
@@ -138,9 +143,11 @@ pub trait CastScalar: Copy + Send + Sync + 'static {
     fn f16_view(_: &[Self]) -> Option<&[f16]> {
         None
     }
+    /// The slice as f32, writable, when it is one (fast path).
     fn f32_view_mut(_: &mut [Self]) -> Option<&mut [f32]> {
         None
     }
+    /// The slice as fp16, writable, when it is one (fast path).
     fn f16_view_mut(_: &mut [Self]) -> Option<&mut [f16]> {
         None
     }

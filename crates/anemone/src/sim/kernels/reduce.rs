@@ -13,9 +13,13 @@ const KERNEL: &str = "reduce";
 /// Reductions of MIL's reduce_* family that the simulator implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReduceOp {
+    /// `reduce_sum`: accumulated in f32, rounded once to the output type.
     Sum,
+    /// `reduce_mean`: the f32 sum times `1 / count`, rounded once.
     Mean,
+    /// `reduce_max`: the largest element (identity -inf).
     Max,
+    /// `reduce_min`: the smallest element (identity +inf).
     Min,
 }
 

@@ -19,30 +19,47 @@ use crate::sim::kernels::index::{self as kernel, GatherAxes, NegativeIndices, Pa
 /// A planned op of this family with its parameters resolved.
 #[derive(Clone, Debug)]
 pub enum IndexKernel {
+    /// `gather`: inputs x, indices; slices of x along one axis picked by the indices.
     Gather(GatherAxes),
+    /// `gather_along_axis`: inputs x, indices; indices of the same rank as x pick one element
+    /// each along `axis`.
     GatherAlongAxis {
+        /// The axis of x the indices address.
         axis: usize,
+        /// Whether a negative index counts from the end or is out of range.
         negative: NegativeIndices,
     },
+    /// `stack`: the `values` tuple, all of one type, joined along a new axis.
     Stack {
+        /// Where the new axis is inserted in the output (0..=rank).
         axis: usize,
     },
+    /// `tile`: x repeated along each axis.
     Tile {
+        /// Repetitions per axis, one per dimension of x.
         reps: Vec<usize>,
     },
+    /// `pad`: x with elements added before and after each axis.
     Pad {
+        /// Elements added before each axis, one per dimension of x.
         before: Vec<usize>,
+        /// Elements added after each axis, one per dimension of x.
         after: Vec<usize>,
         /// A constant fill holds the fill value's bits in x's element type (low bytes).
         fill: PadFill<u64>,
     },
+    /// `band_part`: the last two axes kept inside a diagonal band, zero outside.
     BandPart {
+        /// Sub-diagonals kept (`i - j <= lower`); `None` keeps all of them.
         lower: Option<usize>,
+        /// Super-diagonals kept (`j - i <= upper`); `None` keeps all of them.
         upper: Option<usize>,
     },
     /// The height and width scales and the output height and width.
     UpsampleNearest {
+        /// Height and width scale factors (output over input).
         scales: [f64; 2],
+        /// Output height and width.
         output: [usize; 2],
     },
 }

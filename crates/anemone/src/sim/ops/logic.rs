@@ -25,6 +25,7 @@ use crate::sim::kernels::logic::{self as kernel, Comparison};
 pub enum LogicKernel {
     /// `np.where(cond, a, b)`.
     Select,
+    /// `equal`, `not_equal`, `less`, `less_equal`, `greater`, `greater_equal`: a bool tensor.
     Compare(Comparison),
     /// logical_and, logical_or, logical_xor; also add/maximum (or) and mul/minimum (and) on
     /// bool tensors.
@@ -33,7 +34,9 @@ pub enum LogicKernel {
     Not,
     /// `min(max(x, alpha), beta)`.
     Clip {
+        /// Lower bound.
         alpha: f64,
+        /// Upper bound.
         beta: f64,
     },
     /// add, sub, mul, real_div, pow, maximum or minimum on integer tensors.

@@ -20,7 +20,9 @@ use anemone_mil::TensorType;
 /// One input of a step: its bytes (exactly its tensor's size) and type.
 #[derive(Clone, Copy, Debug)]
 pub struct In<'a> {
+    /// The tensor's bytes, dense and row-major in its dtype.
     pub bytes: &'a [u8],
+    /// The tensor's declared dtype and shape.
     pub ty: &'a TensorType,
     /// For an fp16 constant read by a GEMM, its values widened to f32 once at load (the
     /// plan decides which constants get this).
@@ -30,7 +32,9 @@ pub struct In<'a> {
 /// One output of a step: the bytes to fill (exactly its tensor's size) and its type.
 #[derive(Debug)]
 pub struct Out<'a> {
+    /// The bytes to write, dense and row-major in the output's dtype.
     pub bytes: &'a mut [u8],
+    /// The output's declared dtype and shape.
     pub ty: &'a TensorType,
 }
 

@@ -24,37 +24,54 @@ use crate::sim::kernels::{Element, Scratch};
 pub enum NormKernel {
     /// Inputs x, weight, then bias when `has_bias`.
     Linear {
+        /// Whether a `bias` input follows the weight.
         has_bias: bool,
     },
     /// Inputs x, then gamma and beta when given.
     LayerNorm {
+        /// The axes normalized together (non-negative, each below the rank of x).
         axes: Vec<usize>,
+        /// Whether a `gamma` (scale) input is given.
         has_gamma: bool,
+        /// Whether a `beta` (shift) input is given.
         has_beta: bool,
+        /// Added to the variance before the square root.
         epsilon: f32,
     },
     /// Inputs x, mean, variance, then gamma and beta when given.
     BatchNorm {
+        /// Whether a per-channel `gamma` input is given.
         has_gamma: bool,
+        /// Whether a per-channel `beta` input is given.
         has_beta: bool,
+        /// Added to the variance before the square root.
         epsilon: f32,
     },
     /// Inputs x, then gamma and beta when given.
     InstanceNorm {
+        /// Whether a per-channel `gamma` input is given.
         has_gamma: bool,
+        /// Whether a per-channel `beta` input is given.
         has_beta: bool,
+        /// Added to each instance's variance before the square root.
         epsilon: f32,
     },
+    /// `max_pool` over the spatial dims with the window, strides and padding resolved.
     MaxPool(PoolWindow),
+    /// `avg_pool` over the spatial dims.
     AvgPool {
+        /// The window, strides, padding and output size per spatial dim.
         window: PoolWindow,
+        /// Whether padded positions are left out of each average's count.
         exclude_padding: bool,
     },
     /// Inputs x, alpha.
     Prelu,
     /// The sampling grid and the output height and width.
     UpsampleBilinear {
+        /// Where each output samples the input (from `align_corners` and `half_pixel_centers`).
         grid: BilinearGrid,
+        /// Output height and width.
         output: [usize; 2],
     },
 }
