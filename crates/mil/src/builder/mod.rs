@@ -1,7 +1,7 @@
 //! Typed construction of MIL programs without string formatting. The builder infers every
 //! result type through the op registry as it goes (so a shape error surfaces at the call
-//! that caused it), names constants itself, and packs BLOBFILE constants into weight files
-//! it writes alongside the program.
+//! that caused it, as [`BuildError::Op`]), names constants itself, and packs BLOBFILE
+//! constants into weight files it writes alongside the program.
 //!
 //! ```
 //! use anemone_mil::builder::{Builder, ConvOptions};
@@ -20,6 +20,42 @@
 //! let built = b.build().unwrap();
 //! assert!(anemone_mil::validate::validate(&built.program).is_empty());
 //! ```
+//!
+//! Every op of the registry ([`OpKind::ALL`]) has a typed method named after it. A few are
+//! written by hand below (`constant` for const, `cast`, `conv`, `matmul`, `add`, `mul`,
+//! `reshape`, `transpose`, `slice_by_size`, `concat`, `softmax`); the others are generated
+//! from the registry's signatures, so their inputs, types and defaults are the registry's.
+//! A generated method takes the op's required inputs as parameters, in the signature's
+//! order: values as `&Var`, tuples as `&[Var]`, constant integer and bool lists as `&[i32]`
+//! and `&[bool]`, constant scalars as `i32`, `bool`, `&str` ([`DType`] for an element type)
+//! or `f32`. A float scalar is written in the element type of the op's first value input
+//! when the input takes that type, so an fp16 program gets fp16 scalars. An op with optional
+//! inputs takes an options struct last (`LayerNormOptions` for `layer_norm`), whose `None`
+//! fields leave the input out so that the registry's default applies. `split` returns all
+//! its results; every other method returns one.
+//!
+//! ```
+//! use anemone_mil::builder::{Builder, LayerNormOptions, SplitOptions};
+//! use anemone_mil::{DType, TensorType};
+//!
+//! let mut b = Builder::new();
+//! let mut f = b.function("main");
+//! let x = f.input("x", TensorType::new(DType::Fp16, [1, 8, 1, 32]));
+//! let y = f.relu(&x)?;
+//! let norm = LayerNormOptions { axes: Some(vec![1]), epsilon: Some(1e-5), ..Default::default() };
+//! let y = f.layer_norm(&y, &norm)?;
+//! let y = f.clip(&y, -1.0, 1.0)?;
+//! let halves = f.split(&y, 1, &SplitOptions { num_splits: Some(2), ..Default::default() })?;
+//! assert_eq!(halves[1].shape(), [1, 4, 1, 32]);
+//! f.output(&halves[0]);
+//! f.finish();
+//! let built = b.build()?;
+//! assert!(built.text().contains("clip(x = "));
+//! # Ok::<(), anemone_mil::builder::BuildError>(())
+//! ```
+
+// Keeps the generated methods and options structs documented too.
+#![deny(missing_docs)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -33,6 +69,12 @@ use crate::ir::{
 use crate::ops::{self, InputArg, InputValue, OpContext, OpKind};
 use crate::package::{ModelDir, PackageError, Weights};
 
+#[cfg(test)]
+mod generate;
+mod op_methods;
+
+pub use op_methods::*;
+
 /// The weight file BLOBFILE constants go to unless told otherwise.
 pub const DEFAULT_WEIGHT_PATH: &str = "@model_path/weights/weight.bin";
 
@@ -41,10 +83,22 @@ pub const DEFAULT_WEIGHT_PATH: &str = "@model_path/weights/weight.bin";
 pub enum BuildError {
     /// The registry rejected the op (wrong shapes, missing inputs...).
     #[error("{op} `{name}`: {message}")]
-    Op { op: &'static str, name: String, message: String },
+    Op {
+        /// The op's MIL name (`rename` for a failed [`FunctionBuilder::rename`]).
+        op: &'static str,
+        /// The name the op's result would have had.
+        name: String,
+        /// What is wrong, as the registry (and the validator) words it.
+        message: String,
+    },
     /// Weight data that does not fit its declared type.
     #[error("weight `{name}`: {message}")]
-    Weight { name: String, message: String },
+    Weight {
+        /// The weight's (or packed region's) name.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The finished program does not validate.
     #[error("the built program is not valid: {}", .0.first().map(|d| d.message.as_str()).unwrap_or(""))]
     Invalid(Vec<Diagnostic>),
@@ -58,10 +112,12 @@ pub struct Var {
 }
 
 impl Var {
+    /// The value's name in the function.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The value's type, as inferred.
     pub fn ty(&self) -> &Type {
         &self.ty
     }
@@ -71,6 +127,7 @@ impl Var {
         self.ty.shape().unwrap_or(&[])
     }
 
+    /// The element type (fp16 for a dictionary, which has none).
     pub fn dtype(&self) -> DType {
         self.ty.dtype().unwrap_or(DType::Fp16)
     }
@@ -79,6 +136,7 @@ impl Var {
 /// An operation input for [`FunctionBuilder::op`].
 #[derive(Clone, Debug)]
 pub enum Arg {
+    /// A value of the function.
     Var(Var),
     /// Becomes a `const` op named after the op and the input.
     Lit(Literal),
@@ -101,13 +159,17 @@ impl From<Literal> for Arg {
 /// Options of [`FunctionBuilder::conv`]; the defaults are a 1x1-style valid convolution.
 #[derive(Clone, Debug)]
 pub struct ConvOptions {
+    /// The step per spatial dim.
     pub strides: Vec<i32>,
+    /// The spacing of kernel elements per spatial dim.
     pub dilations: Vec<i32>,
     /// `valid`, `same`, `same_lower` or `custom`.
     pub pad_type: String,
     /// `[before, after]` per spatial dim; used with `custom`.
     pub pad: Vec<i32>,
+    /// Input and output channels split into this many independent groups.
     pub groups: i32,
+    /// A constant `[C_out]` vector added to the result; none when `None`.
     pub bias: Option<Var>,
 }
 
@@ -133,7 +195,9 @@ impl Default for ConvOptions {
 pub struct PackedLayout {
     /// The function input that carries everything.
     pub input: String,
+    /// The input's element type.
     pub dtype: DType,
+    /// The input's channel count (dim 1), the rows of every weight region.
     pub channels: usize,
     /// Total columns of the input.
     pub width: usize,
@@ -144,12 +208,16 @@ pub struct PackedLayout {
 /// One region of a [`PackedLayout`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct PackedRegion {
+    /// `activations`, or the weight's name.
     pub name: String,
+    /// The first column of the region along the input's last axis.
     pub offset: usize,
+    /// How many columns the region spans.
     pub cols: usize,
 }
 
 impl PackedLayout {
+    /// The region called `name`.
     pub fn region(&self, name: &str) -> Option<&PackedRegion> {
         self.regions.iter().find(|r| r.name == name)
     }
@@ -199,6 +267,7 @@ impl Builder {
         self.function_with_opset(name, "ios18")
     }
 
+    /// Starts a function with another opset (`ios16`, `ios17`...).
     pub fn function_with_opset(&mut self, name: &str, opset: &str) -> FunctionBuilder<'_> {
         FunctionBuilder {
             function: Function {
@@ -237,6 +306,7 @@ impl Builder {
 /// A built program and the weight files its BLOBFILE constants point into.
 #[derive(Clone, Debug)]
 pub struct BuiltProgram {
+    /// The program, validated.
     pub program: Program,
     /// Weight files by BLOBFILE path (`@model_path/weights/weight.bin`).
     pub weights: Weights,
@@ -553,8 +623,12 @@ impl FunctionBuilder<'_> {
         name
     }
 
-    // Typed helpers, one per op the programs here use. Each is a thin call to `op`.
+    // The hand-written typed methods (the others are generated into `op_methods.rs`); each
+    // is a thin call to `op`. `generate::HAND_WRITTEN` lists them, so that the generator
+    // leaves their ops alone.
 
+    /// `cast`: `x` converted to `dtype` (float to float rounds to nearest even), named after
+    /// `x` and the type (`x_fp16`).
     pub fn cast(&mut self, x: &Var, dtype: DType) -> Result<Var, BuildError> {
         let hint = format!("{}_{}", x.name, dtype.name());
         self.op1(
@@ -564,6 +638,8 @@ impl FunctionBuilder<'_> {
         )
     }
 
+    /// `conv`: cross-correlation of `x` `[N, C_in, *spatial]` with `weight`
+    /// `[C_out, C_in / groups, *kernel]`; see [`ConvOptions`] for strides, padding and bias.
     pub fn conv(&mut self, x: &Var, weight: &Var, o: &ConvOptions) -> Result<Var, BuildError> {
         let mut inputs: Vec<(&str, Arg)> = vec![
             ("x", x.into()),
@@ -580,6 +656,8 @@ impl FunctionBuilder<'_> {
         self.op1(OpKind::Conv, "conv", &inputs)
     }
 
+    /// `matmul`: `x` times `y` with numpy batch broadcasting, after transposing the last two
+    /// dims of whichever operand is flagged.
     pub fn matmul(
         &mut self,
         x: &Var,
@@ -604,10 +682,12 @@ impl FunctionBuilder<'_> {
         self.op1(kind, kind.name(), &[("x", x.into()), ("y", y.into())])
     }
 
+    /// `add`: `x + y` with numpy broadcasting.
     pub fn add(&mut self, x: &Var, y: &Var) -> Result<Var, BuildError> {
         self.binary(OpKind::Add, x, y)
     }
 
+    /// `mul`: `x * y` with numpy broadcasting.
     pub fn mul(&mut self, x: &Var, y: &Var) -> Result<Var, BuildError> {
         self.binary(OpKind::Mul, x, y)
     }
@@ -617,6 +697,7 @@ impl FunctionBuilder<'_> {
         self.op1(kind, kind.name(), &[("x", x.into())])
     }
 
+    /// `reshape`: the elements of `x` in `shape` (one -1 is inferred, 0 copies x's dim).
     pub fn reshape(&mut self, x: &Var, shape: &[i32]) -> Result<Var, BuildError> {
         self.op1(
             OpKind::Reshape,
@@ -625,6 +706,7 @@ impl FunctionBuilder<'_> {
         )
     }
 
+    /// `transpose`: the dims of `x` in the order `perm` gives.
     pub fn transpose(&mut self, x: &Var, perm: &[i32]) -> Result<Var, BuildError> {
         self.op1(
             OpKind::Transpose,
@@ -633,6 +715,8 @@ impl FunctionBuilder<'_> {
         )
     }
 
+    /// `slice_by_size`: `size[i]` elements of dim i from `begin[i]` (-1: to the end), named
+    /// `slice`.
     pub fn slice_by_size(
         &mut self,
         x: &Var,
@@ -650,6 +734,8 @@ impl FunctionBuilder<'_> {
         )
     }
 
+    /// `concat`: `values` joined along `axis`; with `interleave`, input i fills every n-th
+    /// slot from i.
     pub fn concat(
         &mut self,
         values: &[Var],
@@ -667,6 +753,7 @@ impl FunctionBuilder<'_> {
         )
     }
 
+    /// `softmax` along `axis`.
     pub fn softmax(&mut self, x: &Var, axis: i32) -> Result<Var, BuildError> {
         self.op1(
             OpKind::Softmax,
@@ -785,5 +872,198 @@ impl FunctionBuilder<'_> {
         }
         let data = TensorData::F16(values.iter().map(|&v| half::f16::from_f32(v)).collect());
         Ok(self.constant(hint, Literal::tensor(Type::from(ty), data)))
+    }
+}
+
+/// `values` as a constant bool list (slice_by_index's masks), for the generated methods.
+fn bool_list(values: &[bool]) -> Arg {
+    let ty = Type::tensor(DType::Bool, [values.len()]);
+    Arg::Lit(Literal::tensor(ty, TensorData::Bool(values.to_vec())))
+}
+
+/// `v` as the constant scalar input `input` of `kind`, for the generated methods: in
+/// `like`'s element type when the input takes that type (an fp16 program gets fp16 scalars,
+/// as the ops that want "the type of x" need), else in fp32 or fp16, whichever it takes.
+fn scalar_like(kind: OpKind, input: &str, like: &Var, v: f32) -> Arg {
+    let takes = |d: DType| kind.signature().input(input).is_none_or(|s| s.dtypes.allows(d));
+    let dtype = [like.dtype(), DType::Fp32, DType::Fp16]
+        .into_iter()
+        .find(|&d| takes(d))
+        .unwrap_or_else(|| like.dtype());
+    Arg::Lit(scalar_literal(dtype, v))
+}
+
+/// `v` as a scalar of `dtype`. A value the type cannot hold exactly (0.5 for an integer
+/// type, 2 for bool) stays fp32, so that the registry reports it against the input.
+fn scalar_literal(dtype: DType, v: f32) -> Literal {
+    let data = match dtype {
+        DType::Fp16 => TensorData::F16(vec![half::f16::from_f32(v)]),
+        DType::Bf16 => TensorData::BF16(vec![half::bf16::from_f32(v)]),
+        DType::Fp32 => TensorData::F32(vec![v]),
+        DType::Fp64 => TensorData::F64(vec![f64::from(v)]),
+        DType::Bool if v == 0.0 || v == 1.0 => TensorData::Bool(vec![v == 1.0]),
+        _ => match dtype.int_range() {
+            Some((lo, hi))
+                if v.fract() == 0.0 && (lo as f64..=hi as f64).contains(&f64::from(v)) =>
+            {
+                if dtype.is_signed_int() {
+                    TensorData::Int(vec![v as i64])
+                } else {
+                    TensorData::UInt(vec![v as u64])
+                }
+            }
+            _ => return Literal::fp32(v),
+        },
+    };
+    Literal::tensor(Type::Scalar(dtype), data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{text, validate};
+
+    fn tensor(dtype: DType, shape: &[usize]) -> TensorType {
+        TensorType::new(dtype, shape)
+    }
+
+    fn int32s(values: &[i64]) -> Literal {
+        Literal::tensor(
+            Type::tensor(DType::Int32, [values.len()]),
+            TensorData::Int(values.to_vec()),
+        )
+    }
+
+    /// The type of `name` in the built program's main function.
+    fn type_of(built: &BuiltProgram, name: &str) -> Type {
+        let f = built.program.main_function().unwrap();
+        f.value_type(name).unwrap_or_else(|| panic!("no {name} in\n{}", built.text())).clone()
+    }
+
+    /// One op of each family through its generated method: the program validates, prints and
+    /// parses back unchanged, and the float scalars are written in the program's type.
+    #[test]
+    fn generated_methods_build_a_valid_program() -> Result<(), BuildError> {
+        let mut b = Builder::new();
+        let mut f = b.function("main");
+        let x = f.input("x", tensor(DType::Fp16, &[1, 4, 2, 8]));
+        // Normalization, with a constant gamma and an fp16 epsilon.
+        let gamma = f.tensor_fp16("gamma", &[8], &[1.0; 8])?;
+        let norm = LayerNormOptions {
+            axes: Some(vec![-1]),
+            gamma: Some(gamma),
+            epsilon: Some(1e-5),
+            ..Default::default()
+        };
+        let y = f.layer_norm(&x, &norm)?;
+        // Activations.
+        let y = f.leaky_relu(&y, 0.1)?;
+        let y = f.clip(&y, -2.0, 2.0)?;
+        // Logic.
+        let zero = f.scalar_fp16("zero", 0.0);
+        let positive = f.greater(&y, &zero)?;
+        assert_eq!(positive.dtype(), DType::Bool);
+        let y = f.select(&positive, &y, &x)?;
+        // Indexing.
+        let indices = f.constant("indices", int32s(&[1, 0]));
+        let y = f.gather(&y, &indices, &GatherOptions { axis: Some(2), ..Default::default() })?;
+        let pad = PadOptions { constant_val: Some(0.5), ..Default::default() };
+        let y = f.pad(&y, &[1, 1, 1, 1], &pad)?;
+        assert_eq!(y.shape(), [1, 4, 4, 10]);
+        let y = f.slice_by_index(
+            &y,
+            &[0, 0, 0, 0],
+            &[1, 4, 4, 9],
+            &SliceByIndexOptions {
+                end_mask: Some(vec![true, true, false, false]),
+                ..Default::default()
+            },
+        )?;
+        // Pooling and resizing.
+        let pool = MaxPoolOptions { strides: Some(vec![2, 2]), ..Default::default() };
+        let y = f.max_pool(&y, &[2, 2], "valid", &pool)?;
+        assert_eq!(y.shape(), [1, 4, 2, 4]);
+        let up =
+            UpsampleNearestNeighborOptions { scale_factor_height: Some(2.0), ..Default::default() };
+        let y = f.upsample_nearest_neighbor(&y, &up)?;
+        assert_eq!(y.shape(), [1, 4, 4, 4]);
+        // A multi-result op.
+        let parts = f.split(&y, 1, &SplitOptions { num_splits: Some(2), ..Default::default() })?;
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[1].shape(), [1, 2, 4, 4]);
+        let y = f.sub(&parts[0], &parts[1])?;
+        let mean = ReduceMeanOptions { axes: Some(vec![-1]), keep_dims: Some(true) };
+        let y = f.reduce_mean(&y, &mean)?;
+        f.output(&y);
+        f.finish();
+        let built = b.build()?;
+
+        assert!(validate::validate(&built.program).is_empty());
+        let text = built.text();
+        let parsed = text::parse(&text).unwrap_or_else(|d| panic!("{}\n{text}", d.message));
+        assert_eq!(parsed, built.program);
+        for op in ["layer_norm", "leaky_relu", "clip", "greater", "select", "gather", "pad"] {
+            assert!(text.contains(&format!(" = {op}(")), "no {op} in\n{text}");
+        }
+        // An fp16 program gets fp16 scalars; upsample's scales take fp32 or int32 only.
+        let fp16 = Type::Scalar(DType::Fp16);
+        for name in ["layer_norm_epsilon", "leaky_relu_alpha", "clip_beta", "pad_constant_val"] {
+            assert_eq!(type_of(&built, name), fp16, "{name}");
+        }
+        let scale = type_of(&built, "upsample_nearest_neighbor_scale_factor_height");
+        assert_eq!(scale, Type::Scalar(DType::Fp32));
+        assert_eq!(type_of(&built, "slice_by_index_end_mask"), Type::tensor(DType::Bool, [4]));
+        Ok(())
+    }
+
+    #[test]
+    fn scalars_follow_the_type_of_the_input_they_go_with() -> Result<(), BuildError> {
+        let mut b = Builder::new();
+        let mut f = b.function("main");
+        let x = f.input("x", tensor(DType::Fp32, &[1, 4]));
+        let y = f.clip(&x, 0.0, 6.0)?;
+        let n = f.input("n", tensor(DType::Int32, &[1, 4]));
+        let padded =
+            f.pad(&n, &[1, 1], &PadOptions { constant_val: Some(3.0), ..Default::default() })?;
+        // 0.5 is no int32: the registry says so at this call.
+        let half = PadOptions { constant_val: Some(0.5), ..Default::default() };
+        let err = f.pad(&n, &[1, 1], &half).unwrap_err();
+        assert!(err.to_string().contains("constant_val 0.5 is not a value of int32"), "{err}");
+        f.output(&y);
+        f.output(&padded);
+        f.finish();
+        let built = b.build()?;
+        assert_eq!(type_of(&built, "clip_alpha"), Type::Scalar(DType::Fp32));
+        assert_eq!(type_of(&built, "pad_constant_val"), Type::Scalar(DType::Int32));
+        Ok(())
+    }
+
+    #[test]
+    fn a_wrong_shape_fails_at_the_call_that_made_it() {
+        let mut b = Builder::new();
+        let mut f = b.function("main");
+        let x = f.input("x", tensor(DType::Fp16, &[1, 4, 1, 8]));
+        let y = f.input("y", tensor(DType::Fp16, &[1, 3, 1, 8]));
+        match f.sub(&x, &y) {
+            Err(BuildError::Op { op, name, message }) => {
+                assert_eq!((op, name.as_str()), ("sub", "sub"));
+                assert!(message.contains("[1, 4, 1, 8]"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A bad constant fails its call too, and leaves no stray const behind.
+        let before = f.function.block.operations.len();
+        let norm = LayerNormOptions { axes: Some(vec![4]), ..Default::default() };
+        let err = f.layer_norm(&x, &norm).unwrap_err();
+        assert!(matches!(err, BuildError::Op { op: "layer_norm", .. }), "{err}");
+        let split = SplitOptions { num_splits: Some(3), ..Default::default() };
+        let err = f.split(&x, 1, &split).unwrap_err();
+        assert!(matches!(err, BuildError::Op { op: "split", .. }), "{err}");
+        assert_eq!(f.function.block.operations.len(), before);
+        // The function goes on as if the failed calls had not been made.
+        let ok = f.relu(&x).unwrap();
+        f.output(&ok);
+        f.finish();
+        assert!(b.build().is_ok());
     }
 }
