@@ -5,6 +5,8 @@
 //!
 //! It knows nothing of devices; the `anemone` crate runs what this crate describes.
 
+#![deny(missing_docs)]
+
 pub mod blob;
 pub mod builder;
 pub mod coreml;
@@ -52,8 +54,24 @@ pub fn check(program: &Program, model_dir: Option<&ModelDir>, mode: ReadMode) ->
 /// directory holds its weights): parses the program and loads every weight file it refers
 /// to. Errors display as `file:line:col` with the source line, and say what to do.
 ///
-/// ```no_run
-/// let (program, weights) = anemone_mil::read_model_dir("my_model")?;
+/// ```
+/// use anemone_mil::builder::Builder;
+/// use anemone_mil::{DType, TensorType};
+///
+/// // A model directory: model.mil and weights/weight.bin, as the builder writes them.
+/// let dir = tempfile::tempdir()?;
+/// let mut b = Builder::new();
+/// let mut f = b.function("main");
+/// let x = f.input("x", TensorType::new(DType::Fp16, [1, 4]));
+/// let w = f.weight("w", TensorType::new(DType::Fp16, [4, 4]), &[0.5; 16])?;
+/// let y = f.matmul(&x, &w, false, false)?;
+/// f.output_named(&y, "y")?;
+/// f.finish();
+/// b.build()?.write_model_dir(dir.path())?;
+///
+/// let (program, weights) = anemone_mil::read_model_dir(dir.path())?;
+/// assert_eq!(program.main_function().unwrap().block.outputs[0].name, "y");
+/// assert_eq!(weights.len(), 1);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn read_model_dir(

@@ -7,6 +7,8 @@
 //! so a whole run compiles a fixed, small set of programs; the CPU keeps the embedding,
 //! RMSNorm, residuals, the classifier with its cross-entropy, the weight gradients and AdamW.
 
+#![deny(missing_docs)]
+
 pub mod checkpoint;
 pub mod config;
 pub mod cpu;
