@@ -12,7 +12,8 @@
 
 pub use crate::npy::{self, Array, Data};
 pub use crate::{Device, DeviceKind, Error, Model, ModelOptions, Weights};
-pub use anemone_mil::builder::{BuildError, Builder, BuiltProgram, ConvOptions, Var};
+// The builder and its per-op option structs (`ConvOptions`, `LayerNormOptions`, ...).
+pub use anemone_mil::builder::*;
 pub use anemone_mil::ops::OpKind;
 pub use anemone_mil::package::ModelDir;
 pub use anemone_mil::{DType, Diagnostic, Diagnostics, Program, TensorType, read_model_dir, text};
