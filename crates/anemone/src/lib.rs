@@ -18,6 +18,8 @@
 //! [`Model::predict`] runs a model on named [`Array`]s, and [`npy`] reads and writes them as
 //! NumPy files.
 
+#![deny(missing_docs)]
+
 /// The MIL layer: parsing, printing, building and validating programs, weight files.
 pub use anemone_mil as mil;
 
@@ -28,9 +30,11 @@ pub mod device;
 pub mod error;
 pub mod model;
 pub mod npy;
+pub mod npz;
 mod predict;
 pub mod prelude;
 pub mod probe;
+pub mod safetensors;
 pub mod sim;
 pub mod surface;
 

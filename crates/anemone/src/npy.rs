@@ -3,7 +3,8 @@
 //!
 //! Reading takes any plain numeric array `numpy.save` writes: float16/32/64, (u)int8..64 and
 //! bool, either byte order, C or Fortran order (Fortran arrays are reordered to C order).
-//! Writing keeps the array's own element type.
+//! Writing keeps the array's own element type. Archives of named arrays are read by
+//! [`crate::npz`] (numpy's `.npz`, which it also writes) and [`crate::safetensors`].
 //!
 //! ```
 //! use anemone::npy::{self, Array};
@@ -30,7 +31,7 @@ pub struct NpyError {
 }
 
 impl NpyError {
-    fn new(message: impl Into<String>) -> NpyError {
+    pub(crate) fn new(message: impl Into<String>) -> NpyError {
         NpyError { message: message.into() }
     }
 
@@ -424,9 +425,11 @@ pub struct FloatConversion {
     pub values: usize,
     /// Elements whose converted value differs from the original (NaNs not counted).
     pub rounded: usize,
-    /// Finite elements that became infinite, the first of them, and the largest magnitude.
+    /// Finite elements that became infinite.
     pub overflowed: usize,
+    /// The flat index of the first element that became infinite.
     pub first_overflow: Option<usize>,
+    /// The largest magnitude among the elements that became infinite.
     pub largest_overflow: f64,
     /// Nonzero elements that became zero.
     pub underflowed: usize,
@@ -491,7 +494,8 @@ impl Data {
 /// The elements as little-endian bytes of the float type `dtype` (fp16, bf16 or fp32),
 /// correctly rounded to nearest even, with finite values beyond the range becoming infinite
 /// (as IEEE conversion does); the returned [`FloatConversion`] counts what changed, so that
-/// a caller can refuse it (`weights pack`) or warn about it (`run`).
+/// a caller can refuse it (`weights pack` and `bind` without `--allow-inf`) or warn about it
+/// (`run`).
 pub fn floats_as(data: &Data, dtype: DType) -> Result<(Vec<u8>, FloatConversion), NpyError> {
     use DType as D;
     use anemone_mil::blob::{f64_to_bf16, f64_to_f16};

@@ -25,8 +25,9 @@ pub struct FmtArgs {
     pub drop_comments: bool,
 }
 
-/// Whether `text` has a `//` comment (outside string literals).
-fn has_comments(text: &str) -> bool {
+/// Whether `text` has a `//` comment (outside string literals), which the printer's
+/// canonical form does not keep: commands that rewrite a .mil file ask before dropping them.
+pub(crate) fn has_comments(text: &str) -> bool {
     let (mut in_string, mut escaped, mut slash) = (false, false, false);
     for c in text.chars() {
         if in_string {

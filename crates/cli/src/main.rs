@@ -64,7 +64,8 @@ enum Command {
     /// Generate text from a trained model (a training directory, checkpoint or llama2.c
     /// .bin), streaming tokens as the device produces them.
     Generate(train::GenerateArgs),
-    /// Write and inspect MILBlob v2 weight files (weights/*.bin).
+    /// Write, inspect and bind weight files (MILBlob v2, weights/*.bin) from .npy, .npz and
+    /// .safetensors arrays.
     Weights {
         #[command(subcommand)]
         cmd: weights::WeightsCommand,

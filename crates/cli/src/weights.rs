@@ -1,49 +1,81 @@
-//! `anemone weights`: make and inspect weight blob files.
+//! `anemone weights`: make and inspect weight blob files, and bind arrays to a program.
 //!
-//! - `anemone weights pack NAME=FILE.npy ... -o weights/weight.bin [--dtype fp16]` stores
-//!   each .npy array as one blob (in the order given) and prints, per NAME, the BLOBFILE
-//!   literal to paste into MIL.
+//! - `anemone weights pack ARRAYS... -o weights/weight.bin [--dtype fp16]` stores each
+//!   array as one blob (in the order given) and prints, per name, the BLOBFILE literal to
+//!   paste into MIL.
+//! - `anemone weights bind MODEL ARRAYS...` stores each array whose name matches a `const`
+//!   of the program in the model's weight file and points the const at it (see [`bind`]).
 //! - `anemone weights list FILE [--lenient]` prints every record of a blob file.
 //!
+//! ARRAYS are .npy files, .npz archives and .safetensors checkpoints ([`inputs`]); both
+//! commands convert them by the same rules ([`convert`]).
+//!
 //! Exit codes: 0 success, 1 invalid or corrupt data (a damaged blob file, a value the target
-//! dtype cannot hold, an unreadable .npy), 2 usage or I/O problems.
+//! dtype cannot hold, an unreadable array file, a shape that does not match), 2 usage or I/O
+//! problems.
+
+mod bind;
+mod convert;
+mod inputs;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anemone_mil::blob::{BlobFile, BlobRecord, BlobWriter, ReadMode};
-use anemone_mil::package::{MODEL_PATH_PREFIX, blob_relative_path};
-use anemone_mil::{DType, TensorType, Type, bf16, f16};
+use anemone_mil::package::{MIL_FILE_NAME, MODEL_PATH_PREFIX, blob_relative_path};
+use anemone_mil::{DType, TensorType, Type};
 
-use anemone::npy;
+use inputs::Inputs;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum WeightsCommand {
-    /// Write a blob file from .npy arrays and print the BLOBFILE literal of each.
+    /// Write a blob file from .npy, .npz and .safetensors arrays and print the BLOBFILE
+    /// literal of each.
     Pack(PackArgs),
+    /// Store arrays in a model's weight file and point the program's consts of the same
+    /// names at them.
+    ///
+    /// Each array is bound to the `const` whose result (or `name` attribute) has the
+    /// array's name; a PyTorch key such as `fc1.weight` also finds `fc1_weight`, the name
+    /// the builder gives it. Shapes must match the consts' types exactly; values are
+    /// converted to each const's dtype as `pack` converts them. The weight file is
+    /// rewritten to hold the bound arrays and every blob the program still uses from it,
+    /// and model.mil is rewritten with the consts as BLOBFILE references (inline consts
+    /// included). Both files are replaced together, or neither is.
+    ///
+    /// Example: `anemone weights bind mlp/ model.safetensors` then `anemone run mlp/ ...`.
+    Bind(bind::BindArgs),
     /// List the records of a blob file.
     List(ListArgs),
 }
 
 #[derive(Debug, clap::Args)]
 pub struct PackArgs {
-    /// One blob per NAME=FILE.npy, stored in the order given. float16/32/64, (u)int8..64 and
-    /// bool arrays are read, in C or Fortran order.
-    #[arg(required = true, value_name = "NAME=FILE.npy")]
+    /// The arrays, one blob each, stored in the order given: NAME=FILE.npy, FILE.npy
+    /// (named after the file), FILE.npz or FILE.safetensors (every array it holds, under
+    /// its own name), or [NAME=]FILE:MEMBER (one array of an .npz or .safetensors file).
+    /// float16/32/64, bfloat16, (u)int8..64 and bool arrays are read.
+    #[arg(required = true, value_name = "ARRAYS")]
     pub arrays: Vec<String>,
     /// The blob file to write; it is replaced atomically.
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
-    /// The storage type of every blob. Float targets round to nearest even and refuse finite
-    /// values that would overflow; integer targets refuse values that are not integers or do
-    /// not fit.
+    /// The storage type of every blob. Float targets round to nearest even (a note counts
+    /// the values rounded) and refuse finite values that would overflow; integer targets
+    /// refuse values that are not integers or do not fit.
     #[arg(long, value_enum, default_value_t = PackDType::Fp16)]
     pub dtype: PackDType,
+    /// Store float values beyond the target's range as ±inf (with a warning) instead of
+    /// refusing them: for additive masks that hold -1e9.
+    #[arg(long)]
+    pub allow_inf: bool,
     /// Where the output sits inside the model directory (the directory holding model.mil),
     /// for the printed BLOBFILE paths: e.g. `weights` gives
-    /// `@model_path/weights/<output file name>`. Needed unless the output is written into a
-    /// directory named `weights`, which is then taken to sit in the model directory.
+    /// `@model_path/weights/<output file name>`. By default it is worked out from a
+    /// model.mil in a directory above the output; without one, a directory named `weights`
+    /// is taken to sit in the model directory, and any other place is taken to be the
+    /// model directory's `weights/` (a note says so).
     #[arg(long, value_name = "DIR")]
     pub model_path_prefix: Option<String>,
 }
@@ -100,6 +132,7 @@ enum Failure {
 pub fn run(cmd: WeightsCommand) -> ExitCode {
     let result = match cmd {
         WeightsCommand::Pack(args) => pack(&args),
+        WeightsCommand::Bind(args) => bind::bind(&args),
         WeightsCommand::List(args) => list(&args),
     };
     match result {
@@ -120,36 +153,42 @@ pub fn run(cmd: WeightsCommand) -> ExitCode {
 
 fn pack(args: &PackArgs) -> Result<(), Failure> {
     let dtype = args.dtype.dtype();
-    let blob_path = blob_path_for(&args.output, args.model_path_prefix.as_deref())?;
-    let mut inputs: Vec<(&str, &str)> = Vec::new();
-    for spec in &args.arrays {
-        let (name, file) = spec
-            .split_once('=')
-            .ok_or_else(|| Failure::Usage(format!("`{spec}` is not NAME=FILE.npy")))?;
-        if name.is_empty() || file.is_empty() {
-            return Err(Failure::Usage(format!("`{spec}` is not NAME=FILE.npy")));
-        }
-        if inputs.iter().any(|(n, _)| *n == name) {
-            return Err(Failure::Usage(format!("the name `{name}` is given twice")));
-        }
-        inputs.push((name, file));
-    }
+    let (blob_path, note) = blob_path_for(&args.output, args.model_path_prefix.as_deref())?;
+    let inputs = Inputs::open(&args.arrays)?;
 
     let mut writer = BlobWriter::new();
     let mut lines = Vec::new();
-    for (name, file) in inputs {
-        let bytes = std::fs::read(file).map_err(|e| Failure::Usage(format!("{file}: {e}")))?;
-        let array = npy::parse(&bytes).map_err(|e| Failure::Data(format!("{file}: {e}")))?;
-        let offset = store(&mut writer, &array, dtype)
-            .map_err(|e| Failure::Data(format!("{name} ({file}): {e}")))?;
+    for (i, entry) in inputs.entries.iter().enumerate() {
+        let array = inputs.load(i)?;
+        let name = &entry.name;
+        let converted = convert::to_bytes(&array, dtype, args.allow_inf)
+            .map_err(|e| Failure::Data(format!("{name} ({}): {e}", entry.origin)))?;
+        if let Some(line) =
+            converted.rounding.as_ref().and_then(|c| convert::rounding_line(name, &array, dtype, c))
+        {
+            eprintln!("{line}");
+        }
+        let offset = writer
+            .add_raw(dtype, &converted.bytes, array.len() as u64)
+            .map_err(|e| Failure::Data(format!("{name} ({}): {e}", entry.origin)))?;
         let ty = Type::from(TensorType::new(dtype, array.shape.clone()));
         lines.push(format!(
             "{name}: {ty}(BLOBFILE(path = string(\"{blob_path}\"), offset = uint64({offset})))"
         ));
     }
+    // A model directory's `weights/` folder is made if missing; a missing model directory
+    // is more likely a mistyped path, and is reported.
+    if let Some(dir) = args.output.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        && dir.parent().is_none_or(|up| up.as_os_str().is_empty() || up.is_dir())
+    {
+        std::fs::create_dir(dir).map_err(|e| Failure::Usage(format!("{}: {e}", dir.display())))?;
+    }
     writer.write_to(&args.output).map_err(|e| Failure::Usage(e.to_string()))?;
     for l in lines {
         println!("{l}");
+    }
+    if let Some(note) = note {
+        eprintln!("{note}");
     }
     eprintln!(
         "wrote {}: {} blob{} of {dtype}, {} bytes",
@@ -161,88 +200,68 @@ fn pack(args: &PackArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The BLOBFILE path string for the output file.
-fn blob_path_for(output: &Path, prefix: Option<&str>) -> Result<String, Failure> {
+/// The BLOBFILE path string for the output file, and a note when where the output sits in
+/// the model directory was assumed rather than known.
+fn blob_path_for(output: &Path, prefix: Option<&str>) -> Result<(String, Option<String>), Failure> {
     let file_name = output
         .file_name()
         .and_then(|f| f.to_str())
         .ok_or_else(|| Failure::Usage(format!("{}: not a UTF-8 file name", output.display())))?;
-    let dir = match prefix {
+    let with_dir = |dir: &str| {
+        if dir.is_empty() {
+            format!("{MODEL_PATH_PREFIX}{file_name}")
+        } else {
+            format!("{MODEL_PATH_PREFIX}{dir}/{file_name}")
+        }
+    };
+    let (dir, note) = match prefix {
         Some(p) => {
             let p = p.strip_prefix("@model_path").unwrap_or(p);
-            p.trim_matches('/').to_string()
+            (p.trim_matches('/').to_string(), None)
         }
         None => {
             let abs = std::path::absolute(output)
                 .map_err(|e| Failure::Usage(format!("{}: {e}", output.display())))?;
-            let parent_name = abs.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str());
-            if parent_name != Some("weights") {
-                return Err(Failure::Usage(format!(
-                    "cannot tell where {} sits in the model directory: write it into a \
-                     `weights` directory next to model.mil, or say where it goes with \
-                     --model-path-prefix (e.g. --model-path-prefix weights)",
-                    output.display()
-                )));
+            let parent = abs.parent().unwrap_or(Path::new("/"));
+            let model_dir = parent.ancestors().find(|d| d.join(MIL_FILE_NAME).is_file());
+            match model_dir {
+                Some(root) => {
+                    let rel = parent.strip_prefix(root).unwrap_or(Path::new(""));
+                    let dir: Vec<String> =
+                        rel.iter().map(|c| c.to_string_lossy().into_owned()).collect();
+                    let dir = dir.join("/");
+                    // The usual layout needs no word; any other is worth saying.
+                    let note = (dir != "weights").then(|| {
+                        format!(
+                            "note: {} holds {MIL_FILE_NAME}, so the BLOBFILE path is \"{}\" \
+                             (--model-path-prefix DIR says otherwise)",
+                            root.display(),
+                            with_dir(&dir)
+                        )
+                    });
+                    (dir, note)
+                }
+                None if parent.file_name().and_then(|n| n.to_str()) == Some("weights") => {
+                    ("weights".to_string(), None)
+                }
+                None => {
+                    let note = format!(
+                        "note: no {MIL_FILE_NAME} above {}, so it is taken to go in the model \
+                         directory's weights/ folder (\"{}\"): move it there, or say where \
+                         it goes with --model-path-prefix DIR (e.g. --model-path-prefix . \
+                         for next to {MIL_FILE_NAME})",
+                        output.display(),
+                        with_dir("weights")
+                    );
+                    ("weights".to_string(), Some(note))
+                }
             }
-            "weights".to_string()
         }
     };
-    let path = if dir.is_empty() {
-        format!("{MODEL_PATH_PREFIX}{file_name}")
-    } else {
-        format!("{MODEL_PATH_PREFIX}{dir}/{file_name}")
-    };
+    let dir = if dir == "." { String::new() } else { dir };
+    let path = with_dir(&dir);
     blob_relative_path(&path).map_err(|e| Failure::Usage(e.to_string()))?;
-    Ok(path)
-}
-
-/// Converts `array` to `dtype` and adds it to `writer`; returns the record offset.
-fn store(writer: &mut BlobWriter, array: &npy::Array, dtype: DType) -> Result<u64, String> {
-    use npy::Data;
-    let at = |i: usize| npy::index_name(&array.shape, i);
-    match (dtype, &array.data) {
-        (DType::Fp16, Data::F16(v)) => return Ok(writer.add_f16(v)),
-        (DType::Fp32, Data::F32(v)) => return Ok(writer.add_f32(v)),
-        _ => {}
-    }
-    if dtype.is_float() {
-        // The same conversion `anemone run` applies to its inputs; here an overflow is
-        // refused rather than stored as infinity.
-        let (bytes, conversion) = npy::floats_as(&array.data, dtype).map_err(|e| e.to_string())?;
-        if let Some(i) = conversion.first_overflow {
-            return Err(float_range_error(
-                dtype,
-                array.data.get_f64(i).unwrap_or(f64::NAN),
-                &at(i),
-            ));
-        }
-        let n = array.data.len();
-        return writer.add_raw(dtype, &bytes, n as u64).map_err(|e| e.to_string());
-    }
-
-    let (min, max) = dtype.int_range().ok_or_else(|| format!("cannot store {dtype}"))?;
-    let width = dtype.bits() as usize / 8;
-    let n = array.data.len();
-    let mut bytes = Vec::with_capacity(n * width);
-    for i in 0..n {
-        let v = array.data.get_int(i).map_err(|x| {
-            format!("{} is {x}, not an integer: {dtype} holds integers only", at(i))
-        })?;
-        if v < min || v > max {
-            return Err(format!("{} is {v}, outside the range of {dtype} ({min}..={max})", at(i)));
-        }
-        bytes.extend_from_slice(&(v as i64).to_le_bytes()[..width]);
-    }
-    writer.add_raw(dtype, &bytes, n as u64).map_err(|e| e.to_string())
-}
-
-fn float_range_error(dtype: DType, x: f64, at: &str) -> String {
-    let max = match dtype {
-        DType::Fp16 => f16::MAX.to_f64(),
-        DType::Bf16 => bf16::MAX.to_f64(),
-        _ => f32::MAX as f64,
-    };
-    format!("{at} is {x}, outside the range of {dtype} (largest finite value {max})")
+    Ok((path, note))
 }
 
 // ---------------------------------------------------------------------------------------

@@ -183,14 +183,32 @@ fn pack_other_float_types() {
 }
 
 #[test]
-fn pack_needs_to_know_where_the_file_sits() {
+fn pack_says_where_it_took_the_file_to_sit() {
     assert_wired();
     let (_tmp, root) = scratch();
     npy(&root.join("a.npy"), "<f4", &[1], false, &f32_bytes(&[1.0]));
+    // No model.mil anywhere above: taken to go in the model directory's weights/, and said.
     let o = run(&root, &["weights", "pack", "A=a.npy", "-o", "a.bin"]);
-    assert_eq!(o.status.code(), Some(2));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("string(\"@model_path/weights/a.bin\")"), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains(
+            "note: no model.mil above a.bin, so it is taken to go in the model \
+                             directory's weights/ folder (\"@model_path/weights/a.bin\")"
+        ),
+        "{}",
+        stderr(&o)
+    );
     assert!(stderr(&o).contains("--model-path-prefix"), "{}", stderr(&o));
-    assert!(!root.join("a.bin").exists());
+    // With a model.mil, the path follows from where it is, and the usual place needs no note.
+    std::fs::write(root.join("model.mil"), "program(1.3) {}").unwrap();
+    let o = run(&root, &["weights", "pack", "A=a.npy", "-o", "a.bin"]);
+    assert!(stdout(&o).contains("string(\"@model_path/a.bin\")"), "{}", stdout(&o));
+    assert!(stderr(&o).contains("holds model.mil, so the BLOBFILE path is"), "{}", stderr(&o));
+    let o = run(&root, &["weights", "pack", "A=a.npy", "-o", "weights/a.bin"]);
+    assert!(stdout(&o).contains("string(\"@model_path/weights/a.bin\")"), "{}", stdout(&o));
+    assert!(!stderr(&o).contains("note:"), "{}", stderr(&o));
+    std::fs::remove_file(root.join("model.mil")).unwrap();
 
     let o = run(
         &root,
