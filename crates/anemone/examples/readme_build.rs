@@ -15,6 +15,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let x16 = f.cast(&x, DType::Fp16)?;
     let w = f.weight("W", TensorType::new(DType::Fp16, [64, 64, 1, 1]), &[0.01; 64 * 64])?;
     let y = f.conv(&x16, &w, &ConvOptions::default())?;
+    // Every op of `anemone ops` has a typed method; optional inputs go in <Op>Options.
+    let y = f.layer_norm(&y, &LayerNormOptions { axes: Some(vec![1]), ..Default::default() })?;
+    let y = f.clip(&y, -4.0, 4.0)?;
+    let y = f.gelu(&y, &GeluOptions::default())?;
     let y = f.cast(&y, DType::Fp32)?;
     f.output_named(&y, "y")?;
     f.finish();

@@ -36,6 +36,7 @@ pub mod prelude;
 pub mod probe;
 pub mod safetensors;
 pub mod sim;
+pub mod source;
 pub mod surface;
 
 pub use anemone_mil::builder::Builder;

@@ -10,7 +10,7 @@ use anemone_mil::diag::{self, Diagnostic, LineCol, Severity};
 use anemone_mil::text;
 
 use crate::EXIT_USAGE;
-use crate::source::Source;
+use anemone::source::Source;
 
 #[derive(clap::Args)]
 pub struct CheckArgs {
@@ -54,14 +54,14 @@ fn check_one(path: &Path, args: &CheckArgs) -> u8 {
         Err(d) => vec![d],
         Ok(program) => {
             let mode = if args.lenient { ReadMode::Lenient } else { ReadMode::Strict };
-            one_per_missing_file(anemone_mil::check(&program, Some(&src.model_dir), mode))
+            anemone_mil::check(&program, Some(&src.model_dir), mode)
         }
     };
     let errors = diagnostics.iter().filter(|d| d.is_error()).count();
     let warnings = diagnostics.len() - errors;
     if let (Some(imported), false) = (&src.imported, args.json) {
         crate::import::print_summary(path, imported);
-        src.print_lowerings();
+        crate::print_lowerings(&src);
     }
     if args.json {
         println!("{}", to_json(&src, &diagnostics, errors, warnings));
@@ -73,30 +73,6 @@ fn check_one(path: &Path, args: &CheckArgs) -> u8 {
         eprintln!("{}: {errors} error(s), {warnings} warning(s)", src.display_name);
     }
     if errors > 0 { 1 } else { 0 }
-}
-
-/// A missing weight file is reported at each BLOBFILE that names it; one warning per file
-/// says it all, at its first reference, with the count of the others.
-fn one_per_missing_file(diagnostics: Vec<Diagnostic>) -> Vec<Diagnostic> {
-    const MISSING: &str = "blob::missing-file";
-    let mut out: Vec<Diagnostic> = Vec::with_capacity(diagnostics.len());
-    let mut counts: Vec<(usize, usize)> = Vec::new();
-    for d in diagnostics {
-        if d.code == MISSING {
-            if let Some(c) = counts.iter_mut().find(|(i, _)| out[*i].message == d.message) {
-                c.1 += 1;
-                continue;
-            }
-            counts.push((out.len(), 1));
-        }
-        out.push(d);
-    }
-    for (i, n) in counts {
-        if n > 1 {
-            out[i].message.push_str(&format!(" (named by {n} BLOBFILEs)"));
-        }
-    }
-    out
 }
 
 fn to_json(src: &Source, diagnostics: &[Diagnostic], errors: usize, warnings: usize) -> String {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anemone_mil::{blob, diag, text};
 
 use crate::EXIT_USAGE;
-use crate::source::Source;
+use anemone::source::Source;
 
 #[derive(clap::Args)]
 pub struct FmtArgs {

@@ -11,7 +11,7 @@ use anemone_mil::Program;
 use anemone_mil::package::ModelDir;
 
 use crate::EXIT_USAGE;
-use crate::source::{Imported, Source};
+use anemone::source::{Imported, Source};
 
 #[derive(clap::Args)]
 pub struct ImportArgs {
@@ -53,7 +53,7 @@ fn import(args: &ImportArgs) -> Result<(), String> {
     }
     let src = Source::load(&args.path)?;
     let imported = src.imported.as_ref().expect("a Core ML path gives an imported source");
-    src.print_lowerings();
+    crate::print_lowerings(&src);
     ModelDir::create(&args.out, &src.text, &imported.model.weights)
         .map_err(|e| format!("cannot write the model directory: {e}"))?;
     print_summary(&args.path, imported);

@@ -12,7 +12,6 @@ mod import;
 mod ops;
 mod probe;
 mod run;
-mod source;
 mod train;
 mod weights;
 
@@ -80,6 +79,13 @@ pub fn select_device(name: Option<&str>) -> anemone::Result<anemone::Device> {
     match name {
         Some(name) => anemone::Device::by_name(name),
         None => anemone::Device::from_env(),
+    }
+}
+
+/// Prints the rewrites made to a Core ML program for the ANE as notes on stderr.
+pub fn print_lowerings(src: &anemone::source::Source) {
+    for l in src.lowerings() {
+        eprintln!("note: rewritten for the ANE: {l}");
     }
 }
 

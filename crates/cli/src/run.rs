@@ -13,8 +13,8 @@ use anemone_mil::ops::OpKind;
 use anemone_mil::{DType, diag, text, validate};
 
 use crate::EXIT_USAGE;
-use crate::source::Source;
 use anemone::npy;
+use anemone::source::Source;
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -94,7 +94,7 @@ fn run_inner(args: &RunArgs) -> Result<(), Failure> {
         eprint!("{}", diag::render(&d, &src.display_name, &src.text, color));
         data("")
     })?;
-    src.print_lowerings();
+    crate::print_lowerings(&src);
     let weights = if args.synthetic_weights {
         anemone_mil::package::synthetic_weights(&program, 1).map_err(data)?
     } else if let Some(weights) = src.imported_weights() {

@@ -32,21 +32,50 @@ use package::Weights;
 /// weight files they point to. Errors come first.
 ///
 /// A weight file that does not exist is a warning, not an error: the text is still checked,
-/// and the weights can be supplied when compiling.
+/// and the weights can be supplied when compiling. It is reported once, at the first
+/// BLOBFILE that names it, with the count of the others, rather than at each of them.
 pub fn check(program: &Program, model_dir: Option<&ModelDir>, mode: ReadMode) -> Vec<Diagnostic> {
     let mut out = validate::validate(program);
     if let Some(dir) = model_dir {
         let (_, blob_diags) = dir.check(program, mode);
-        out.extend(blob_diags.into_iter().map(|mut d| {
-            if d.code == "blob::missing-file" {
+        let blob_diags = blob_diags.into_iter().map(|mut d| {
+            if d.code == MISSING_FILE {
                 d.severity = Severity::Warning;
                 d.message.push_str("; its BLOBFILE references were not checked");
             }
             d
-        }));
+        });
+        out.extend(one_per_missing_file(blob_diags));
     }
     out.extend(lint::lint(program));
     out.sort_by_key(|d| std::cmp::Reverse(d.severity));
+    out
+}
+
+/// The code of the diagnostic for a BLOBFILE whose weight file does not exist.
+const MISSING_FILE: &str = "blob::missing-file";
+
+/// Folds the missing-file diagnostics that name the same file into the first, counting the
+/// others in its message.
+fn one_per_missing_file(diagnostics: impl IntoIterator<Item = Diagnostic>) -> Vec<Diagnostic> {
+    let mut out: Vec<Diagnostic> = Vec::new();
+    // (index in `out` of a file's first diagnostic, how many BLOBFILEs name the file)
+    let mut counts: Vec<(usize, usize)> = Vec::new();
+    for d in diagnostics {
+        if d.code == MISSING_FILE {
+            if let Some(c) = counts.iter_mut().find(|(i, _)| out[*i].message == d.message) {
+                c.1 += 1;
+                continue;
+            }
+            counts.push((out.len(), 1));
+        }
+        out.push(d);
+    }
+    for (i, n) in counts {
+        if n > 1 {
+            out[i].message.push_str(&format!(" (named by {n} BLOBFILEs)"));
+        }
+    }
     out
 }
 

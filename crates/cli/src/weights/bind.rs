@@ -31,7 +31,7 @@ use anemone_mil::{Argument, BlobRef, DType, Literal, LiteralData, Program, Tenso
 use super::Failure;
 use super::convert;
 use super::inputs::Inputs;
-use crate::source::Source;
+use anemone::source::Source;
 
 #[derive(Debug, clap::Args)]
 pub struct BindArgs {

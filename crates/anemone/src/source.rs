@@ -1,9 +1,10 @@
-//! Reading a program from the command line's PATH: a `.mil` file, a model directory holding
+//! Reading a program from a path a user gives: a `.mil` file, a model directory holding
 //! `model.mil` and `weights/`, or a Core ML model (`.mlpackage` directory or `.mlmodel` file).
+//! The `anemone` command and the Python package both load through here.
 //!
 //! A Core ML model is read into the IR, rewritten where the ANE deviates from MIL
-//! (`anemone_mil::lower`), and printed as MIL text: the commands then work on that text like
-//! on any other program, so diagnostics point at lines of the program as MIL.
+//! ([`anemone_mil::lower`]), and printed as MIL text: callers then work on that text like on
+//! any other program, so diagnostics point at lines of the program as MIL.
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +19,7 @@ pub struct Source {
     pub mil_path: PathBuf,
     /// The file name shown in diagnostics.
     pub display_name: String,
+    /// The program as MIL text (for a Core ML model, printed after the rewrites).
     pub text: String,
     /// The directory BLOBFILE paths (`@model_path/...`) resolve in.
     pub model_dir: ModelDir,
@@ -36,7 +38,7 @@ pub struct Imported {
 }
 
 impl Source {
-    /// Reads PATH; the error says what could not be read and why.
+    /// Reads `path`; the error says what could not be read and why.
     pub fn load(path: &Path) -> Result<Source, String> {
         if coreml::is_coreml_path(path) {
             return Source::load_coreml(path);
@@ -81,10 +83,8 @@ impl Source {
         self.imported.as_ref().map(|i| &i.model.weights)
     }
 
-    /// Prints the rewrites made for the ANE as notes on stderr.
-    pub fn print_lowerings(&self) {
-        for l in self.imported.iter().flat_map(|i| &i.lowerings) {
-            eprintln!("note: rewritten for the ANE: {l}");
-        }
+    /// The rewrites made for the ANE (none for MIL sources).
+    pub fn lowerings(&self) -> &[Lowering] {
+        self.imported.as_ref().map_or(&[], |i| &i.lowerings)
     }
 }
