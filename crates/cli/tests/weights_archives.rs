@@ -10,45 +10,11 @@ use anemone::npz;
 use anemone_mil::blob::{BlobFile, ReadMode};
 use anemone_mil::{DType, TensorType, bf16, f16};
 
+mod support;
+use support::{f32_bytes, safetensors, stderr, stdout};
+
 fn run(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_anemone")).current_dir(dir).args(args).output().unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A safetensors file by the format's description: header length (u64 little-endian), the
-/// JSON header with consecutive `data_offsets` padded with spaces to a multiple of 8, data.
-fn safetensors(path: &Path, tensors: &[(&str, &str, &[usize], Vec<u8>)]) {
-    let mut entries = Vec::new();
-    let mut data = Vec::new();
-    for (name, dtype, shape, bytes) in tensors {
-        let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
-        entries.push(format!(
-            "\"{name}\":{{\"dtype\":\"{dtype}\",\"shape\":[{}],\"data_offsets\":[{},{}]}}",
-            dims.join(","),
-            data.len(),
-            data.len() + bytes.len()
-        ));
-        data.extend_from_slice(bytes);
-    }
-    let mut header = format!("{{{}}}", entries.join(",")).into_bytes();
-    while !header.len().is_multiple_of(8) {
-        header.push(b' ');
-    }
-    let mut out = (header.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&header);
-    out.extend_from_slice(&data);
-    std::fs::write(path, out).unwrap();
-}
-
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 /// A scratch model directory: model.mil's place and an empty `weights/`.
@@ -74,6 +40,7 @@ fn pack_takes_every_array_of_an_npz_and_a_safetensors_file_in_order() {
         [4.0f32, -8.0].iter().flat_map(|&v| bf16::from_f32(v).to_le_bytes()).collect();
     safetensors(
         &root.join("model.safetensors"),
+        None,
         &[
             ("layers.0.weight", "F32", &[1, 2], f32_bytes(&[0.25, -0.25])),
             ("layers.0.scale", "BF16", &[2], bf),
@@ -112,7 +79,7 @@ fn pack_picks_single_members_and_renames_them() {
     let w = Array::from_f32(vec![2], vec![1.0, 2.0]).unwrap();
     let v = Array::from_f32(vec![3], vec![3.0, 4.0, 5.0]).unwrap();
     npz::write(root.join("ck.npz"), [("w", &w), ("v", &v)]).unwrap();
-    safetensors(&root.join("m.safetensors"), &[("enc.w", "F32", &[1], f32_bytes(&[9.0]))]);
+    safetensors(&root.join("m.safetensors"), None, &[("enc.w", "F32", &[1], f32_bytes(&[9.0]))]);
     let o = run(
         &root,
         &[
@@ -162,6 +129,7 @@ fn pack_reports_rounding_and_stores_inf_only_when_allowed() {
     // additive mask's "minus infinity").
     safetensors(
         &root.join("m.safetensors"),
+        None,
         &[("mask", "F32", &[4], f32_bytes(&[0.0, 0.1, 1e-9, -1e9]))],
     );
     let o = run(&root, &["weights", "pack", "m.safetensors", "-o", "weights/m.bin"]);
@@ -189,7 +157,7 @@ fn pack_reports_rounding_and_stores_inf_only_when_allowed() {
     let v = read_fp16(&file, 64, &[4]);
     assert_eq!((v[0], v[2], v[3]), (0.0, 0.0, f32::NEG_INFINITY));
     // Rounding alone is a note.
-    safetensors(&root.join("r.safetensors"), &[("r", "F32", &[2], f32_bytes(&[0.1, 0.5]))]);
+    safetensors(&root.join("r.safetensors"), None, &[("r", "F32", &[2], f32_bytes(&[0.1, 0.5]))]);
     let o = run(&root, &["weights", "pack", "r.safetensors", "-o", "weights/r.bin"]);
     assert!(
         stderr(&o).contains("note: r: 1 of 2 float32 values was rounded to fp16"),
@@ -212,7 +180,7 @@ fn pack_refuses_damaged_archives_naming_file_and_member() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("bad.npz: member `w.npy`: cannot decompress"), "{}", stderr(&o));
     // A safetensors header whose offsets run past the end.
-    safetensors(&root.join("cut.safetensors"), &[("a", "F32", &[2], f32_bytes(&[1.0, 2.0]))]);
+    safetensors(&root.join("cut.safetensors"), None, &[("a", "F32", &[2], f32_bytes(&[1.0, 2.0]))]);
     let bytes = std::fs::read(root.join("cut.safetensors")).unwrap();
     std::fs::write(root.join("cut.safetensors"), &bytes[..bytes.len() - 4]).unwrap();
     let o = run(&root, &["weights", "pack", "cut.safetensors", "-o", "weights/x.bin"]);

@@ -11,6 +11,9 @@ use anemone::npz;
 use anemone_mil::builder::{Builder, ConvOptions};
 use anemone_mil::{DType, TensorType, f16};
 
+mod support;
+use support::{f32_bytes, safetensors, stderr, stdout};
+
 fn anemone(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_anemone"))
         .current_dir(dir)
@@ -18,14 +21,6 @@ fn anemone(dir: &Path, args: &[&str]) -> Output {
         .env_remove("ANEMONE_DEVICE")
         .output()
         .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// y = cast_fp32((conv(cast_fp16(x), conv_weight) + bias) * scale * alpha), x [1, 4, 1, 16]:
@@ -51,36 +46,6 @@ fn builder_model(dir: &Path) {
     f.output_named(&y, "y").unwrap();
     f.finish();
     b.build().unwrap().write_model_dir(dir).unwrap();
-}
-
-/// A safetensors file by the format's description: header length (u64 little-endian), the
-/// JSON header with consecutive `data_offsets` padded with spaces to a multiple of 8, data.
-fn safetensors(path: &Path, tensors: &[(&str, &str, &[usize], Vec<u8>)]) {
-    let mut entries = Vec::new();
-    let mut data = Vec::new();
-    for (name, dtype, shape, bytes) in tensors {
-        let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
-        entries.push(format!(
-            "\"{name}\":{{\"dtype\":\"{dtype}\",\"shape\":[{}],\"data_offsets\":[{},{}]}}",
-            dims.join(","),
-            data.len(),
-            data.len() + bytes.len()
-        ));
-        data.extend_from_slice(bytes);
-    }
-    let mut header =
-        format!("{{\"__metadata__\":{{\"format\":\"pt\"}},{}}}", entries.join(",")).into_bytes();
-    while !header.len().is_multiple_of(8) {
-        header.push(b' ');
-    }
-    let mut out = (header.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&header);
-    out.extend_from_slice(&data);
-    std::fs::write(path, out).unwrap();
-}
-
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 /// The checkpoint's weights: small integers and halves, which fp16 and the sums hold
@@ -116,6 +81,7 @@ fn setup() -> (tempfile::TempDir, PathBuf) {
     let scale: Vec<u8> = SCALE.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect();
     safetensors(
         &root.join("checkpoint.safetensors"),
+        Some(r#"{"format":"pt"}"#),
         &[
             ("conv.weight", "F32", &[4, 4, 1, 1], f32_bytes(&W)),
             ("bias", "F32", &[1, 4, 1, 1], f32_bytes(&BIAS)),
@@ -232,6 +198,7 @@ fn bind_part_of_a_model_keeps_the_rest_and_can_write_elsewhere() {
     // A checkpoint's extra tensors are an error unless left out on purpose.
     safetensors(
         &root.join("extra.safetensors"),
+        Some(r#"{"format":"pt"}"#),
         &[
             ("bias", "F32", &[1, 4, 1, 1], f32_bytes(&BIAS)),
             ("optimizer.step", "I64", &[], 7i64.to_le_bytes().to_vec()),
@@ -261,6 +228,7 @@ fn bind_errors_say_what_is_wrong_and_change_nothing() {
     // transposed. Both are reported in one run.
     safetensors(
         &root.join("torch.safetensors"),
+        Some(r#"{"format":"pt"}"#),
         &[("conv.weight", "F32", &[4, 4], f32_bytes(&W)), ("bias", "F32", &[4], f32_bytes(&BIAS))],
     );
     let o = anemone(&root, &["weights", "bind", "model", "torch.safetensors"]);
