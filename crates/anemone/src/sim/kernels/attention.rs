@@ -19,7 +19,6 @@ use super::{
     numel,
 };
 use crate::sim::numerics;
-use rayon::prelude::*;
 
 const KERNEL: &str = "scaled_dot_product_attention";
 
@@ -144,29 +143,58 @@ pub fn scaled_dot_product_attention<T: Element>(
         }
         None => None,
     };
-    let (sq, sk, sv, _) = scratch.buffers(
+    let (l, s, e, ev) = (d.l, d.s, d.e, d.ev);
+    let nb = numel(&d.batch);
+    if nb * l * ev == 0 {
+        return Ok(());
+    }
+    // Work is cut into blocks of query rows, each running QK^T -> scale/mask/softmax -> PV for
+    // its rows while their scores are still in cache; each query row sees its whole key row, so
+    // the softmax is the one of the decomposed graph. Blocks go to the cores in contiguous runs.
+    let work = nb.saturating_mul(l * s * (e + ev));
+    let workers =
+        if super::parallel_worth_it(work / 16) { rayon::current_num_threads().max(1) } else { 1 };
+    let rows = block_rows(l, s, nb, workers);
+    let blocks_per_batch = l.div_ceil(rows);
+    let blocks = nb * blocks_per_batch;
+    let workers = workers.min(blocks);
+    // Per worker: scores of a block, PV accumulators of a block, one widened mask row.
+    let per_worker = rows * s + rows * ev + s;
+    let (sq, sk, sv, sw) = scratch.buffers(
         if T::as_f32(q).is_some() { 0 } else { q.len() },
         if T::as_f32(k).is_some() { 0 } else { k.len() },
         if T::as_f32(v).is_some() { 0 } else { v.len() },
-        0,
+        workers * per_worker,
     );
     let (q32, k32, v32) = (widen(q, sq), widen(k, sk), widen(v, sv));
-    let scale = T::round(1.0 / (d.e as f32).sqrt());
-    let (l, s, e, ev) = (d.l, d.s, d.e, d.ev);
-    let nb = numel(&d.batch);
+    let scale = T::round(1.0 / (e as f32).sqrt());
     let batch_rank = d.batch.len();
+    // A single worker may let the GEMM itself use the pool.
+    let gemm_parallel = workers == 1 && super::parallel_worth_it(work / 16);
+    // First output row (over all batches) of block `t`.
+    let first_row = |t: usize| (t / blocks_per_batch) * l + (t % blocks_per_batch) * rows;
 
-    let one = |b: usize, out_b: &mut [T], parallel: bool| {
-        let mut scores = vec![0.0f32; l * s];
+    let block = |t: usize, out_rows: &mut [T], buf: &mut [f32]| {
+        let b = t / blocks_per_batch;
+        let r0 = (t % blocks_per_batch) * rows;
+        let m = rows.min(l - r0);
+        let (scores, rest) = buf.split_at_mut(rows * s);
+        let (acc, mask_row) = rest.split_at_mut(rows * ev);
+        let (scores, acc) = (&mut scores[..m * s], &mut acc[..m * ev]);
         super::sgemm(
-            l,
+            m,
             s,
             e,
-            &mut scores,
+            scores,
             s,
-            MatRef { data: q32, offset: d.q_b[b] * l * e, row_stride: e as isize, col_stride: 1 },
+            MatRef {
+                data: q32,
+                offset: d.q_b[b] * l * e + r0 * e,
+                row_stride: e as isize,
+                col_stride: 1,
+            },
             MatRef { data: k32, offset: d.k_b[b] * s * e, row_stride: 1, col_stride: e as isize },
-            parallel,
+            gemm_parallel,
         );
         // matmul output -> mul(scale) -> add(mask), each stored in T by the decomposed graph.
         let mask_base = mask_strides.as_ref().map(|st| {
@@ -181,7 +209,7 @@ pub fn scaled_dot_product_attention<T: Element>(
         super::with_wide_simd(
             #[inline(always)]
             || {
-                for (row, sc) in scores.chunks_mut(s).enumerate() {
+                for (i, sc) in scores.chunks_mut(s).enumerate() {
                     for x in sc.iter_mut() {
                         let mut v = *x;
                         if T::ANE_RULES {
@@ -191,22 +219,10 @@ pub fn scaled_dot_product_attention<T: Element>(
                         v = T::round(ane(T::ANE_RULES, v * scale));
                         *x = v;
                     }
-                    if let (Some(m), Some(st), Some(base)) = (&mask, &mask_strides, mask_base) {
+                    if let (Some(mk), Some(st), Some(base)) = (&mask, &mask_strides, mask_base) {
                         let (sl, ss) = (st[batch_rank], st[batch_rank + 1]);
-                        let off = base + row * sl;
-                        for (j, x) in sc.iter_mut().enumerate() {
-                            let mv =
-                                match m {
-                                    AttentionMask::Additive { values, .. } => {
-                                        let mv = values[off + j * ss].to_f32();
-                                        if T::ANE_RULES { numerics::ane_read(mv) } else { mv }
-                                    }
-                                    AttentionMask::Boolean { values, .. } => {
-                                        if values[off + j * ss] { 0.0 } else { f32::NEG_INFINITY }
-                                    }
-                                };
-                            *x = T::round(ane(T::ANE_RULES, *x + mv));
-                        }
+                        let off = base + (r0 + i) * sl;
+                        add_mask_row::<T>(sc, mk, off, ss, mask_row);
                     }
                     super::softmax::softmax_row::<T>(sc);
                     for x in sc.iter_mut() {
@@ -215,32 +231,91 @@ pub fn scaled_dot_product_attention<T: Element>(
                 }
             },
         );
-        let mut acc = vec![0.0f32; l * ev];
         super::sgemm(
-            l,
+            m,
             ev,
             s,
-            &mut acc,
+            acc,
             ev,
-            MatRef { data: &scores, offset: 0, row_stride: s as isize, col_stride: 1 },
+            MatRef { data: scores, offset: 0, row_stride: s as isize, col_stride: 1 },
             MatRef { data: v32, offset: d.v_b[b] * s * ev, row_stride: ev as isize, col_stride: 1 },
-            parallel,
+            gemm_parallel,
         );
-        super::matmul::finish_mac_output::<T>(&mut acc, out_b);
+        super::matmul::finish_mac_output::<T>(acc, out_rows);
     };
-    let per_batch = l * ev;
-    if per_batch == 0 {
-        return Ok(());
-    }
-    let work = nb.saturating_mul(l * s * (e + ev));
-    if nb > 1 && super::parallel_worth_it(work / 16) {
-        out.par_chunks_mut(per_batch).enumerate().for_each(|(b, o)| one(b, o, false));
-    } else {
-        for (b, o) in out.chunks_mut(per_batch).enumerate() {
-            one(b, o, true);
+    // Blocks [t0, t1) in order, writing the output rows they cover.
+    let run = |t0: usize, t1: usize, out_run: &mut [T], buf: &mut [f32]| {
+        let base = first_row(t0);
+        for t in t0..t1 {
+            let r = first_row(t);
+            let m = rows.min(l - (t % blocks_per_batch) * rows);
+            let o = &mut out_run[(r - base) * ev..(r - base + m) * ev];
+            block(t, o, buf);
         }
+    };
+    if workers == 1 {
+        run(0, blocks, out, &mut sw[..per_worker]);
+    } else {
+        rayon::scope(|scope| {
+            let (mut out_rest, mut buf_rest) = (&mut *out, &mut *sw);
+            let run = &run;
+            for w in 0..workers {
+                let (t0, t1) = (blocks * w / workers, blocks * (w + 1) / workers);
+                let len = (first_row(t1) - first_row(t0)) * ev;
+                let (o, orest) = std::mem::take(&mut out_rest).split_at_mut(len);
+                let (bf, brest) = std::mem::take(&mut buf_rest).split_at_mut(per_worker);
+                out_rest = orest;
+                buf_rest = brest;
+                scope.spawn(move |_| run(t0, t1, o, bf));
+            }
+        });
     }
     Ok(())
+}
+
+/// Query rows per block: the block's f32 scores stay near 64 KiB (in L2 next to K and V), at
+/// least 8 rows so the GEMMs keep their shape, and small enough that every worker gets a few
+/// blocks to balance the load.
+fn block_rows(l: usize, s: usize, nb: usize, workers: usize) -> usize {
+    let mut rows = (16_384 / s.max(1)).clamp(8, 128).min(l.max(1));
+    while rows > 8 && nb * l.div_ceil(rows) < 4 * workers {
+        rows = rows.div_ceil(2);
+    }
+    rows
+}
+
+/// Adds row `off` (stride `ss`) of the mask to the scores `sc`, rounding each sum to `T` as the
+/// decomposed graph's `add` does; `buf` (at least `sc.len()` long) holds the widened mask row.
+#[inline(always)]
+fn add_mask_row<T: Element>(
+    sc: &mut [f32],
+    mask: &AttentionMask<'_, T>,
+    off: usize,
+    ss: usize,
+    buf: &mut [f32],
+) {
+    match mask {
+        AttentionMask::Additive { values, .. } => {
+            let mrow = &mut buf[..sc.len()];
+            if ss == 1 {
+                T::load(&values[off..off + sc.len()], mrow);
+            } else {
+                for (j, m) in mrow.iter_mut().enumerate() {
+                    *m = values[off + j * ss].to_f32();
+                }
+            }
+            for (x, &m) in sc.iter_mut().zip(mrow.iter()) {
+                let mv = if T::ANE_RULES { numerics::ane_read(m) } else { m };
+                *x = T::round(ane(T::ANE_RULES, *x + mv));
+            }
+        }
+        AttentionMask::Boolean { values, .. } => {
+            for (j, x) in sc.iter_mut().enumerate() {
+                let mv = if values[off + j * ss] { 0.0 } else { f32::NEG_INFINITY };
+                *x = T::round(ane(T::ANE_RULES, *x + mv));
+            }
+        }
+    }
 }
 
 #[inline(always)]
@@ -318,6 +393,9 @@ mod tests {
             (&[3, 1, 64], &[3, 65, 64], &[3, 65, 64]),
             (&[2, 5, 16], &[1, 7, 16], &[7, 3]),
             (&[12, 64, 64], &[12, 64, 64], &[12, 64, 64]),
+            // Several query blocks per batch, the last one partial; one worker, then several.
+            (&[2, 300, 16], &[2, 70, 16], &[2, 70, 16]),
+            (&[4, 2, 200, 32], &[4, 2, 129, 32], &[4, 2, 129, 24]),
         ];
         for (qs, ks, vs) in cases {
             let q = data(qs, 1, 3.0);

@@ -34,6 +34,7 @@ pub fn softmax<T: Element>(x: &[T], shape: &[usize], axis: usize, out: &mut [T])
             #[inline(always)]
             || {
                 let mut buf = vec![0.0f32; slab];
+                let mut cols = vec![0.0f32; if inner == 1 { 0 } else { 2 * inner }];
                 for (i, o) in outs.chunks_mut(slab).enumerate() {
                     let s = (first + i) * slab;
                     T::load(&x[s..s + slab], &mut buf);
@@ -43,7 +44,7 @@ pub fn softmax<T: Element>(x: &[T], shape: &[usize], axis: usize, out: &mut [T])
                     if inner == 1 {
                         softmax_row::<T>(&mut buf);
                     } else {
-                        softmax_columns::<T>(&mut buf, n, inner);
+                        softmax_columns::<T>(&mut buf, n, inner, &mut cols);
                     }
                     T::store(&buf, o);
                 }
@@ -61,9 +62,13 @@ pub fn softmax<T: Element>(x: &[T], shape: &[usize], axis: usize, out: &mut [T])
 }
 
 /// softmax of one contiguous row in place, in f32; the result is not yet rounded.
+///
+/// The order of operations is fixed (and with it every bit of the result): the max is exact in
+/// any order, the exponentials are elementwise, and the sum runs in [`SUM_LANES`] partial sums
+/// over consecutive chunks, added up in lane order, then the tail in order.
 #[inline(always)]
 pub(crate) fn softmax_row<T: Element>(row: &mut [f32]) {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    let max = row_max(row);
     if T::ANE_RULES && max == f32::INFINITY {
         let count = row.iter().filter(|v| **v == f32::INFINITY).count() as f32;
         for v in row.iter_mut() {
@@ -71,63 +76,160 @@ pub(crate) fn softmax_row<T: Element>(row: &mut [f32]) {
         }
         return;
     }
-    let mut part = [0.0f32; 8];
-    let mut chunks = row.chunks_exact_mut(8);
+    let mut part = [0.0f32; SUM_LANES];
+    // Two chunks at a time so the exponentials fill 16-lane vectors; each partial sum still
+    // adds its elements in row order.
+    let mut pairs = row.chunks_exact_mut(2 * SUM_LANES);
+    for c in &mut pairs {
+        for v in c.iter_mut() {
+            *v = exp_lane(*v - max);
+        }
+        let (lo, hi) = c.split_at(SUM_LANES);
+        let (lo, hi): (&[f32; SUM_LANES], &[f32; SUM_LANES]) =
+            (lo.try_into().unwrap(), hi.try_into().unwrap());
+        let mut next = part;
+        for (p, a) in next.iter_mut().zip(lo) {
+            *p += *a;
+        }
+        for (p, b) in next.iter_mut().zip(hi) {
+            *p += *b;
+        }
+        part = next;
+    }
+    let mut chunks = pairs.into_remainder().chunks_exact_mut(SUM_LANES);
     for c in &mut chunks {
         for (v, p) in c.iter_mut().zip(part.iter_mut()) {
-            *v = exp_f32(*v - max);
+            *v = exp_lane(*v - max);
             *p += *v;
         }
     }
     let mut sum: f32 = part.iter().sum();
+    // The tail runs one element at a time anyway: the shared helper (same bits as exp_lane).
     for v in chunks.into_remainder() {
         *v = exp_f32(*v - max);
         sum += *v;
     }
     let inv = 1.0 / sum;
-    for v in row.iter_mut() {
-        *v *= inv;
-    }
     if T::ANE_RULES {
-        numerics::ane_result_slice(row);
+        for v in row.iter_mut() {
+            *v = numerics::ane_result(*v * inv);
+        }
+    } else {
+        for v in row.iter_mut() {
+            *v *= inv;
+        }
     }
 }
 
-/// softmax along the first dim of an [n, inner] block in place, vectorized across `inner`.
+/// Partial sums of [`softmax_row`]: part of its definition, whatever the vector width.
+const SUM_LANES: usize = 8;
+
+/// The largest value of a row, NaN ignored (-inf for an empty or all-NaN row). The max of a set
+/// does not depend on the order it is taken in, so this runs in wide lanes.
 #[inline(always)]
-fn softmax_columns<T: Element>(block: &mut [f32], n: usize, inner: usize) {
-    let mut max = vec![f32::NEG_INFINITY; inner];
+fn row_max(row: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (m, &v) in acc.iter_mut().zip(c) {
+            *m = if v > *m { v } else { *m };
+        }
+    }
+    let mut max = f32::NEG_INFINITY;
+    for &v in acc.iter().chain(chunks.remainder()) {
+        if v > max {
+            max = v;
+        }
+    }
+    max
+}
+
+/// [`exp_f32`] with the same operations in the same order, so the same bits, except that the
+/// integer part n is read from the bits of `x log2(e) + 1.5 * 2^23` instead of converted with a
+/// saturating cast, which compilers do not vectorize. The two agree: that sum is an integer plus
+/// 1.5 * 2^23, exactly representable for the clamped range, and a NaN's n is unused.
+/// Arguments at or below the lower clamp give +0 directly.
+#[inline(always)]
+fn exp_lane(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    const ROUND: f32 = 12_582_912.0;
+    let xc = x.clamp(-104.0, 89.0);
+    let t = xc * LOG2E + ROUND;
+    let n = t - ROUND;
+    let r = (xc - n * LN2_HI) - n * LN2_LO;
+    let mut p = 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    let ni = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    let n1 = ni >> 1;
+    let n2 = ni.wrapping_sub(n1);
+    let s1 = f32::from_bits((n1.wrapping_add(127) as u32) << 23);
+    let s2 = f32::from_bits((n2.wrapping_add(127) as u32) << 23);
+    // At the lower clamp the product underflows to +0 (a test checks exp_f32 agrees); scaling
+    // by an exact 0 instead gives that +0 without the slow microcode path x86 takes for results
+    // that underflow, which masked scores (-inf, -65504) would hit on every element.
+    let s2 = if xc > -104.0 { s2 } else { 0.0 };
+    let y = p * s1 * s2;
+    if x.is_nan() { x } else { y }
+}
+
+/// softmax along the first dim of an [n, inner] block in place, vectorized across `inner`.
+/// `cols` holds 2 * inner floats of work space.
+#[inline(always)]
+fn softmax_columns<T: Element>(block: &mut [f32], n: usize, inner: usize, cols: &mut [f32]) {
+    debug_assert_eq!(block.len(), n * inner);
+    let (max, sum) = cols.split_at_mut(inner);
+    max.fill(f32::NEG_INFINITY);
+    sum.fill(0.0);
     for row in block.chunks_exact(inner) {
         for (m, &v) in max.iter_mut().zip(row) {
-            if v > *m {
-                *m = v;
+            *m = if v > *m { v } else { *m };
+        }
+    }
+    if T::ANE_RULES && max.contains(&f32::INFINITY) {
+        // Rare: columns holding +inf share their mass among the +inf entries.
+        for row in block.chunks_exact_mut(inner) {
+            for (j, v) in row.iter_mut().enumerate() {
+                if max[j] == f32::INFINITY {
+                    *v = if *v == f32::INFINITY { 1.0 } else { 0.0 };
+                    sum[j] += *v;
+                } else {
+                    *v = exp_lane(*v - max[j]);
+                    sum[j] += *v;
+                }
+            }
+        }
+    } else {
+        for row in block.chunks_exact_mut(inner) {
+            for ((v, m), s) in row.iter_mut().zip(max.iter()).zip(sum.iter_mut()) {
+                *v = exp_lane(*v - *m);
+                *s += *v;
             }
         }
     }
-    let mut sum = vec![0.0f32; inner];
-    let mut inf_count = vec![0.0f32; inner];
+    // The reciprocal of the sum (or of the count of +inf entries), once per column.
+    for s in sum.iter_mut() {
+        *s = 1.0 / *s;
+    }
     for row in block.chunks_exact_mut(inner) {
-        for (j, v) in row.iter_mut().enumerate() {
-            if T::ANE_RULES && max[j] == f32::INFINITY {
-                *v = if *v == f32::INFINITY { 1.0 } else { 0.0 };
-                inf_count[j] += *v;
-            } else {
-                *v = exp_f32(*v - max[j]);
-                sum[j] += *v;
+        if T::ANE_RULES {
+            for (v, i) in row.iter_mut().zip(sum.iter()) {
+                *v = numerics::ane_result(*v * i);
+            }
+        } else {
+            for (v, i) in row.iter_mut().zip(sum.iter()) {
+                *v *= i;
             }
         }
     }
-    let inv: Vec<f32> =
-        sum.iter().zip(&inf_count).map(|(s, c)| if *c > 0.0 { 1.0 / c } else { 1.0 / s }).collect();
-    for row in block.chunks_exact_mut(inner) {
-        for (v, i) in row.iter_mut().zip(&inv) {
-            *v *= i;
-        }
-    }
-    if T::ANE_RULES {
-        numerics::ane_result_slice(block);
-    }
-    debug_assert_eq!(block.len(), n * inner);
 }
 
 #[cfg(test)]
@@ -135,6 +237,7 @@ mod tests {
     use super::*;
     use crate::sim::kernels::numel;
     use crate::sim::kernels::testutil::*;
+    use crate::sim::numerics::round_f16;
     use half::f16;
 
     fn reference(x: &[f64], shape: &[usize], axis: usize) -> Vec<f64> {
@@ -172,6 +275,82 @@ mod tests {
             softmax(&x, &shape, axis, &mut out).unwrap();
             // f32 exp (2 ulps) and sum: well inside one fp16 ulp before the final rounding.
             assert_close_f16(&out, &want, 1.0, 1e-7, &format!("{shape:?} axis {axis}"));
+        }
+    }
+
+    #[test]
+    fn exp_lane_has_the_bits_of_exp_f32() {
+        let mut x = -120.0f32;
+        while x < 100.0 {
+            assert_eq!(exp_lane(x).to_bits(), crate::sim::kernels::exp_f32(x).to_bits(), "{x}");
+            x += 0.000_913;
+        }
+        assert_eq!(exp_lane(-104.0).to_bits(), 0);
+        for x in [0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::MAX, f32::MIN, 1e-40, -104.0] {
+            assert_eq!(exp_lane(x).to_bits(), crate::sim::kernels::exp_f32(x).to_bits(), "{x}");
+        }
+        assert!(exp_lane(f32::NAN).is_nan());
+    }
+
+    /// The row softmax written plainly, one element at a time: the definition of its bits.
+    fn plain_row(row: &mut [f32], ane: bool) {
+        use crate::sim::kernels::exp_f32;
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+        if ane && max == f32::INFINITY {
+            let count = row.iter().filter(|v| **v == f32::INFINITY).count() as f32;
+            row.iter_mut().for_each(|v| *v = if *v == f32::INFINITY { 1.0 / count } else { 0.0 });
+            return;
+        }
+        let mut part = [0.0f32; 8];
+        let body = row.len() / 8 * 8;
+        for (i, v) in row[..body].iter_mut().enumerate() {
+            *v = exp_f32(*v - max);
+            part[i % 8] += *v;
+        }
+        let mut sum: f32 = part.iter().sum();
+        for v in &mut row[body..] {
+            *v = exp_f32(*v - max);
+            sum += *v;
+        }
+        let inv = 1.0 / sum;
+        row.iter_mut().for_each(|v| *v = numerics::ane_result(*v * inv));
+    }
+
+    #[test]
+    fn rows_and_columns_have_the_bits_of_the_plain_loops() {
+        for n in [1usize, 5, 8, 17, 64, 255, 256, 1000] {
+            let x: Vec<f32> = values(n, n as u64).iter().map(|v| round_f16(v * 30.0)).collect();
+            let mut want = x.clone();
+            plain_row(&mut want, true);
+            let mut got = x.clone();
+            softmax_row::<f16>(&mut got);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "row of {n}");
+            // Along the first axis of [n, 3]: each column is a plain row.
+            let inner = 3;
+            let mut block: Vec<f32> = (0..n * inner).map(|i| x[i / inner] + i as f32).collect();
+            let mut cols = vec![0.0; 2 * inner];
+            let columns: Vec<Vec<f32>> = (0..inner)
+                .map(|j| {
+                    let mut c: Vec<f32> = (0..n).map(|i| block[i * inner + j]).collect();
+                    // A column's sum runs in row order: the plain loop with one lane.
+                    let max = c.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+                    let mut sum = 0.0f32;
+                    for v in c.iter_mut() {
+                        *v = crate::sim::kernels::exp_f32(*v - max);
+                        sum += *v;
+                    }
+                    let inv = 1.0 / sum;
+                    c.iter_mut().for_each(|v| *v *= inv);
+                    c
+                })
+                .collect();
+            softmax_columns::<f16>(&mut block, n, inner, &mut cols);
+            for (j, c) in columns.iter().enumerate() {
+                for (i, v) in c.iter().enumerate() {
+                    assert_eq!(block[i * inner + j].to_bits(), v.to_bits(), "column {j} of {n}");
+                }
+            }
         }
     }
 
