@@ -2,15 +2,16 @@
 //!
 //! `cargo bench -p anemone --bench kernels`: prints the one-thread and all-thread peaks, then
 //! GFLOP/s and the ratio to the all-thread peak for the GEMM-shaped cases the simulator spends
-//! its time in. Inputs are fp16 as on the ANE; weights are widened to f32 once, as the plan
-//! does for constants at compile time.
+//! its time in. Inputs are fp16 as on the ANE; conv weights are packed for the GEMM once, as the
+//! plan does for constants at compile time; matmul operands are both computed at run time.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use anemone::sim::kernels::Scratch;
 use anemone::sim::kernels::attention::scaled_dot_product_attention;
-use anemone::sim::kernels::conv::{ConvParams, conv};
+use anemone::sim::kernels::conv::{ConvParams, conv_packed, pack_weight};
+use anemone::sim::kernels::matmul::matmul;
 use anemone::sim::peak::measure_f32_fma_peak_gflops;
 use half::f16;
 
@@ -70,17 +71,35 @@ fn conv_case(name: &str, cin: usize, cout: usize, h: usize, w: usize, k: usize, 
     let x_shape = [1, cin, h, w];
     let w_shape = [cout, cin, k, k];
     let x = data(cin * h * w, 1);
-    let weight: Vec<f32> = data(cout * cin * k * k, 2).iter().map(|v| v.to_f32()).collect();
+    let weight = pack_weight(&data(cout * cin * k * k, 2), &w_shape, 1).unwrap();
     let mut params = ConvParams::new(2);
     params.pad_before = vec![k / 2; 2];
     params.pad_after = vec![k / 2; 2];
     let mut out = vec![f16::ZERO; cout * h * w];
     let mut scratch = Scratch::new();
     let secs = time(Duration::from_millis(1500), || {
-        conv(&x, &x_shape, &weight, &w_shape, None, &params, &mut out, &mut scratch).unwrap();
+        conv_packed(&x, &x_shape, &weight, None, &params, &mut out, &mut scratch).unwrap();
         black_box(&out);
     });
     report(name, 2.0 * (cout * cin * k * k * h * w) as f64, secs, peak);
+}
+
+/// `a [m, k] @ b [k, n]` (`b` stored `[n, k]` when `tb`), both fp16 operands computed at run
+/// time (no constant packed ahead).
+fn matmul_case(name: &str, batch: usize, (m, k, n): (usize, usize, usize), tb: bool, peak: f64) {
+    if !selected(name) {
+        return;
+    }
+    let a = data(batch * m * k, 6);
+    let b = data(batch * k * n, 7);
+    let mut out = vec![f16::ZERO; batch * m * n];
+    let mut scratch = Scratch::new();
+    let secs = time(Duration::from_millis(1500), || {
+        let b_shape = if tb { [batch, n, k] } else { [batch, k, n] };
+        matmul(&a, &[batch, m, k], &b, &b_shape, false, tb, &mut out, &mut scratch).unwrap();
+        black_box(&out);
+    });
+    report(name, 2.0 * (batch * m * n * k) as f64, secs, peak);
 }
 
 fn main() {
@@ -95,6 +114,11 @@ fn main() {
     conv_case("conv 1x1 768->768, spatial 256 (fp16)", 768, 768, 1, 256, 1, peak);
     conv_case("conv 1x1 768->2048, spatial 256 (fp16)", 768, 2048, 1, 256, 1, peak);
     conv_case("conv 3x3 64->64, spatial 32x32 (fp16)", 64, 64, 32, 32, 3, peak);
+    conv_case("conv 1x1 64->64, spatial 32 (seed, fp16)", 64, 64, 1, 32, 1, peak);
+    matmul_case("matmul 1024x1024x1024 (fp16)", 1, (1024, 1024, 1024), false, peak);
+    matmul_case("matmul 256x1024x2048 (fixture 08 qm, fp16)", 1, (256, 1024, 2048), false, peak);
+    matmul_case("matmul 16x 256x128x256 y^T (fixture 08 mm1)", 16, (256, 128, 256), true, peak);
+    matmul_case("matmul 16x 256x256x128 (fixture 08 mm2)", 16, (256, 256, 128), false, peak);
 
     let name = "attention 12 heads, seq 256, dim 64 (fp16)";
     if !selected(name) {

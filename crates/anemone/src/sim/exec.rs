@@ -7,6 +7,7 @@
 //! model's temporary directory), an overwrite really replaces that copy, and [`SimReload`]
 //! says whether a later unload + load reads it.
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use anemone_mil::blob::ReadMode;
@@ -109,7 +110,7 @@ impl SimBackend {
             outputs: job.outputs.to_vec(),
             options: self.options,
         });
-        Ok(SimCompiled { built: Arc::new(Built::new(plan)), files: job.weights.clone(), source })
+        Ok(SimCompiled { built: Arc::new(Built::new(plan)?), files: job.weights.clone(), source })
     }
 }
 
@@ -129,17 +130,32 @@ impl Backend for SimBackend {
     }
 }
 
-/// A plan and its GEMM weights widened to f32.
+/// A plan, its constant GEMM operands packed for the GEMM, and the other GEMM weights widened
+/// to f32.
 #[derive(Debug)]
 struct Built {
     plan: Plan,
     /// GEMM weights widened to f32 by the first load, indexed by constant.
     widened: OnceLock<Vec<Option<Vec<f32>>>>,
+    /// The plan's `prepack` operands, packed when the plan is built, by (step, input).
+    packed: HashMap<(usize, usize), Packed>,
+}
+
+/// A constant operand in the GEMM's layout.
+#[derive(Debug)]
+enum Packed {
+    Conv(conv::PackedConvWeight),
+    Matmul(matmul::PackedOperand),
 }
 
 impl Built {
-    fn new(plan: Plan) -> Built {
-        Built { plan, widened: OnceLock::new() }
+    fn new(plan: Plan) -> Result<Built> {
+        let packed = plan
+            .prepack
+            .iter()
+            .map(|p| Ok(((p.step, p.input), pack(&plan, p)?)))
+            .collect::<Result<_>>()?;
+        Ok(Built { plan, widened: OnceLock::new(), packed })
     }
 
     fn widen(&self) -> &[Option<Vec<f32>>] {
@@ -154,6 +170,53 @@ impl Built {
             out
         })
     }
+}
+
+/// Packs one constant operand of the plan for its step's GEMM.
+fn pack(plan: &Plan, p: &plan::Prepack) -> Result<Packed> {
+    let step = &plan.steps[p.step];
+    let value = &plan.values[step.inputs[p.input]];
+    let Storage::Const(c) = value.storage else {
+        return Err(Error::State(format!("`{}` is not a constant", value.name)));
+    };
+    let n = value.ty.byte_size().unwrap_or(0) as usize;
+    let bytes = &plan.constants[c].bytes()[..n];
+    let shape = &value.ty.shape;
+    fn typed<T: Element + bytemuck::Pod>(
+        bytes: &[u8],
+        f: impl FnOnce(&[T]) -> kernels::Result<Packed>,
+    ) -> kernels::Result<Packed> {
+        f(view::<T>(bytes))
+    }
+    let packed = match (&step.kernel, value.ty.dtype) {
+        (Kernel::Conv { params }, DType::Fp16) => {
+            typed::<f16>(bytes, |w| conv::pack_weight(w, shape, params.groups).map(Packed::Conv))
+        }
+        (Kernel::Conv { params }, DType::Fp32) => {
+            typed::<f32>(bytes, |w| conv::pack_weight(w, shape, params.groups).map(Packed::Conv))
+        }
+        (Kernel::Matmul { transpose_x, transpose_y }, dtype) => {
+            let (transpose, side) = if p.input == 0 {
+                (*transpose_x, kernels::gemm::Side::Lhs)
+            } else {
+                (*transpose_y, kernels::gemm::Side::Rhs)
+            };
+            match dtype {
+                DType::Fp16 => typed::<f16>(bytes, |x| {
+                    matmul::pack_operand(x, shape, transpose, side).map(Packed::Matmul)
+                }),
+                DType::Fp32 => typed::<f32>(bytes, |x| {
+                    matmul::pack_operand(x, shape, transpose, side).map(Packed::Matmul)
+                }),
+                other => return Err(Error::Unsupported(format!("matmul on {other} constants"))),
+            }
+        }
+        _ => return Err(Error::State(format!("no packing for `{}`", step.op_name))),
+    };
+    packed.map_err(|e| Error::Device {
+        op: "compile",
+        message: format!("{} `{}`: {e}", step.kind, step.op_name),
+    })
 }
 
 /// What the compile planned from, kept to plan again from rewritten weight files.
@@ -251,7 +314,7 @@ impl SimExecutable {
             op: "load",
             message: format!("re-reading the rewritten weight files: {e}"),
         })?;
-        self.built = Arc::new(Built::new(plan));
+        self.built = Arc::new(Built::new(plan)?);
         self.disk_changed = false;
         Ok(())
     }
@@ -360,7 +423,7 @@ impl SimExecutable {
         }
         let input_bytes: Vec<&[u8]> =
             inputs.iter().map(|s| heap_bytes(s)).collect::<Result<_>>()?;
-        for step in &plan.steps {
+        for (s, step) in plan.steps.iter().enumerate() {
             // Outputs never share a buffer with a live input (the memory plan guarantees
             // it), so they can be taken out while the inputs are read.
             let mut outs: Vec<AlignedBytes> = step
@@ -373,7 +436,14 @@ impl SimExecutable {
                 .collect::<Result<_>>()?;
             let started = times.is_some().then(std::time::Instant::now);
             let result = {
-                let env = Env { plan, widened, inputs: &input_bytes, buffers: &self.buffers };
+                let env = Env {
+                    plan,
+                    widened,
+                    packed: &self.built.packed,
+                    step: s,
+                    inputs: &input_bytes,
+                    buffers: &self.buffers,
+                };
                 run_step(&env, step, &mut outs, &mut self.scratch)
             };
             if let (Some(times), Some(started)) = (times.as_deref_mut(), started) {
@@ -389,7 +459,14 @@ impl SimExecutable {
                 message: format!("{} `{}`: {e}", step.kind, step.op_name),
             })?;
         }
-        let env = Env { plan, widened, inputs: &input_bytes, buffers: &self.buffers };
+        let env = Env {
+            plan,
+            widened,
+            packed: &self.built.packed,
+            step: usize::MAX,
+            inputs: &input_bytes,
+            buffers: &self.buffers,
+        };
         for (&v, surface) in plan.outputs.iter().zip(outputs.iter_mut()) {
             let src = env.bytes(v);
             let n = src.len();
@@ -466,6 +543,10 @@ fn heap_bytes(s: &Surface) -> Result<&[u8]> {
 struct Env<'a> {
     plan: &'a Plan,
     widened: &'a [Option<Vec<f32>>],
+    /// Packed constant operands, by (step, input).
+    packed: &'a HashMap<(usize, usize), Packed>,
+    /// The step being run.
+    step: usize,
     inputs: &'a [&'a [u8]],
     buffers: &'a [AlignedBytes],
 }
@@ -483,6 +564,11 @@ impl<'a> Env<'a> {
 
     fn ty(&self, v: ValueId) -> &'a TensorType {
         &self.plan.values[v].ty
+    }
+
+    /// Input `input` of the current step, packed ahead for the GEMM.
+    fn packed(&self, input: usize) -> Option<&'a Packed> {
+        self.packed.get(&(self.step, input))
     }
 
     fn widened(&self, v: ValueId) -> Option<&'a [f32]> {
@@ -707,13 +793,13 @@ fn run_conv<T: Element + bytemuck::Pod>(
 ) -> KResult {
     let (x, w) = (i[0], i[1]);
     let bias = i.get(2).copied();
-    let result = match (env.widened(w), bias.map(|b| env.widened(b))) {
-        // Constant fp16 weights were widened at compile time (identical values).
-        (Some(wf), None | Some(Some(_))) => conv::conv::<T, f32, T>(
+    let result = match (env.packed(1), bias.map(|b| env.widened(b))) {
+        // A constant weight was packed when the plan was built; a constant fp16 bias widened
+        // at load (identical values).
+        (Some(Packed::Conv(pw)), None | Some(Some(_))) => conv::conv_packed::<T, T>(
             view(env.bytes(x)),
             &env.ty(x).shape,
-            wf,
-            &env.ty(w).shape,
+            pw,
             bias.and_then(|b| env.widened(b)),
             params,
             view_mut(out),
@@ -738,46 +824,17 @@ fn run_matmul<T: Element + bytemuck::Pod>(
     (tx, ty): (bool, bool),
     i: &[ValueId],
     out: &mut [u8],
-    scratch: &mut Scratch,
+    _scratch: &mut Scratch,
 ) -> KResult {
     let (a, b) = (i[0], i[1]);
     let (sa, sb) = (&env.ty(a).shape, &env.ty(b).shape);
-    let result = match (env.widened(a), env.widened(b)) {
-        (Some(wa), Some(wb)) => {
-            matmul::matmul::<f32, f32, T>(wa, sa, wb, sb, tx, ty, view_mut(out), scratch)
-        }
-        (Some(wa), None) => matmul::matmul::<f32, T, T>(
-            wa,
-            sa,
-            view(env.bytes(b)),
-            sb,
-            tx,
-            ty,
-            view_mut(out),
-            scratch,
-        ),
-        (None, Some(wb)) => matmul::matmul::<T, f32, T>(
-            view(env.bytes(a)),
-            sa,
-            wb,
-            sb,
-            tx,
-            ty,
-            view_mut(out),
-            scratch,
-        ),
-        (None, None) => matmul::matmul::<T, T, T>(
-            view(env.bytes(a)),
-            sa,
-            view(env.bytes(b)),
-            sb,
-            tx,
-            ty,
-            view_mut(out),
-            scratch,
-        ),
+    // Constant operands were packed when the plan was built.
+    let input = |slot: usize, v: ValueId| match env.packed(slot) {
+        Some(Packed::Matmul(p)) => matmul::MatmulInput::Packed(p),
+        _ => matmul::MatmulInput::Values(view::<T>(env.bytes(v))),
     };
-    result.map_err(|e| e.to_string())
+    matmul::matmul_inputs::<T, T, T>(input(0, a), sa, input(1, b), sb, tx, ty, view_mut(out))
+        .map_err(|e| e.to_string())
 }
 
 fn run_reduce<T: Element + bytemuck::Pod>(

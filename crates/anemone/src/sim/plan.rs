@@ -207,8 +207,21 @@ pub struct Plan {
     /// Bytes of every intermediate tensor together (what a plan without reuse would take).
     pub intermediate_bytes: usize,
     /// fp16 constants that GEMMs read: loading widens them to f32 once, so that evaluate
-    /// does not convert weights on every call (the values are identical).
+    /// does not convert weights on every call (the values are identical). Operands listed in
+    /// `prepack` are not widened: they are packed instead.
     pub widen: Vec<usize>,
+    /// Constant GEMM operands (conv weights, constant matmul operands) that the backend packs
+    /// once into the GEMM's panel layout, before any evaluate.
+    pub prepack: Vec<Prepack>,
+}
+
+/// A constant operand of a GEMM step, packed once ahead of every evaluate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prepack {
+    /// The step that reads it (an index into [`Plan::steps`]).
+    pub step: usize,
+    /// Which input of the step: 1 for conv's weight; 0 (x) or 1 (y) for matmul.
+    pub input: usize,
 }
 
 /// How the simulator treats behaviours where MIL's meaning and the ANE's differ.
@@ -759,13 +772,35 @@ impl PlanBuilder<'_> {
             .collect())
     }
 
-    /// fp16 constants read by a GEMM (conv weight and bias, matmul operands).
+    /// Constant conv weights and matmul operands, which the backend packs for the GEMM.
+    fn gemm_prepacks(&self) -> Vec<Prepack> {
+        let mut out = Vec::new();
+        for (s, step) in self.steps.iter().enumerate() {
+            let operands: &[usize] = match step.kernel {
+                Kernel::Conv { .. } => &[1],
+                Kernel::Matmul { .. } => &[0, 1],
+                _ => &[],
+            };
+            for &input in operands {
+                let Some(&v) = step.inputs.get(input) else { continue };
+                let value = &self.values[v];
+                if matches!(value.storage, Storage::Const(_))
+                    && matches!(value.ty.dtype, DType::Fp16 | DType::Fp32)
+                {
+                    out.push(Prepack { step: s, input });
+                }
+            }
+        }
+        out
+    }
+
+    /// fp16 constants read by a GEMM that are not packed ahead (conv bias, linear's weight
+    /// and bias).
     fn gemm_constants(&self) -> Vec<usize> {
         let mut out = Vec::new();
         for step in &self.steps {
             let operands: &[usize] = match step.kind {
-                OpKind::Conv => &[1, 2],
-                OpKind::Matmul => &[0, 1],
+                OpKind::Conv => &[2],
                 OpKind::Linear => &[1, 2],
                 _ => &[],
             };
@@ -846,8 +881,10 @@ impl PlanBuilder<'_> {
         }
         let intermediate_bytes = lifetimes.iter().map(|l| l.bytes).sum();
         let widen = self.gemm_constants();
+        let prepack = self.gemm_prepacks();
         Plan {
             widen,
+            prepack,
             values: self.values,
             constants: self.constants,
             steps: self.steps,

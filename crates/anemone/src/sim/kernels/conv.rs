@@ -4,17 +4,23 @@
 //!
 //! Three paths, all accumulating in f32:
 //! - pointwise (1x1, stride 1, no padding): one GEMM per image and group straight on the
-//!   `[Cin, H*W]` layout, `out[Cout, HW] = W[Cout, Cin] x X[Cin, HW]`, no copy;
+//!   `[Cin, H*W]` layout, `out[Cout, HW] = W[Cout, Cin] x X[Cin, HW]`, no copy (the GEMM widens
+//!   fp16 input while it packs);
 //! - depthwise (one input channel per group): a direct loop over taps, vectorized along rows;
 //! - everything else: im2col of each image and group into a scratch `[Cin/g * k, out spatial]`
 //!   matrix, then one GEMM.
+//!
+//! The GEMM paths finish each output tile as it leaves the kernel (output port, bias, the
+//! rounding to the output type). Weights that are constant can be packed once ahead
+//! ([`pack_weight`]) and passed to [`conv_packed`].
 //!
 //! fp16 output follows the ANE's output port: NaN -> +0, and when a convolution accumulates two
 //! or more taps (Cin/groups * kernel size >= 2) a value rounding to 2^15 or more is ±inf (a
 //! single-tap conv keeps the full fp16 range, as measured). A bias is added in fp16 after the
 //! accumulator output is rounded, so there are two roundings when a bias is present.
 
-use super::{Element, KernelError, MatRef, Result, Scratch, check_len, parallel_worth_it};
+use super::gemm::{self, Epilogue, Operand, PackedMatrix, Port, Side, View};
+use super::{Element, KernelError, Result, Scratch, check_len, parallel_worth_it};
 use crate::sim::numerics;
 use rayon::prelude::*;
 
@@ -191,47 +197,185 @@ pub fn conv<X: Element, W: Element, O: Element>(
     out: &mut [O],
     scratch: &mut Scratch,
 ) -> Result<()> {
-    let geo = Geometry::new(x_shape, w_shape, params)?;
-    check_len(KERNEL, "input", x.len(), x_shape)?;
     check_len(KERNEL, "weight", weight.len(), w_shape)?;
-    check_len(KERNEL, "output", out.len(), &geo.out_shape)?;
-    if let Some(b) = bias {
-        check_len(KERNEL, "bias", b.len(), &[geo.cout])?;
-    }
-    let general = !geo.pointwise() && geo.cin_g() != 1;
-    let col_len = if general { geo.cin_g() * geo.taps() * geo.out_spatial() } else { 0 };
-    let (sa, sb, sc, sd) = scratch.buffers(
-        if X::as_f32(x).is_some() { 0 } else { x.len() },
-        if W::as_f32(weight).is_some() { 0 } else { weight.len() },
-        if O::as_f32(out).is_some() { 0 } else { out.len() },
-        col_len,
-    );
-    let x32 = super::matmul::widen(x, sa);
-    let w32 = super::matmul::widen(weight, sb);
-    let acc: &mut [f32] = match O::as_f32_mut(out) {
-        Some(o) => o,
-        None => sc,
-    };
-    if geo.pointwise() {
-        pointwise(&geo, x32, w32, acc);
-    } else if geo.cin_g() == 1 {
-        depthwise(&geo, x32, w32, acc);
-    } else {
-        im2col_gemm(&geo, x32, w32, acc, sd);
-    }
     let bias32: Option<Vec<f32>> = bias.map(|b| {
         b.iter()
             .map(|v| if W::ANE_RULES { numerics::ane_read(v.to_f32()) } else { v.to_f32() })
             .collect()
     });
-    finish::<O>(&geo, acc, bias32.as_deref());
+    conv_with(x, x_shape, Weights::Values(weight), w_shape, bias32.as_deref(), params, out, scratch)
+}
+
+/// [`conv`] with the weight packed ahead by [`pack_weight`] and an f32 bias (read as given).
+pub fn conv_packed<X: Element, O: Element>(
+    x: &[X],
+    x_shape: &[usize],
+    weight: &PackedConvWeight,
+    bias: Option<&[f32]>,
+    params: &ConvParams,
+    out: &mut [O],
+    scratch: &mut Scratch,
+) -> Result<()> {
+    if weight.groups != params.groups {
+        return Err(KernelError::new(
+            KERNEL,
+            format!("weight packed for {} groups used with {}", weight.groups, params.groups),
+        ));
+    }
+    let shape = weight.shape.clone();
+    conv_with::<X, f32, O>(x, x_shape, Weights::Packed(weight), &shape, bias, params, out, scratch)
+}
+
+/// A constant convolution weight packed once for the GEMM: one packed `[Cout/g, Cin/g * taps]`
+/// matrix per group, plus the weights widened to f32 when a depthwise conv may read them
+/// directly (one input channel per group).
+#[derive(Clone, Debug)]
+pub struct PackedConvWeight {
+    shape: Vec<usize>,
+    groups: usize,
+    matrices: Vec<PackedMatrix>,
+    depthwise: Option<Vec<f32>>,
+}
+
+impl PackedConvWeight {
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.matrices.iter().map(PackedMatrix::bytes).sum::<usize>()
+            + self.depthwise.as_ref().map_or(0, |d| d.len() * 4)
+    }
+}
+
+/// Packs a constant weight `[Cout, Cin/groups, *kernel]` for [`conv_packed`]. fp16 values are
+/// widened exactly, NaN read as +inf (the ANE's rule, as for a weight read at run time).
+pub fn pack_weight<W: Element>(
+    weight: &[W],
+    w_shape: &[usize],
+    groups: usize,
+) -> Result<PackedConvWeight> {
+    check_len(KERNEL, "weight", weight.len(), w_shape)?;
+    if w_shape.len() < 3 || groups == 0 || !w_shape[0].is_multiple_of(groups) {
+        return Err(KernelError::new(
+            KERNEL,
+            format!("weight {w_shape:?} with {groups} groups cannot be packed"),
+        ));
+    }
+    let cout_g = w_shape[0] / groups;
+    let ktot: usize = w_shape[1..].iter().product();
+    let data = gemm::elems(weight)?;
+    let matrices = (0..groups)
+        .map(|g| {
+            let view =
+                View { data, offset: g * cout_g * ktot, row_stride: ktot as isize, col_stride: 1 };
+            PackedMatrix::pack(Side::Lhs, cout_g, ktot, view)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let depthwise = (w_shape[1] == 1).then(|| {
+        let mut w = vec![0.0; weight.len()];
+        super::load_ane(weight, &mut w);
+        w
+    });
+    Ok(PackedConvWeight { shape: w_shape.to_vec(), groups, matrices, depthwise })
+}
+
+/// The weight as a kernel gets it.
+enum Weights<'a, W> {
+    Values(&'a [W]),
+    Packed(&'a PackedConvWeight),
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conv_with<X: Element, W: Element, O: Element>(
+    x: &[X],
+    x_shape: &[usize],
+    weight: Weights<'_, W>,
+    w_shape: &[usize],
+    bias: Option<&[f32]>,
+    params: &ConvParams,
+    out: &mut [O],
+    scratch: &mut Scratch,
+) -> Result<()> {
+    let geo = Geometry::new(x_shape, w_shape, params)?;
+    check_len(KERNEL, "input", x.len(), x_shape)?;
+    check_len(KERNEL, "output", out.len(), &geo.out_shape)?;
+    if let Some(b) = bias {
+        check_len(KERNEL, "bias", b.len(), &[geo.cout])?;
+    }
+    let multi_tap = geo.cin_g() * geo.taps() >= 2;
+    if geo.pointwise() || geo.cin_g() != 1 {
+        let port = match (O::ANE_RULES, multi_tap) {
+            (false, _) => Port::Ieee,
+            (true, true) => Port::AneSaturate,
+            (true, false) => Port::AneResult,
+        };
+        let general = !geo.pointwise();
+        let col_len = if general { geo.cin_g() * geo.taps() * geo.out_spatial() } else { 0 };
+        let x_len = if general && X::as_f32(x).is_none() { x.len() } else { 0 };
+        let (sa, _, _, sd) = scratch.buffers(x_len, 0, 0, col_len);
+        let weight = match &weight {
+            Weights::Values(w) => GemmWeight::Values(gemm::elems(w)?),
+            Weights::Packed(p) => GemmWeight::Packed(p),
+        };
+        if general {
+            let x32 = super::matmul::widen(x, sa);
+            im2col_gemm(&geo, x32, &weight, bias, port, out, sd)?;
+        } else {
+            pointwise(&geo, gemm::elems(x)?, &weight, bias, port, out)?;
+        }
+        return Ok(());
+    }
+    // Depthwise: a direct loop in f32, then the port.
+    let w_len = match weight {
+        Weights::Values(w) if W::as_f32(w).is_none() => w.len(),
+        _ => 0,
+    };
+    let (sa, sb, sc, _) = scratch.buffers(
+        if X::as_f32(x).is_some() { 0 } else { x.len() },
+        w_len,
+        if O::as_f32(out).is_some() { 0 } else { out.len() },
+        0,
+    );
+    let x32 = super::matmul::widen(x, sa);
+    let w32: &[f32] = match weight {
+        Weights::Values(w) => super::matmul::widen(w, sb),
+        Weights::Packed(p) => p
+            .depthwise
+            .as_deref()
+            .ok_or_else(|| KernelError::new(KERNEL, "packed weight has no depthwise copy"))?,
+    };
+    let acc: &mut [f32] = match O::as_f32_mut(out) {
+        Some(o) => o,
+        None => sc,
+    };
+    depthwise(&geo, x32, w32, acc);
+    finish::<O>(&geo, acc, bias);
     if O::as_f32(out).is_none() {
         O::store(&scratch.buffers(0, 0, out.len(), 0).2[..], out);
     }
     Ok(())
 }
 
-/// Output port and bias, in place on the f32 accumulator.
+/// The weight of one GEMM path: elements, or packed per group.
+enum GemmWeight<'a> {
+    Values(gemm::Elems<'a>),
+    Packed(&'a PackedConvWeight),
+}
+
+impl GemmWeight<'_> {
+    /// The `[Cout/g, ktot]` matrix of group `g`.
+    fn group(&self, g: usize, cout_g: usize, ktot: usize) -> Operand<'_> {
+        match self {
+            GemmWeight::Values(data) => Operand::View(View {
+                data: *data,
+                offset: g * cout_g * ktot,
+                row_stride: ktot as isize,
+                col_stride: 1,
+            }),
+            GemmWeight::Packed(p) => Operand::Packed(&p.matrices[g]),
+        }
+    }
+}
+
+/// Output port and bias of the depthwise path, in place on the f32 accumulator.
 fn finish<O: Element>(geo: &Geometry, acc: &mut [f32], bias: Option<&[f32]>) {
     let p = geo.out_spatial();
     let multi_tap = geo.cin_g() * geo.taps() >= 2;
@@ -257,33 +401,38 @@ fn finish<O: Element>(geo: &Geometry, acc: &mut [f32], bias: Option<&[f32]>) {
 }
 
 /// 1x1, stride 1, unpadded: a GEMM per image and group on the input as it lies.
-fn pointwise(geo: &Geometry, x: &[f32], w: &[f32], acc: &mut [f32]) {
+fn pointwise<O: Element>(
+    geo: &Geometry,
+    x: gemm::Elems<'_>,
+    w: &GemmWeight<'_>,
+    bias: Option<&[f32]>,
+    port: Port,
+    out: &mut [O],
+) -> Result<()> {
     let (p, cin_g, cout_g) = (geo.in_spatial(), geo.cin_g(), geo.cout_g());
     for n in 0..geo.n {
         for g in 0..geo.groups {
             let dst_off = (n * geo.cout + g * cout_g) * p;
-            super::sgemm(
+            let x_view = View {
+                data: x,
+                offset: (n * geo.cin + g * cin_g) * p,
+                row_stride: p as isize,
+                col_stride: 1,
+            };
+            gemm::gemm(
                 cout_g,
                 p,
                 cin_g,
-                &mut acc[dst_off..dst_off + cout_g * p],
+                w.group(g, cout_g, cin_g),
+                Operand::View(x_view),
+                gemm::out(&mut out[dst_off..dst_off + cout_g * p])?,
                 p,
-                MatRef {
-                    data: w,
-                    offset: g * cout_g * cin_g,
-                    row_stride: cin_g as isize,
-                    col_stride: 1,
-                },
-                MatRef {
-                    data: x,
-                    offset: (n * geo.cin + g * cin_g) * p,
-                    row_stride: p as isize,
-                    col_stride: 1,
-                },
+                Epilogue { port, bias: bias.map(|b| &b[g * cout_g..]) },
                 true,
-            );
+            )?;
         }
     }
+    Ok(())
 }
 
 /// Adds `wv * x[tap-shifted]` over one output channel plane, or (im2col) copies the
@@ -359,7 +508,15 @@ fn depthwise(geo: &Geometry, x: &[f32], w: &[f32], acc: &mut [f32]) {
 }
 
 /// im2col of each image and group into `col`, then one GEMM.
-fn im2col_gemm(geo: &Geometry, x: &[f32], w: &[f32], acc: &mut [f32], col: &mut [f32]) {
+fn im2col_gemm<O: Element>(
+    geo: &Geometry,
+    x: &[f32],
+    w: &GemmWeight<'_>,
+    bias: Option<&[f32]>,
+    port: Port,
+    out: &mut [O],
+    col: &mut [f32],
+) -> Result<()> {
     let (p_in, p_out, taps) = (geo.in_spatial(), geo.out_spatial(), geo.taps());
     let (cin_g, cout_g) = (geo.cin_g(), geo.cout_g());
     let ktot = cin_g * taps;
@@ -381,24 +538,26 @@ fn im2col_gemm(geo: &Geometry, x: &[f32], w: &[f32], acc: &mut [f32], col: &mut 
                 }
             }
             let dst_off = (n * geo.cout + g * cout_g) * p_out;
-            super::sgemm(
+            let col_view = View {
+                data: gemm::Elems::F32(col),
+                offset: 0,
+                row_stride: p_out as isize,
+                col_stride: 1,
+            };
+            gemm::gemm(
                 cout_g,
                 p_out,
                 ktot,
-                &mut acc[dst_off..dst_off + cout_g * p_out],
+                w.group(g, cout_g, ktot),
+                Operand::View(col_view),
+                gemm::out(&mut out[dst_off..dst_off + cout_g * p_out])?,
                 p_out,
-                MatRef {
-                    data: w,
-                    offset: g * cout_g * ktot,
-                    row_stride: ktot as isize,
-                    col_stride: 1,
-                },
-                MatRef { data: col, offset: 0, row_stride: p_out as isize, col_stride: 1 },
+                Epilogue { port, bias: bias.map(|b| &b[g * cout_g..]) },
                 true,
-            );
+            )?;
         }
     }
-    debug_assert_eq!(acc.len(), geo.n * geo.cout * p_out);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -591,6 +750,47 @@ mod tests {
         conv(&x, &[1, 2, 1], &w, &[1, 2, 1], Some(&b), &ConvParams::new(1), &mut out, &mut s)
             .unwrap();
         assert_eq!(out[0].to_f32(), 2048.0);
+    }
+
+    #[test]
+    fn packed_weights_give_the_same_bits() {
+        let cases: [(&[usize], &[usize], ConvParams); 5] = [
+            (&[2, 40, 3, 9], &[30, 40, 1, 1], ConvParams::new(2)),
+            (&[1, 8, 5, 7], &[6, 4, 1, 1], params(2, 1, 1, 0, 0, 2)),
+            (&[1, 6, 9, 11], &[14, 6, 3, 3], params(2, 1, 1, 1, 1, 1)),
+            (&[1, 4, 17, 13], &[4, 2, 3, 2], params(2, 2, 1, 1, 0, 2)),
+            (&[1, 8, 9, 10], &[8, 1, 3, 3], params(2, 1, 1, 1, 1, 8)),
+        ];
+        for (x_shape, w_shape, p) in cases {
+            let x = values_f16(numel(x_shape), 31);
+            let mut w = values_f16(numel(w_shape), 32);
+            // A NaN weight is read as +inf either way.
+            w[3] = f16::NAN;
+            let b = values_f16(w_shape[0], 33);
+            let b32: Vec<f32> = b.iter().map(|v| v.to_f32()).collect();
+            let shape = conv_output_shape(x_shape, w_shape, &p).unwrap();
+            let mut s = Scratch::new();
+            let packed = pack_weight(&w, w_shape, p.groups).unwrap();
+            for with_bias in [false, true] {
+                let mut want = vec![f16::ZERO; numel(&shape)];
+                let bias = with_bias.then_some(&b[..]);
+                conv(&x, x_shape, &w, w_shape, bias, &p, &mut want, &mut s).unwrap();
+                let mut got = vec![f16::ZERO; want.len()];
+                let bias = with_bias.then_some(&b32[..]);
+                conv_packed(&x, x_shape, &packed, bias, &p, &mut got, &mut s).unwrap();
+                let same = got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
+                assert!(same, "{x_shape:?} {w_shape:?} bias {with_bias}");
+            }
+        }
+        // Packed for other groups: an error, not a wrong result.
+        let w = values_f16(6 * 4, 1);
+        let packed = pack_weight(&w, &[6, 4, 1, 1], 1).unwrap();
+        let mut out = vec![f16::ZERO; 6 * 4];
+        let x = values_f16(8 * 4, 2);
+        let p = params(2, 1, 1, 0, 0, 2);
+        let mut s = Scratch::new();
+        assert!(conv_packed(&x, &[1, 8, 2, 2], &packed, None, &p, &mut out, &mut s).is_err());
+        assert!(pack_weight(&w, &[6, 4, 1, 1], 4).is_err());
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! matmul with numpy semantics: batch dims broadcast, optional transposes of the last two dims,
 //! rank-1 operands promoted and their unit dim dropped from the result as numpy does.
 //!
-//! Operands are widened to f32 (fp16 -> f32 is exact), multiplied by the `gemm` crate's f32 GEMM
-//! with f32 accumulation, and the result is rounded once to the output type. `gemm`'s own fp16
-//! path is not used: it rounds the destination to fp16 between blocks of the K dimension, which
-//! would add roundings the ANE's wide accumulator does not make. Transposed operands are read
-//! through strides, never copied.
+//! Each product runs on the simulator's [`gemm`] GEMM: operands are widened to f32
+//! (exactly) while they are packed, multiplied with f32 accumulation, and each output tile is
+//! rounded once to the output type as it leaves the kernel, through the ANE's output port when
+//! the output is fp16. Transposed operands are read through strides, never copied. A constant
+//! operand can be packed once ahead ([`pack_operand`]) and handed over as
+//! [`MatmulInput::Packed`].
 
+use super::gemm::{self, Epilogue, Operand, PackedMatrix, Port, Side, View};
 use super::{
-    Element, KernelError, MatRef, Result, Scratch, broadcast_shapes, broadcast_strides, check_len,
+    Element, KernelError, Result, Scratch, broadcast_shapes, broadcast_strides, check_len,
     load_ane, numel,
 };
 use crate::sim::numerics;
@@ -123,9 +125,10 @@ pub(crate) fn batch_offsets(shape: &[usize], batch: &[usize]) -> Vec<usize> {
 
 /// `out = a @ b` (numpy semantics, see the module doc). `out` must hold
 /// `matmul_output_shape(..)` elements. Operand and output types may differ, e.g. fp16
-/// activations times weights the plan widened to f32 once at compile time (an exact widening,
-/// so the result is the same as with fp16 weights). When `O` is fp16 the output port follows the
-/// ANE: NaN -> +0, values rounding to 2^15 or beyond -> ±inf.
+/// activations times f32 weights (an exact widening of fp16 ones gives the same result as the
+/// fp16 weights). When `O` is fp16 the output port follows the ANE: NaN -> +0, values rounding
+/// to 2^15 or beyond -> ±inf. `scratch` is not needed any more (the GEMM packs into buffers of
+/// its own) and is kept for callers.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul<A: Element, B: Element, O: Element>(
     a: &[A],
@@ -135,27 +138,184 @@ pub fn matmul<A: Element, B: Element, O: Element>(
     transpose_a: bool,
     transpose_b: bool,
     out: &mut [O],
-    scratch: &mut Scratch,
+    _scratch: &mut Scratch,
 ) -> Result<()> {
-    check_len(KERNEL, "a", a.len(), a_shape)?;
-    check_len(KERNEL, "b", b.len(), b_shape)?;
+    matmul_inputs(
+        MatmulInput::Values(a),
+        a_shape,
+        MatmulInput::Values(b),
+        b_shape,
+        transpose_a,
+        transpose_b,
+        out,
+    )
+}
+
+/// An operand of [`matmul_inputs`]: its elements, or the same constant packed ahead.
+#[derive(Clone, Copy, Debug)]
+pub enum MatmulInput<'a, T> {
+    /// The operand's elements, dense and row-major in its shape.
+    Values(&'a [T]),
+    /// The operand packed by [`pack_operand`] for the same shape, transpose and side.
+    Packed(&'a PackedOperand),
+}
+
+/// A constant matmul operand packed once for the GEMM: every matrix of its batch dims, laid
+/// out for the side it is multiplied on.
+#[derive(Clone, Debug)]
+pub struct PackedOperand {
+    shape: Vec<usize>,
+    transpose: bool,
+    side: Side,
+    matrices: Vec<PackedMatrix>,
+}
+
+impl PackedOperand {
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.matrices.iter().map(PackedMatrix::bytes).sum()
+    }
+}
+
+/// The GEMM view of matrix `index` of an operand (dense row-major, `shape`), and its rows and
+/// columns as the GEMM reads it (m x k for the left side, k x n for the right). Rank-1 operands
+/// are a row (left) or a column (right), as numpy promotes them.
+fn operand_view<'a>(
+    data: gemm::Elems<'a>,
+    shape: &[usize],
+    transpose: bool,
+    side: Side,
+    index: usize,
+) -> (View<'a>, usize, usize) {
+    let (rows, cols) = match shape.len() {
+        1 => match side {
+            Side::Lhs => (1, shape[0]),
+            Side::Rhs => (shape[0], 1),
+        },
+        r => (shape[r - 2], shape[r - 1]),
+    };
+    let transpose = transpose && shape.len() >= 2;
+    let view = |row_stride: usize, col_stride: usize| View {
+        data,
+        offset: index * rows * cols,
+        row_stride: row_stride as isize,
+        col_stride: col_stride as isize,
+    };
+    if transpose {
+        // Read (i, j) is stored (j, i): the matrix read is cols x rows.
+        (view(1, cols), cols, rows)
+    } else {
+        (view(cols, 1), rows, cols)
+    }
+}
+
+/// Packs a constant matmul operand once: `x` with `shape` (as the op gives it), its transpose
+/// flag, and the side it is multiplied on (`Lhs` for matmul's x, `Rhs` for y).
+pub fn pack_operand<T: Element>(
+    x: &[T],
+    shape: &[usize],
+    transpose: bool,
+    side: Side,
+) -> Result<PackedOperand> {
+    check_len(KERNEL, "packed operand", x.len(), shape)?;
+    if shape.is_empty() {
+        return Err(KernelError::new(KERNEL, "operands must have rank >= 1"));
+    }
+    let count = if shape.len() >= 2 { numel(&shape[..shape.len() - 2]) } else { 1 };
+    let data = gemm::elems(x)?;
+    let matrices = (0..count)
+        .map(|i| {
+            let (view, rows, cols) = operand_view(data, shape, transpose, side, i);
+            PackedMatrix::pack(side, rows, cols, view)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(PackedOperand { shape: shape.to_vec(), transpose, side, matrices })
+}
+
+/// [`matmul`] with operands that may have been packed ahead.
+pub fn matmul_inputs<A: Element, B: Element, O: Element>(
+    a: MatmulInput<'_, A>,
+    a_shape: &[usize],
+    b: MatmulInput<'_, B>,
+    b_shape: &[usize],
+    transpose_a: bool,
+    transpose_b: bool,
+    out: &mut [O],
+) -> Result<()> {
     let dims = matmul_dims(a_shape, b_shape, transpose_a, transpose_b)?;
     check_len(KERNEL, "out", out.len(), &dims.out_shape)?;
-    let (sa, sb, sc, _) = scratch.buffers(
-        if A::as_f32(a).is_some() { 0 } else { a.len() },
-        if B::as_f32(b).is_some() { 0 } else { b.len() },
-        if O::as_f32(out).is_some() { 0 } else { out.len() },
-        0,
-    );
-    let a32 = widen(a, sa);
-    let b32 = widen(b, sb);
-    if let Some(d) = O::as_f32_mut(out) {
-        batched_gemm(&dims, a32, b32, d);
-    } else {
-        batched_gemm(&dims, a32, b32, sc);
-        finish_mac_output::<O>(sc, out);
+    let a = side_source(a, a_shape, transpose_a, Side::Lhs)?;
+    let b = side_source(b, b_shape, transpose_b, Side::Rhs)?;
+    let port = if O::ANE_RULES { Port::AneSaturate } else { Port::Ieee };
+    let (m, n, k) = (dims.m, dims.n, dims.k);
+    let mn = m * n;
+    if mn == 0 {
+        return Ok(());
     }
-    Ok(())
+    let operand = |side: Side, index: usize| -> Operand<'_> {
+        let (src, shape, transpose) =
+            if side == Side::Lhs { (&a, a_shape, transpose_a) } else { (&b, b_shape, transpose_b) };
+        match src {
+            Source::Values(data) => {
+                Operand::View(operand_view(*data, shape, transpose, side, index).0)
+            }
+            Source::Packed(p) => Operand::Packed(&p.matrices[index]),
+        }
+    };
+    let run = |i: usize, d: &mut [O], parallel: bool| -> Result<()> {
+        let lhs = operand(Side::Lhs, dims.a_batches[i]);
+        let rhs = operand(Side::Rhs, dims.b_batches[i]);
+        let epilogue = Epilogue { port, bias: None };
+        gemm::gemm(m, n, k, lhs, rhs, gemm::out(d)?, n, epilogue, parallel)
+    };
+    let batches = dims.a_batches.len();
+    let macs = mn.saturating_mul(k);
+    // Many small products: one per rayon task. Few large ones: the GEMM splits each.
+    // With at least two products per thread, whole products per task also balance, and save
+    // the GEMM's own split (a fork and join per product).
+    let per_batch_parallel = batches > 1
+        && (macs < super::GEMM_PARALLEL_MACS || batches >= 2 * rayon::current_num_threads())
+        && super::parallel_worth_it(macs.saturating_mul(batches) / 8);
+    if per_batch_parallel {
+        out.par_chunks_mut(mn).enumerate().try_for_each(|(i, d)| run(i, d, false))
+    } else {
+        out.chunks_mut(mn).enumerate().try_for_each(|(i, d)| run(i, d, true))
+    }
+}
+
+/// An operand's elements or its packed matrices, checked against the product's shape.
+enum Source<'a> {
+    Values(gemm::Elems<'a>),
+    Packed(&'a PackedOperand),
+}
+
+fn side_source<'a, T: Element>(
+    x: MatmulInput<'a, T>,
+    shape: &[usize],
+    transpose: bool,
+    side: Side,
+) -> Result<Source<'a>> {
+    match x {
+        MatmulInput::Values(v) => {
+            check_len(KERNEL, if side == Side::Lhs { "a" } else { "b" }, v.len(), shape)?;
+            Ok(Source::Values(gemm::elems(v)?))
+        }
+        MatmulInput::Packed(p) => {
+            if p.shape != shape
+                || p.side != side
+                || (p.transpose && shape.len() >= 2) != (transpose && shape.len() >= 2)
+            {
+                return Err(KernelError::new(
+                    KERNEL,
+                    format!(
+                        "operand packed as {:?} {:?} (transposed: {}) used as {side:?} {shape:?} (transposed: {transpose})",
+                        p.side, p.shape, p.transpose
+                    ),
+                ));
+            }
+            Ok(Source::Packed(p))
+        }
+    }
 }
 
 /// The f32 view of an operand: the slice itself for f32, else widened into `buf`.
@@ -175,42 +335,6 @@ pub(crate) fn finish_mac_output<O: Element>(acc: &mut [f32], out: &mut [O]) {
         numerics::mac_saturate_slice(acc);
     }
     O::store(acc, out);
-}
-
-/// Runs every batch of `dims` into the dense f32 `dst` ([batch, m, n]).
-pub(crate) fn batched_gemm(dims: &MatmulDims, a: &[f32], b: &[f32], dst: &mut [f32]) {
-    let (m, n, k) = (dims.m, dims.n, dims.k);
-    let mn = m * n;
-    if mn == 0 {
-        return;
-    }
-    let a_ref = |batch: usize| MatRef {
-        data: a,
-        offset: dims.a_batches[batch] * m * k,
-        row_stride: if dims.a_t { 1 } else { k as isize },
-        col_stride: if dims.a_t { m as isize } else { 1 },
-    };
-    let b_ref = |batch: usize| MatRef {
-        data: b,
-        offset: dims.b_batches[batch] * k * n,
-        row_stride: if dims.b_t { 1 } else { n as isize },
-        col_stride: if dims.b_t { k as isize } else { 1 },
-    };
-    let batches = dims.a_batches.len();
-    let macs = mn.saturating_mul(k);
-    // Many small products: one per rayon task. Few large ones: gemm parallelizes each.
-    let per_batch_parallel = batches > 1
-        && macs < super::GEMM_PARALLEL_MACS
-        && super::parallel_worth_it(macs.saturating_mul(batches) / 8);
-    if per_batch_parallel {
-        dst.par_chunks_mut(mn).enumerate().for_each(|(i, d)| {
-            super::sgemm(m, n, k, d, n, a_ref(i), b_ref(i), false);
-        });
-    } else {
-        for (i, d) in dst.chunks_mut(mn).enumerate() {
-            super::sgemm(m, n, k, d, n, a_ref(i), b_ref(i), true);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -310,6 +434,63 @@ mod tests {
     fn big_enough_to_go_parallel() {
         check(&[130, 200], &[200, 90], false, false);
         check(&[40, 16, 24], &[40, 20, 24], false, true);
+    }
+
+    #[test]
+    fn packed_operands_give_the_same_bits() {
+        let cases: [(&[usize], &[usize], bool, bool); 6] = [
+            (&[70, 300], &[300, 45], false, false),
+            (&[300, 70], &[45, 300], true, true),
+            (&[2, 1, 3, 17], &[4, 17, 5], false, false),
+            (&[5, 3, 4, 8], &[5, 1, 3, 8], false, true),
+            (&[17], &[2, 17, 3], false, false),
+            (&[2, 3, 17], &[17], false, false),
+        ];
+        for (a_shape, b_shape, ta, tb) in cases {
+            let a = values_f16(numel(a_shape), 41);
+            let b = values_f16(numel(b_shape), 42);
+            let shape = matmul_output_shape(a_shape, b_shape, ta, tb).unwrap();
+            let mut want = vec![f16::ZERO; numel(&shape)];
+            matmul(&a, a_shape, &b, b_shape, ta, tb, &mut want, &mut Scratch::new()).unwrap();
+            let pa = pack_operand(&a, a_shape, ta, Side::Lhs).unwrap();
+            let pb = pack_operand(&b, b_shape, tb, Side::Rhs).unwrap();
+            let inputs = [
+                (MatmulInput::Packed(&pa), MatmulInput::Values(&b[..])),
+                (MatmulInput::Values(&a[..]), MatmulInput::Packed(&pb)),
+                (MatmulInput::Packed(&pa), MatmulInput::Packed(&pb)),
+            ];
+            for (ia, ib) in inputs {
+                let mut got = vec![f16::ZERO; want.len()];
+                matmul_inputs(ia, a_shape, ib, b_shape, ta, tb, &mut got).unwrap();
+                let same = got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
+                assert!(same, "{a_shape:?} {b_shape:?}");
+            }
+            // Packed for the other transpose or side: an error.
+            let mut out = vec![f16::ZERO; want.len()];
+            if a_shape.len() >= 2 {
+                let wrong = pack_operand(&a, a_shape, !ta, Side::Lhs).unwrap();
+                let r = matmul_inputs(
+                    MatmulInput::<f16>::Packed(&wrong),
+                    a_shape,
+                    MatmulInput::Values(&b[..]),
+                    b_shape,
+                    ta,
+                    tb,
+                    &mut out,
+                );
+                assert!(r.is_err());
+            }
+            let r = matmul_inputs(
+                MatmulInput::Values(&a[..]),
+                a_shape,
+                MatmulInput::<f16>::Packed(&pa),
+                b_shape,
+                ta,
+                tb,
+                &mut out,
+            );
+            assert!(r.is_err());
+        }
     }
 
     #[test]

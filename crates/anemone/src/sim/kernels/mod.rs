@@ -9,13 +9,15 @@
 //! included. Reshape needs no kernel: a dense row-major buffer is its own reshape, so the plan
 //! aliases the buffer.
 //!
-//! Parallelism: large GEMMs use the `gemm` crate's own rayon parallelism, other kernels split
-//! large outputs into rayon chunks of at least [`PAR_CHUNK`] elements; a kernel called from inside
-//! a rayon worker stays single-threaded so that parallel callers never oversubscribe.
+//! Parallelism: large GEMMs split their output across the rayon pool ([`gemm`]), other
+//! kernels split large outputs into rayon chunks of at least [`PAR_CHUNK`] elements; a kernel
+//! called from inside a rayon worker stays single-threaded so that parallel callers never
+//! oversubscribe.
 
 pub mod attention;
 pub mod conv;
 pub mod elementwise;
+pub mod gemm;
 pub mod index;
 pub mod layout;
 pub mod logic;
@@ -70,6 +72,16 @@ pub trait Element: Copy + Default + PartialEq + std::fmt::Debug + Send + Sync + 
     fn as_f32_mut(s: &mut [Self]) -> Option<&mut [f32]>;
     /// `x` rounded to the precision of this type, kept in f32.
     fn round(x: f32) -> f32;
+    /// The slice itself when the type is fp16, so the GEMM can widen it while packing.
+    #[inline(always)]
+    fn as_f16(_: &[Self]) -> Option<&[f16]> {
+        None
+    }
+    /// The slice itself when the type is fp16, so the GEMM can store its output directly.
+    #[inline(always)]
+    fn as_f16_mut(_: &mut [Self]) -> Option<&mut [f16]> {
+        None
+    }
 }
 
 impl Element for f32 {
@@ -135,6 +147,14 @@ impl Element for f16 {
     #[inline(always)]
     fn round(x: f32) -> f32 {
         numerics::round_f16(x)
+    }
+    #[inline(always)]
+    fn as_f16(s: &[Self]) -> Option<&[f16]> {
+        Some(s)
+    }
+    #[inline(always)]
+    fn as_f16_mut(s: &mut [Self]) -> Option<&mut [f16]> {
+        Some(s)
     }
 }
 
@@ -276,11 +296,12 @@ impl MatRef<'_> {
     }
 }
 
-/// GEMMs with at least this many multiply-adds use gemm's rayon parallelism.
+/// Products with fewer multiply-adds than this run one per rayon task when there are many of
+/// them (batched matmul); larger ones are split by the GEMM itself.
 const GEMM_PARALLEL_MACS: usize = 1 << 20;
 
-/// dst[m x n] (dense, row stride `dst_rs`) = lhs[m x k] * rhs[k x n], accumulated in f32.
-/// `parallel` lets gemm use the rayon pool when the product is large enough.
+/// dst[m x n] (dense, row stride `dst_rs`) = lhs[m x k] * rhs[k x n], accumulated in f32 by
+/// [`gemm`]. `parallel` lets a large product use the rayon pool.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn sgemm(
     m: usize,
@@ -294,52 +315,26 @@ pub(crate) fn sgemm(
 ) {
     assert!(m == 0 || n == 0 || (m - 1) * dst_rs + n <= dst.len(), "sgemm: dst too small");
     assert!(lhs.fits(m, k) && rhs.fits(k, n), "sgemm: operand out of bounds");
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        for r in 0..m {
-            dst[r * dst_rs..r * dst_rs + n].fill(0.0);
+    fn view(r: MatRef<'_>) -> gemm::View<'_> {
+        gemm::View {
+            data: gemm::Elems::F32(r.data),
+            offset: r.offset,
+            row_stride: r.row_stride,
+            col_stride: r.col_stride,
         }
-        return;
     }
-    let macs = m.saturating_mul(n).saturating_mul(k);
-    let parallelism = if parallel
-        && macs >= GEMM_PARALLEL_MACS
-        && rayon::current_thread_index().is_none()
-        && rayon::current_num_threads() > 1
-    {
-        gemm::Parallelism::Rayon(rayon::current_num_threads())
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: the asserts above check that every element gemm reads (m x k of lhs, k x n of
-    // rhs, at the given offsets and strides) and writes (m x n of dst) lies inside its slice;
-    // dst is borrowed mutably and cannot alias the shared operands. read_dst is false, so dst's
-    // previous contents are never read.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
-            false,
-            lhs.data.as_ptr().add(lhs.offset),
-            lhs.col_stride,
-            lhs.row_stride,
-            rhs.data.as_ptr().add(rhs.offset),
-            rhs.col_stride,
-            rhs.row_stride,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
+    let result = gemm::gemm(
+        m,
+        n,
+        k,
+        gemm::Operand::View(view(lhs)),
+        gemm::Operand::View(view(rhs)),
+        gemm::Out::F32(dst),
+        if m > 1 { dst_rs } else { dst_rs.max(n) },
+        gemm::Epilogue::PLAIN,
+        parallel,
+    );
+    assert!(result.is_ok(), "sgemm: {result:?}");
 }
 
 #[cfg(test)]
