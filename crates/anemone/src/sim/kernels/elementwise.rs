@@ -428,7 +428,94 @@ where
 }
 
 /// `out = op(x)`; `out` and `x` have the same length.
+///
+/// On fp16 a costly op over a large tensor reads its results from a table of all 65,536
+/// inputs (built once per op and parameters, by this same function's direct path), so the
+/// bits are the direct path's by construction.
 pub fn unary<T: Element>(op: UnaryOp, x: &[T], out: &mut [T]) -> Result<()> {
+    if x.len() >= TABLE_MIN_LEN && op.costly() && x.len() == out.len() {
+        if let (Some(x16), Some(out16)) = (T::as_f16(x), T::as_f16_mut(out)) {
+            look_up(&f16_table(op)?, x16, out16);
+            return Ok(());
+        }
+    }
+    unary_direct(op, x, out)
+}
+
+/// Tensors from this many elements up use the fp16 table: below, building a table (65,536
+/// evaluations, about a millisecond for gelu) would cost more than it saves the first time.
+const TABLE_MIN_LEN: usize = 1 << 14;
+
+impl UnaryOp {
+    /// Whether the op costs more than a table look-up per element (a transcendental function
+    /// or a division); the cheap ones (comparisons, abs, affine maps) vectorize as they are.
+    fn costly(self) -> bool {
+        use UnaryOp::*;
+        matches!(
+            self,
+            Exp | Log { .. }
+                | Sqrt
+                | Rsqrt { .. }
+                | Inverse { .. }
+                | Tanh
+                | Sigmoid
+                | Silu
+                | Gelu(_)
+                | Erf
+                | Sin
+                | Cos
+                | Exp2
+                | Elu { .. }
+                | Softplus
+                | ScaledTanh { .. }
+                | Softsign
+        )
+    }
+}
+
+/// The fp16 result of `op` for every fp16 input, indexed by the input's bits.
+type F16Table = std::sync::Arc<[half::f16]>;
+
+/// The table of `op`, built on first use and kept for the process. Keyed by the op's debug
+/// form, which spells its parameters exactly (it tells -0.0 from 0.0, which `==` does not).
+fn f16_table(op: UnaryOp) -> Result<F16Table> {
+    use std::sync::{Mutex, OnceLock};
+    static TABLES: OnceLock<Mutex<Vec<(String, F16Table)>>> = OnceLock::new();
+    let key = format!("{op:?}");
+    let tables = TABLES.get_or_init(Default::default);
+    if let Some((_, t)) =
+        tables.lock().unwrap_or_else(|e| e.into_inner()).iter().find(|(k, _)| *k == key)
+    {
+        return Ok(t.clone());
+    }
+    // Built outside the lock (two threads may both build one; they are equal).
+    let inputs: Vec<half::f16> = (0..=u16::MAX).map(half::f16::from_bits).collect();
+    let mut values = vec![half::f16::ZERO; inputs.len()];
+    unary_direct(op, &inputs, &mut values)?;
+    let table: F16Table = values.into();
+    let mut tables = tables.lock().unwrap_or_else(|e| e.into_inner());
+    if !tables.iter().any(|(k, _)| *k == key) {
+        tables.push((key, table.clone()));
+    }
+    Ok(table)
+}
+
+/// `out[i] = table[x[i]]`, over both cores when it pays.
+fn look_up(table: &[half::f16], x: &[half::f16], out: &mut [half::f16]) {
+    let run = |start: usize, chunk: &mut [half::f16]| {
+        for (o, v) in chunk.iter_mut().zip(&x[start..]) {
+            *o = table[v.to_bits() as usize];
+        }
+    };
+    if parallel_worth_it(out.len()) {
+        out.par_chunks_mut(PAR_CHUNK).enumerate().for_each(|(i, c)| run(i * PAR_CHUNK, c));
+    } else {
+        run(0, out);
+    }
+}
+
+/// `out = op(x)` evaluated element by element (the definition the fp16 tables are built from).
+fn unary_direct<T: Element>(op: UnaryOp, x: &[T], out: &mut [T]) -> Result<()> {
     match op {
         UnaryOp::Exp => unary_with(f32::exp, x, out),
         UnaryOp::Log { epsilon: 0.0 } => unary_with(f32::ln, x, out),
@@ -596,6 +683,78 @@ mod tests {
                 f(a[oa], b[ob])
             })
             .collect()
+    }
+
+    /// Every costly op, with parameters where it has them.
+    fn costly_ops() -> Vec<UnaryOp> {
+        use UnaryOp::*;
+        let ops = vec![
+            Exp,
+            Log { epsilon: 1e-45 },
+            Log { epsilon: 0.0 },
+            Sqrt,
+            Rsqrt { epsilon: 1e-12 },
+            Inverse { epsilon: 1e-4 },
+            Inverse { epsilon: 0.0 },
+            Tanh,
+            Sigmoid,
+            Silu,
+            Gelu(GeluMode::Exact),
+            Gelu(GeluMode::TanhApproximation),
+            Gelu(GeluMode::SigmoidApproximation),
+            Erf,
+            Sin,
+            Cos,
+            Exp2,
+            Elu { alpha: 0.7 },
+            Softplus,
+            ScaledTanh { alpha: 1.5, beta: 0.25 },
+            Softsign,
+        ];
+        assert!(ops.iter().all(|op| op.costly()));
+        ops
+    }
+
+    #[test]
+    fn fp16_tables_give_the_direct_paths_bits_for_every_input() {
+        // Every fp16 bit pattern, in an order that is not the table's, three times and a bit,
+        // so the look-up runs in parallel chunks that do not start at 0.
+        let patterns: Vec<f16> =
+            (0..=u16::MAX).map(|b| f16::from_bits(b.wrapping_mul(40503))).collect();
+        let x: Vec<f16> = patterns.iter().cycle().take(3 * patterns.len() + 17).copied().collect();
+        for op in costly_ops() {
+            let mut fast = vec![f16::ZERO; x.len()];
+            let mut direct = vec![f16::ZERO; x.len()];
+            unary(op, &x, &mut fast).unwrap();
+            unary_direct(op, &x, &mut direct).unwrap();
+            for (i, (f, d)) in fast.iter().zip(&direct).enumerate() {
+                assert_eq!(f.to_bits(), d.to_bits(), "{op:?} at x = {:?}", x[i]);
+            }
+        }
+        // alpha = 0.0 and -0.0 compare equal but give +0 and -0: each needs its own table.
+        let ones = vec![f16::ONE; TABLE_MIN_LEN];
+        let mut plus = vec![f16::ONE; ones.len()];
+        let mut minus = vec![f16::ONE; ones.len()];
+        unary(UnaryOp::ScaledTanh { alpha: 0.0, beta: 1.0 }, &ones, &mut plus).unwrap();
+        unary(UnaryOp::ScaledTanh { alpha: -0.0, beta: 1.0 }, &ones, &mut minus).unwrap();
+        assert_eq!(plus[0].to_bits(), 0x0000);
+        assert_eq!(minus[0].to_bits(), 0x8000);
+    }
+
+    #[test]
+    fn small_and_f32_tensors_skip_the_table() {
+        let x = values_f16(TABLE_MIN_LEN - 1, 3);
+        let mut a = vec![f16::ZERO; x.len()];
+        let mut b = vec![f16::ZERO; x.len()];
+        unary(UnaryOp::Gelu(GeluMode::Exact), &x, &mut a).unwrap();
+        unary_direct(UnaryOp::Gelu(GeluMode::Exact), &x, &mut b).unwrap();
+        assert_eq!(a, b);
+        let x32: Vec<f32> = (0..TABLE_MIN_LEN).map(|i| i as f32 * 1e-3 - 7.0).collect();
+        let mut y = vec![0.0f32; x32.len()];
+        unary(UnaryOp::Silu, &x32, &mut y).unwrap();
+        for (v, r) in x32.iter().zip(&y) {
+            assert_eq!(r.to_bits(), UnaryOp::Silu.apply(*v).to_bits());
+        }
     }
 
     fn check_binary(op: BinaryOp, a_shape: &[usize], b_shape: &[usize]) {
