@@ -48,7 +48,8 @@ const JSON_HELP: &str = "\
 JSON (--json), version 1: {\"version\": 1, \"device\", \"peak_gflops\", \"seconds\" (the
 minimum time per case), \"cases\": [{\"name\", \"flops\", \"evaluate_us\", \"gflops\",
 \"peak_ratio\", \"compile_ms\", \"load_ms\", \"unload_ms\", \"evaluations\" (timed ones),
-\"slowest_op\": {\"type\", \"output\", \"us\", \"share\" (0 to 1)} or null}], and with --compare
+\"slowest_op\": {\"type\", \"output\", \"us\", \"share\" (0 to 1)} or null, with --ops N also
+\"ops\": the N slowest in that form}], and with --compare
 \"comparison\": {\"baseline\", \"tolerance_percent\", \"cases\": [{\"name\", \"old_us\",
 \"new_us\", \"speedup\" (old_us / new_us), \"slower\"}], \"only_in_baseline\",
 \"only_in_run\", \"slower\" (how many)}}. Times are microseconds unless the name says ms.
@@ -88,6 +89,10 @@ pub struct BenchArgs {
     /// 1000; a trailing % is allowed).
     #[arg(long, default_value = "10", value_parser = parse_tolerance, value_name = "PERCENT")]
     pub tolerance: f64,
+    /// After the table, list each case's N slowest ops with their times (and, with --json,
+    /// add them to each case as `ops`).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub ops: Option<u16>,
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -119,10 +124,13 @@ struct CaseResult {
     evaluations: usize,
     /// `None` on a device without a per-op profile.
     slowest_op: Option<SlowestOp>,
+    /// The slowest ops, slowest first, when `--ops` asked for them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ops: Vec<SlowestOp>,
 }
 
-/// The op with the largest share of a case's profiled evaluations.
-#[derive(serde::Serialize)]
+/// An op's share of a case's profiled evaluations.
+#[derive(serde::Serialize, Clone)]
 struct SlowestOp {
     /// The MIL op type (`conv`, `matmul`, ...).
     #[serde(rename = "type")]
@@ -182,7 +190,8 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     let mut results = Vec::new();
     for (i, case) in cases.iter().enumerate() {
         eprintln!("[{}/{}] {}", i + 1, cases.len(), case.name);
-        match measure(&device, case, first_peak, args.seconds) {
+        let top = args.ops.map_or(1, usize::from);
+        match measure(&device, case, first_peak, args.seconds, top) {
             Ok(r) => results.push(r),
             Err(e) => {
                 eprintln!("error: {}: {e}", case.name);
@@ -245,7 +254,14 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     }
 }
 
-fn measure(device: &Device, case: &Case, peak: f64, seconds: f64) -> anemone::Result<CaseResult> {
+/// Times `case`; `top` is how many of its slowest ops to keep (at least the slowest).
+fn measure(
+    device: &Device,
+    case: &Case,
+    peak: f64,
+    seconds: f64,
+    top: usize,
+) -> anemone::Result<CaseResult> {
     let flops = program_flops(&case.program);
     // A fresh device per case: every case pays a real compile, not a cache hit.
     let device = Device::by_name(device.kind().name())?;
@@ -274,7 +290,12 @@ fn measure(device: &Device, case: &Case, peak: f64, seconds: f64) -> anemone::Re
     let median = times[times.len() / 2];
     let gflops = flops as f64 / median / 1e9;
     // After the timed evaluations, so that the profile's clock reads cannot touch them.
-    let slowest_op = slowest_op(&mut model, &case.program)?;
+    let mut ops = slowest_ops(&mut model, &case.program)?;
+    ops.truncate(top);
+    let slowest_op = ops.first().cloned();
+    if top == 1 {
+        ops.clear();
+    }
     Ok(CaseResult {
         name: case.name.clone(),
         flops,
@@ -286,6 +307,7 @@ fn measure(device: &Device, case: &Case, peak: f64, seconds: f64) -> anemone::Re
         unload_ms: unload * 1e3,
         evaluations: times.len(),
         slowest_op,
+        ops,
     })
 }
 
@@ -293,15 +315,15 @@ fn measure(device: &Device, case: &Case, peak: f64, seconds: f64) -> anemone::Re
 /// interruption does not crown the wrong op.
 const PROFILE_RUNS: usize = 3;
 
-/// The op with the most time over [`PROFILE_RUNS`] profiled evaluations, or `None` when the
+/// Every op's time over [`PROFILE_RUNS`] profiled evaluations, slowest first; empty when the
 /// device has no per-op profile.
-fn slowest_op(model: &mut Model, program: &Program) -> anemone::Result<Option<SlowestOp>> {
+fn slowest_ops(model: &mut Model, program: &Program) -> anemone::Result<Vec<SlowestOp>> {
     // (op name, op type) -> seconds, in first-seen order; a cast the simulator adds counts
     // for the op it serves, as its step carries that op's name.
     let mut per_op: Vec<(String, ops::OpKind, f64)> = Vec::new();
     let mut total = 0.0;
     for _ in 0..PROFILE_RUNS {
-        let Some(steps) = model.evaluate_profiled()? else { return Ok(None) };
+        let Some(steps) = model.evaluate_profiled()? else { return Ok(Vec::new()) };
         total += model.stats().evaluate_seconds;
         for step in steps {
             match per_op.iter_mut().find(|r| r.0 == step.op_name && r.1 == step.op_kind) {
@@ -310,15 +332,16 @@ fn slowest_op(model: &mut Model, program: &Program) -> anemone::Result<Option<Sl
             }
         }
     }
-    let Some((name, kind, seconds)) = per_op.into_iter().max_by(|a, b| a.2.total_cmp(&b.2)) else {
-        return Ok(None);
-    };
-    Ok(Some(SlowestOp {
-        kind: kind.name().to_string(),
-        output: first_output(program, &name).unwrap_or(name),
-        us: seconds / PROFILE_RUNS as f64 * 1e6,
-        share: if total > 0.0 { (seconds / total).min(1.0) } else { 0.0 },
-    }))
+    per_op.sort_by(|a, b| b.2.total_cmp(&a.2));
+    Ok(per_op
+        .into_iter()
+        .map(|(name, kind, seconds)| SlowestOp {
+            kind: kind.name().to_string(),
+            output: first_output(program, &name).unwrap_or(name),
+            us: seconds / PROFILE_RUNS as f64 * 1e6,
+            share: if total > 0.0 { (seconds / total).min(1.0) } else { 0.0 },
+        })
+        .collect())
 }
 
 /// The first output of the main function's op that the profile calls `op_name` (its `name`
@@ -373,6 +396,21 @@ fn print_table(device: &str, peak: f64, results: &[CaseResult]) {
             "{:<width$} {:>9.1} us {:>10.1} {:>8.2} {:>8.2} ms {:>6.3} ms {:>7.3} ms  {slowest}",
             r.name, r.evaluate_us, r.gflops, r.peak_ratio, r.compile_ms, r.load_ms, r.unload_ms
         );
+    }
+    if results.iter().any(|r| !r.ops.is_empty()) {
+        println!("\nslowest ops (mean per evaluation, share of the evaluate time)");
+        for r in results.iter().filter(|r| !r.ops.is_empty()) {
+            println!("{}", r.name);
+            for op in &r.ops {
+                println!(
+                    "  {:>10.1} us {:>5.1}%  {} {}",
+                    op.us,
+                    op.share * 100.0,
+                    op.kind,
+                    op.output
+                );
+            }
+        }
     }
 }
 

@@ -130,6 +130,36 @@ fn the_slowest_op_is_named_in_the_table_and_the_json() {
 }
 
 #[test]
+fn ops_lists_each_cases_slowest_ops_slowest_first() {
+    // The seed case is conv + the simulator's casts: two ops at most, so --ops 5 lists what
+    // there is; the JSON carries the same list, slowest first, led by slowest_op.
+    let o = quick_bench(&["--json", "--ops", "5", "--only", "seed conv"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let doc = json(&o);
+    let case = &doc["cases"][0];
+    let ops = case["ops"].as_array().unwrap();
+    assert!(!ops.is_empty() && ops.len() <= 5, "{case}");
+    assert_eq!(ops[0], case["slowest_op"]);
+    let us: Vec<f64> = ops.iter().map(|op| op["us"].as_f64().unwrap()).collect();
+    assert!(us.windows(2).all(|w| w[0] >= w[1]), "{us:?}");
+
+    let o = quick_bench(&["--ops", "2", "--only", "mlp"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    let section: Vec<&str> =
+        text.lines().skip_while(|l| !l.starts_with("slowest ops")).skip(1).collect();
+    assert_eq!(section.first(), Some(&MLP), "{text}");
+    assert_eq!(section.len(), 3, "the case and its two slowest ops: {text}");
+    assert!(section[1..].iter().all(|l| l.contains(" us ") && l.contains('%')), "{text}");
+
+    // Without --ops the JSON has no list, and 0 is refused.
+    let o = quick_bench(&["--json", "--only", "seed conv"]);
+    assert!(json(&o)["cases"][0].get("ops").is_none());
+    let o = quick_bench(&["--ops", "0", "--only", "seed conv"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
 fn compare_marks_a_case_slower_beyond_the_tolerance_and_fails() {
     let dir = tempfile::tempdir().unwrap();
     // The seed conv took a second before (so it is faster now); the 3x3 conv a nanosecond
