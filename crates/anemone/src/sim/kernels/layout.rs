@@ -324,32 +324,50 @@ pub fn slice<T: Copy>(x: &[T], shape: &[usize], axes: &[SliceAxis], out: &mut [T
         return Ok(());
     }
     let strides = contiguous_strides(shape);
-    let r = shape.len();
-    if r == 0 {
-        out[0] = x[0];
-        return Ok(());
-    }
     let base: isize = axes.iter().zip(&strides).map(|(a, &s)| (a.start * s) as isize).sum();
-    let step: Vec<isize> = axes.iter().zip(&strides).map(|(a, &s)| a.stride * s as isize).collect();
-    let inner = axes[r - 1];
-    let mut idx = vec![0usize; r - 1];
+    // (len, step in elements) per axis, outermost first, with axes of one element dropped and
+    // an axis merged into the next inner one when it steps exactly over it: taking every other
+    // element of [1, 16, 16384, 2] becomes one axis of 262,144 with step 2, so the loop below
+    // runs long inner rows instead of an odometer step per element.
+    let mut walk: Vec<(usize, isize)> = Vec::new();
+    for (a, &st) in axes.iter().zip(&strides) {
+        if a.len == 1 {
+            continue;
+        }
+        let step = a.stride * st as isize;
+        walk.push((a.len, step));
+    }
+    let mut merged: Vec<(usize, isize)> = Vec::new();
+    for (len, step) in walk.into_iter().rev() {
+        match merged.last_mut() {
+            Some(inner) if step == inner.1 * inner.0 as isize => inner.0 *= len,
+            _ => merged.push((len, step)),
+        }
+    }
+    merged.reverse();
+    let Some(&(inner_len, inner_step)) = merged.last() else {
+        out[0] = x[base as usize];
+        return Ok(());
+    };
+    let outer = &merged[..merged.len() - 1];
+    let mut idx = vec![0usize; outer.len()];
     let mut off = base;
-    for o in out.chunks_mut(inner.len) {
-        if inner.stride == 1 {
+    for o in out.chunks_mut(inner_len) {
+        if inner_step == 1 {
             let s = off as usize;
-            o.copy_from_slice(&x[s..s + inner.len]);
+            o.copy_from_slice(&x[s..s + inner_len]);
         } else {
             for (j, v) in o.iter_mut().enumerate() {
-                *v = x[(off + j as isize * inner.stride) as usize];
+                *v = x[(off + j as isize * inner_step) as usize];
             }
         }
-        for d in (0..r - 1).rev() {
+        for d in (0..outer.len()).rev() {
             idx[d] += 1;
-            off += step[d];
-            if idx[d] < axes[d].len {
+            off += outer[d].1;
+            if idx[d] < outer[d].0 {
                 break;
             }
-            off -= step[d] * idx[d] as isize;
+            off -= outer[d].1 * idx[d] as isize;
             idx[d] = 0;
         }
     }
@@ -399,6 +417,17 @@ pub fn concat<T: Copy>(
     check_len("concat", "output", out.len(), &out_shape)?;
     let outer: usize = out_shape[..axis].iter().product();
     let inner: usize = out_shape[axis + 1..].iter().product();
+    // Runs of one element (concat along the innermost axis of size-1 pieces: the pair swap
+    // of RoPE) are moved element by element rather than by a copy call each.
+    if !interleave && inner == 1 && inputs.iter().all(|(_, s)| s[axis] == 1) {
+        let n = inputs.len();
+        for (i, (x, _)) in inputs.iter().enumerate() {
+            for (o, v) in out[i..].iter_mut().step_by(n).zip(x.iter()) {
+                *o = *v;
+            }
+        }
+        return Ok(());
+    }
     let mut pos = 0;
     for o in 0..outer {
         if interleave {
@@ -552,6 +581,18 @@ mod tests {
         assert_eq!(resolve_slice(5, -100, 100, 1, false, false).unwrap().len, 5);
         assert_eq!(resolve_slice(5, 4, 2, 1, false, false).unwrap().len, 0);
         assert!(resolve_slice(5, 0, 5, 0, false, false).is_err());
+        // Every other element of [1, 4, 6, 2] (RoPE's even/odd split): one long strided run.
+        let x = iota(48);
+        let axes = [
+            SliceAxis::full(1),
+            SliceAxis::full(4),
+            SliceAxis::full(6),
+            SliceAxis { start: 1, stride: 1, len: 1 },
+        ];
+        let mut out = vec![0; 24];
+        slice(&x, &[1, 4, 6, 2], &axes, &mut out).unwrap();
+        assert_eq!(out, (0..24).map(|i| 2 * i + 1).collect::<Vec<i32>>());
+        let x = iota(4 * 5);
         let bad = SliceAxis { start: 3, stride: 1, len: 3 };
         assert!(slice(&x, &[4, 5], &[SliceAxis::full(4), bad], &mut [0; 12]).is_err());
     }
@@ -573,6 +614,13 @@ mod tests {
         assert_eq!(out, vec![0, 10, 1, 11, 2, 12, 3, 13, 4, 14, 5, 15]);
         concat(&[(&a, &[2, 3]), (&c, &[2, 3])], 0, true, &mut out).unwrap();
         assert_eq!(out, vec![0, 1, 2, 10, 11, 12, 3, 4, 5, 13, 14, 15]);
+        // Size-1 pieces along the innermost axis (RoPE's pair swap), three of them.
+        let (p, q, r) = (iota(6), (50..56).collect::<Vec<i32>>(), (80..86).collect::<Vec<i32>>());
+        let mut out = vec![0; 18];
+        let s: &[usize] = &[1, 2, 3, 1];
+        concat(&[(&p, s), (&q, s), (&r, s)], 3, false, &mut out).unwrap();
+        let want: Vec<i32> = (0..6).flat_map(|i| [p[i], q[i], r[i]]).collect();
+        assert_eq!(out, want);
         assert!(concat(&[(&a, &[2, 3]), (&b, &[2, 2])], 1, true, &mut [0; 10]).is_err());
         assert!(concat(&[(&a, &[2, 3]), (&b, &[2, 2])], 0, false, &mut [0; 10]).is_err());
     }
