@@ -434,6 +434,12 @@ mod tests {
 /// a degree-7 Taylor polynomial for e^r (truncation error < 6e-9 relative), and a two-step
 /// scaling by 2^n so that overflow gives inf and the subnormal range is kept. Within 2 f32 ulps
 /// of the exact value; NaN stays NaN.
+///
+/// The integer n is read from the bits of `x log2(e) + 1.5 * 2^23` (an integer plus 1.5 * 2^23,
+/// exact over the clamped range) rather than converted with a saturating cast, which compilers
+/// do not vectorize; arguments at the lower clamp scale by an exact 0, which gives the +0 the
+/// product would underflow to without x86's slow path for underflowing results (masked
+/// attention scores hit it on every element). A test holds both to the plain formulation.
 #[inline(always)]
 pub(crate) fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -443,7 +449,8 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     // Adding then subtracting 1.5 * 2^23 rounds to an integer (to nearest) in any SIMD width.
     const ROUND: f32 = 12_582_912.0;
     let xc = x.clamp(-104.0, 89.0);
-    let n = (xc * LOG2E + ROUND) - ROUND;
+    let t = xc * LOG2E + ROUND;
+    let n = t - ROUND;
     let r = (xc - n * LN2_HI) - n * LN2_LO;
     let mut p = 1.0 / 5040.0;
     p = p * r + 1.0 / 720.0;
@@ -453,11 +460,12 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     p = p * r + 0.5;
     p = p * r + 1.0;
     p = p * r + 1.0;
-    let ni = n as i32;
+    let ni = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
     let n1 = ni >> 1;
-    let n2 = ni - n1;
-    let s1 = f32::from_bits(((n1 + 127) as u32) << 23);
-    let s2 = f32::from_bits(((n2 + 127) as u32) << 23);
+    let n2 = ni.wrapping_sub(n1);
+    let s1 = f32::from_bits((n1.wrapping_add(127) as u32) << 23);
+    let s2 = f32::from_bits((n2.wrapping_add(127) as u32) << 23);
+    let s2 = if xc > -104.0 { s2 } else { 0.0 };
     let y = p * s1 * s2;
     if x.is_nan() { x } else { y }
 }
@@ -465,6 +473,38 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
 #[cfg(test)]
 mod exp_tests {
     use super::exp_f32;
+
+    /// The same steps written plainly (a saturating cast for n, the product left to underflow):
+    /// the definition of exp_f32's bits.
+    fn plain_exp(x: f32) -> f32 {
+        let xc = x.clamp(-104.0, 89.0);
+        let n = (xc * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+        let r = (xc - n * 0.693_145_75) - n * 1.428_606_8e-6;
+        let mut p = 1.0 / 5040.0;
+        for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+            p = p * r + c;
+        }
+        let ni = n as i32;
+        let (n1, n2) = (ni >> 1, ni - (ni >> 1));
+        let y = p
+            * f32::from_bits(((n1 + 127) as u32) << 23)
+            * f32::from_bits(((n2 + 127) as u32) << 23);
+        if x.is_nan() { x } else { y }
+    }
+
+    #[test]
+    fn exp_f32_has_the_bits_of_the_plain_steps() {
+        let mut x = -120.0f32;
+        while x < 100.0 {
+            assert_eq!(exp_f32(x).to_bits(), plain_exp(x).to_bits(), "{x}");
+            x += 0.000_913;
+        }
+        assert_eq!(exp_f32(-104.0).to_bits(), 0);
+        for x in [0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::MAX, f32::MIN, 1e-40, -104.0] {
+            assert_eq!(exp_f32(x).to_bits(), plain_exp(x).to_bits(), "{x}");
+        }
+        assert!(exp_f32(f32::NAN).is_nan());
+    }
 
     #[test]
     fn exp_f32_is_within_two_ulps() {

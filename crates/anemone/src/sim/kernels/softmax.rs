@@ -82,7 +82,7 @@ pub(crate) fn softmax_row<T: Element>(row: &mut [f32]) {
     let mut pairs = row.chunks_exact_mut(2 * SUM_LANES);
     for c in &mut pairs {
         for v in c.iter_mut() {
-            *v = exp_lane(*v - max);
+            *v = exp_f32(*v - max);
         }
         let (lo, hi) = c.split_at(SUM_LANES);
         let (lo, hi): (&[f32; SUM_LANES], &[f32; SUM_LANES]) =
@@ -99,12 +99,11 @@ pub(crate) fn softmax_row<T: Element>(row: &mut [f32]) {
     let mut chunks = pairs.into_remainder().chunks_exact_mut(SUM_LANES);
     for c in &mut chunks {
         for (v, p) in c.iter_mut().zip(part.iter_mut()) {
-            *v = exp_lane(*v - max);
+            *v = exp_f32(*v - max);
             *p += *v;
         }
     }
     let mut sum: f32 = part.iter().sum();
-    // The tail runs one element at a time anyway: the shared helper (same bits as exp_lane).
     for v in chunks.into_remainder() {
         *v = exp_f32(*v - max);
         sum += *v;
@@ -145,42 +144,6 @@ fn row_max(row: &[f32]) -> f32 {
     max
 }
 
-/// [`exp_f32`] with the same operations in the same order, so the same bits, except that the
-/// integer part n is read from the bits of `x log2(e) + 1.5 * 2^23` instead of converted with a
-/// saturating cast, which compilers do not vectorize. The two agree: that sum is an integer plus
-/// 1.5 * 2^23, exactly representable for the clamped range, and a NaN's n is unused.
-/// Arguments at or below the lower clamp give +0 directly.
-#[inline(always)]
-fn exp_lane(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    const ROUND: f32 = 12_582_912.0;
-    let xc = x.clamp(-104.0, 89.0);
-    let t = xc * LOG2E + ROUND;
-    let n = t - ROUND;
-    let r = (xc - n * LN2_HI) - n * LN2_LO;
-    let mut p = 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-    let ni = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
-    let n1 = ni >> 1;
-    let n2 = ni.wrapping_sub(n1);
-    let s1 = f32::from_bits((n1.wrapping_add(127) as u32) << 23);
-    let s2 = f32::from_bits((n2.wrapping_add(127) as u32) << 23);
-    // At the lower clamp the product underflows to +0 (a test checks exp_f32 agrees); scaling
-    // by an exact 0 instead gives that +0 without the slow microcode path x86 takes for results
-    // that underflow, which masked scores (-inf, -65504) would hit on every element.
-    let s2 = if xc > -104.0 { s2 } else { 0.0 };
-    let y = p * s1 * s2;
-    if x.is_nan() { x } else { y }
-}
-
 /// softmax along the first dim of an [n, inner] block in place, vectorized across `inner`.
 /// `cols` holds 2 * inner floats of work space.
 #[inline(always)]
@@ -202,7 +165,7 @@ fn softmax_columns<T: Element>(block: &mut [f32], n: usize, inner: usize, cols: 
                     *v = if *v == f32::INFINITY { 1.0 } else { 0.0 };
                     sum[j] += *v;
                 } else {
-                    *v = exp_lane(*v - max[j]);
+                    *v = exp_f32(*v - max[j]);
                     sum[j] += *v;
                 }
             }
@@ -210,7 +173,7 @@ fn softmax_columns<T: Element>(block: &mut [f32], n: usize, inner: usize, cols: 
     } else {
         for row in block.chunks_exact_mut(inner) {
             for ((v, m), s) in row.iter_mut().zip(max.iter()).zip(sum.iter_mut()) {
-                *v = exp_lane(*v - *m);
+                *v = exp_f32(*v - *m);
                 *s += *v;
             }
         }
@@ -276,20 +239,6 @@ mod tests {
             // f32 exp (2 ulps) and sum: well inside one fp16 ulp before the final rounding.
             assert_close_f16(&out, &want, 1.0, 1e-7, &format!("{shape:?} axis {axis}"));
         }
-    }
-
-    #[test]
-    fn exp_lane_has_the_bits_of_exp_f32() {
-        let mut x = -120.0f32;
-        while x < 100.0 {
-            assert_eq!(exp_lane(x).to_bits(), crate::sim::kernels::exp_f32(x).to_bits(), "{x}");
-            x += 0.000_913;
-        }
-        assert_eq!(exp_lane(-104.0).to_bits(), 0);
-        for x in [0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::MAX, f32::MIN, 1e-40, -104.0] {
-            assert_eq!(exp_lane(x).to_bits(), crate::sim::kernels::exp_f32(x).to_bits(), "{x}");
-        }
-        assert!(exp_lane(f32::NAN).is_nan());
     }
 
     /// The row softmax written plainly, one element at a time: the definition of its bits.
