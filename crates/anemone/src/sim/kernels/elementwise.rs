@@ -433,11 +433,13 @@ where
 /// inputs (built once per op and parameters, by this same function's direct path), so the
 /// bits are the direct path's by construction.
 pub fn unary<T: Element>(op: UnaryOp, x: &[T], out: &mut [T]) -> Result<()> {
-    if x.len() >= TABLE_MIN_LEN && op.costly() && x.len() == out.len() {
-        if let (Some(x16), Some(out16)) = (T::as_f16(x), T::as_f16_mut(out)) {
-            look_up(&f16_table(op)?, x16, out16);
-            return Ok(());
-        }
+    if x.len() >= TABLE_MIN_LEN
+        && op.costly()
+        && x.len() == out.len()
+        && let (Some(x16), Some(out16)) = (T::as_f16(x), T::as_f16_mut(out))
+    {
+        look_up(&f16_table(op)?, x16, out16);
+        return Ok(());
     }
     unary_direct(op, x, out)
 }
