@@ -114,6 +114,7 @@ fn main() {
     conv_case("conv 1x1 768->768, spatial 256 (fp16)", 768, 768, 1, 256, 1, peak);
     conv_case("conv 1x1 768->2048, spatial 256 (fp16)", 768, 2048, 1, 256, 1, peak);
     conv_case("conv 3x3 64->64, spatial 32x32 (fp16)", 64, 64, 32, 32, 3, peak);
+    conv_case("conv 3x3 64->64, spatial 56x56 (fp16)", 64, 64, 56, 56, 3, peak);
     conv_case("conv 1x1 64->64, spatial 32 (seed, fp16)", 64, 64, 1, 32, 1, peak);
     matmul_case("matmul 1024x1024x1024 (fp16)", 1, (1024, 1024, 1024), false, peak);
     matmul_case("matmul 256x1024x2048 (fixture 08 qm, fp16)", 1, (256, 1024, 2048), false, peak);

@@ -7,8 +7,11 @@
 //!   `[Cin, H*W]` layout, `out[Cout, HW] = W[Cout, Cin] x X[Cin, HW]`, no copy (the GEMM widens
 //!   fp16 input while it packs);
 //! - depthwise (one input channel per group): a direct loop over taps, vectorized along rows;
-//! - everything else: im2col of each image and group into a scratch `[Cin/g * k, out spatial]`
-//!   matrix, then one GEMM.
+//! - everything else: one GEMM per image and group on the im2col matrix
+//!   `[Cin/g * k, out spatial]`, which is never built: the GEMM packs its B panels straight
+//!   from the input ([`gemm::Im2col`]), each thread its own, so no scratch matrix is written
+//!   and read back. The sums are those of a GEMM on the built matrix, bit for bit (a test
+//!   keeps the building path as the reference).
 //!
 //! The GEMM paths finish each output tile as it leaves the kernel (output port, bias, the
 //! rounding to the output type). Weights that are constant can be packed once ahead
@@ -307,19 +310,15 @@ fn conv_with<X: Element, W: Element, O: Element>(
             (true, true) => Port::AneSaturate,
             (true, false) => Port::AneResult,
         };
-        let general = !geo.pointwise();
-        let col_len = if general { geo.cin_g() * geo.taps() * geo.out_spatial() } else { 0 };
-        let x_len = if general && X::as_f32(x).is_none() { x.len() } else { 0 };
-        let (sa, _, _, sd) = scratch.buffers(x_len, 0, 0, col_len);
         let weight = match &weight {
             Weights::Values(w) => GemmWeight::Values(gemm::elems(w)?),
             Weights::Packed(p) => GemmWeight::Packed(p),
         };
-        if general {
-            let x32 = super::matmul::widen(x, sa);
-            im2col_gemm(&geo, x32, &weight, bias, port, out, sd)?;
+        let x = gemm::elems(x)?;
+        if geo.pointwise() {
+            pointwise(&geo, x, &weight, bias, port, out)?;
         } else {
-            pointwise(&geo, gemm::elems(x)?, &weight, bias, port, out)?;
+            implicit_gemm(&geo, x, &weight, bias, port, out)?;
         }
         return Ok(());
     }
@@ -507,7 +506,53 @@ fn depthwise(geo: &Geometry, x: &[f32], w: &[f32], acc: &mut [f32]) {
     }
 }
 
-/// im2col of each image and group into `col`, then one GEMM.
+/// A GEMM per image and group on the im2col matrix of the input, packed by the GEMM from the
+/// input itself.
+fn implicit_gemm<O: Element>(
+    geo: &Geometry,
+    x: gemm::Elems<'_>,
+    w: &GemmWeight<'_>,
+    bias: Option<&[f32]>,
+    port: Port,
+    out: &mut [O],
+) -> Result<()> {
+    let (p_in, p_out) = (geo.in_spatial(), geo.out_spatial());
+    let (cin_g, cout_g) = (geo.cin_g(), geo.cout_g());
+    let ktot = cin_g * geo.taps();
+    for n in 0..geo.n {
+        for g in 0..geo.groups {
+            let cols = gemm::Im2col {
+                data: x,
+                offset: (n * geo.cin + g * cin_g) * p_in,
+                channel_stride: p_in,
+                channels: cin_g,
+                input: geo.input,
+                kernel: geo.kernel,
+                output: geo.output,
+                stride: geo.stride,
+                dilation: geo.dilation,
+                pad: geo.pad,
+            };
+            let dst_off = (n * geo.cout + g * cout_g) * p_out;
+            gemm::gemm(
+                cout_g,
+                p_out,
+                ktot,
+                w.group(g, cout_g, ktot),
+                Operand::Im2col(&cols),
+                gemm::out(&mut out[dst_off..dst_off + cout_g * p_out])?,
+                p_out,
+                Epilogue { port, bias: bias.map(|b| &b[g * cout_g..]) },
+                true,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// im2col of each image and group into `col`, then one GEMM: the reference the tests hold
+/// [`implicit_gemm`] to, bit for bit.
+#[cfg(test)]
 fn im2col_gemm<O: Element>(
     geo: &Geometry,
     x: &[f32],
@@ -791,6 +836,63 @@ mod tests {
         let mut s = Scratch::new();
         assert!(conv_packed(&x, &[1, 8, 2, 2], &packed, None, &p, &mut out, &mut s).is_err());
         assert!(pack_weight(&w, &[6, 4, 1, 1], 4).is_err());
+    }
+
+    /// The GEMM that packs its panels from the input gives the bits of the GEMM on the built
+    /// im2col matrix, fp16 and f32, through several blocks of K and columns and across threads.
+    #[test]
+    fn implicit_im2col_gives_the_bits_of_the_built_matrix() {
+        let asym = ConvParams {
+            strides: vec![2, 3],
+            dilations: vec![1, 2],
+            pad_before: vec![0, 2],
+            pad_after: vec![1, 0],
+            groups: 1,
+        };
+        let cases: [(&[usize], &[usize], ConvParams); 8] = [
+            (&[1, 40, 37, 41], &[24, 40, 3, 3], params(2, 1, 1, 1, 1, 1)),
+            (&[2, 6, 15, 17], &[4, 6, 3, 3], params(2, 2, 1, 1, 1, 1)),
+            (&[1, 4, 17, 13], &[6, 2, 3, 2], params(2, 1, 2, 2, 1, 2)),
+            (&[1, 3, 10, 13], &[5, 3, 3, 2], asym),
+            (&[1, 5, 40, 3], &[7, 5, 3, 3], params(2, 1, 1, 2, 0, 1)),
+            (&[1, 3, 300], &[4, 3, 7], params(1, 1, 1, 3, 3, 1)),
+            (&[1, 2, 5, 6, 7], &[3, 2, 2, 3, 3], params(3, 1, 1, 1, 0, 1)),
+            (&[1, 16, 9, 11], &[8, 16, 5, 5], params(2, 3, 1, 0, 4, 1)),
+        ];
+        for (x_shape, w_shape, p) in cases {
+            let geo = Geometry::new(x_shape, w_shape, &p).unwrap();
+            let mut x = values_f16(numel(x_shape), 41);
+            // A NaN input is read as +inf either way.
+            x[7] = f16::NAN;
+            let w = values_f16(numel(w_shape), 42);
+            let b: Vec<f32> = values(w_shape[0], 43);
+            let x32: Vec<f32> = x.iter().map(|v| numerics::ane_read(v.to_f32())).collect();
+            let w32: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
+            let n_out = numel(&geo.out_shape);
+            let mut col = vec![0.0; geo.cin_g() * geo.taps() * geo.out_spatial()];
+            let what = format!("{x_shape:?} {w_shape:?} {p:?}");
+            for bias in [None, Some(&b[..])] {
+                // fp16 input and weight, fp16 output through the accumulator port.
+                let weight = GemmWeight::Values(gemm::elems(&w).unwrap());
+                let port = Port::AneSaturate;
+                let mut want = vec![f16::ZERO; n_out];
+                im2col_gemm(&geo, &x32, &weight, bias, port, &mut want, &mut col).unwrap();
+                let mut got = vec![f16::ZERO; n_out];
+                let xe = gemm::elems(&x).unwrap();
+                implicit_gemm(&geo, xe, &weight, bias, port, &mut got).unwrap();
+                let same = got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
+                assert!(same, "fp16 {what} bias {}", bias.is_some());
+                // f32 throughout, IEEE.
+                let weight = GemmWeight::Values(gemm::elems(&w32).unwrap());
+                let mut want = vec![0.0f32; n_out];
+                im2col_gemm(&geo, &x32, &weight, bias, Port::Ieee, &mut want, &mut col).unwrap();
+                let mut got = vec![0.0f32; n_out];
+                let xe = gemm::elems(&x32).unwrap();
+                implicit_gemm(&geo, xe, &weight, bias, Port::Ieee, &mut got).unwrap();
+                let same = got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
+                assert!(same, "f32 {what} bias {}", bias.is_some());
+            }
+        }
     }
 
     #[test]

@@ -13,7 +13,11 @@
 //! - operands are packed into those panels once per use, and the packing widens fp16 to f32
 //!   (and reads NaN as +inf, the ANE's rule) on the way, so no separate widening pass runs;
 //!   a B stored transposed is transposed 16 x 16 in registers while it is packed; constant
-//!   operands (weights) are packed once, ahead, into a [`PackedMatrix`];
+//!   operands (weights) are packed once, ahead, into a [`PackedMatrix`]; a convolution's
+//!   input can be the right operand as its im2col matrix ([`Im2col`]), which is never built:
+//!   each thread packs its B panels from the input, after working out once per block of
+//!   columns which input runs (or 16-lane loads) fill each panel row, and, when the rows fit
+//!   one block, one panel at a time just before the kernel reads it (still in L1);
 //! - a block of K other than the last leaves f32 partial sums (in the output itself when it is
 //!   f32, else in a per-thread buffer); the last block applies the epilogue (output port,
 //!   bias) to the tile while it is in L1 and stores the output type;
@@ -220,6 +224,316 @@ pub(crate) enum Operand<'a> {
     View(View<'a>),
     /// Packed ahead for this side; its shape must be the product's.
     Packed(&'a PackedMatrix),
+    /// A convolution input read as its im2col matrix (right operand only), packed by each
+    /// thread straight from the input.
+    Im2col(&'a Im2col<'a>),
+}
+
+/// A convolution's input read as its im2col matrix, which is never built. Row `p` of the
+/// matrix is channel `p / taps` and tap `p % taps` (taps row-major over the three kernel
+/// dims); column `j` is output position `j` (row-major over the three output dims); the
+/// element is the input at `o * stride + tap * dilation - pad` in each dim, or 0 where that
+/// lies outside the input. Used as the right operand, `B [channels * taps x outputs]`: each
+/// thread packs its B panels from the input itself, so the sums are those of a GEMM on the
+/// built matrix, bit for bit.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Im2col<'a> {
+    /// The input elements.
+    pub data: Elems<'a>,
+    /// Index of the first channel's first element.
+    pub offset: usize,
+    /// Elements from one channel to the next.
+    pub channel_stride: usize,
+    /// Channels read (rows of the matrix are `channels * taps`).
+    pub channels: usize,
+    /// Input extent per dim (depth, height, width).
+    pub input: [usize; 3],
+    /// Kernel extent per dim.
+    pub kernel: [usize; 3],
+    /// Output extent per dim.
+    pub output: [usize; 3],
+    /// Step between neighbouring windows per dim (>= 1).
+    pub stride: [usize; 3],
+    /// Spacing between taps per dim (>= 1).
+    pub dilation: [usize; 3],
+    /// Zeros before the input per dim (those after follow from the output extent).
+    pub pad: [usize; 3],
+}
+
+impl Im2col<'_> {
+    fn taps(&self) -> usize {
+        self.kernel.iter().product()
+    }
+
+    /// Rows of the matrix, if they fit in a usize.
+    fn rows(&self) -> Option<usize> {
+        self.kernel.iter().try_fold(self.channels, |a, &b| a.checked_mul(b))
+    }
+
+    /// Columns of the matrix, if they fit in a usize.
+    fn cols(&self) -> Option<usize> {
+        self.output.iter().try_fold(1usize, |a, &b| a.checked_mul(b))
+    }
+
+    /// Whether the geometry is usable and every channel's input lies inside the slice.
+    fn fits(&self) -> bool {
+        if self.stride.contains(&0) || self.dilation.contains(&0) {
+            return false;
+        }
+        let Some(plane) = self.input.iter().try_fold(1usize, |a, &b| a.checked_mul(b)) else {
+            return false;
+        };
+        if self.channels == 0 || plane == 0 {
+            return true;
+        }
+        (self.channels - 1)
+            .checked_mul(self.channel_stride)
+            .and_then(|v| v.checked_add(self.offset))
+            .and_then(|v| v.checked_add(plane))
+            .is_some_and(|end| end <= self.data.len())
+    }
+
+    /// For dim `d`, tap offset `k` and output positions `o0..o1`: the sub-range whose input
+    /// position `o * stride + k * dilation - pad` lies inside the input.
+    fn valid(&self, d: usize, k: usize, (o0, o1): (usize, usize)) -> (usize, usize) {
+        let shift = (k * self.dilation[d]) as isize - self.pad[d] as isize;
+        let s = self.stride[d] as isize;
+        let n_in = self.input[d] as isize;
+        let lo = if shift >= 0 { 0 } else { (-shift + s - 1) / s };
+        let hi = if n_in <= shift { 0 } else { (n_in - shift - 1) / s + 1 };
+        let (lo, hi) = ((lo as usize).max(o0), (hi as usize).min(o1));
+        (lo, hi.max(lo))
+    }
+
+    /// Input position along dim `d` of output position `o` and tap offset `k`, which the
+    /// caller has checked is inside (`valid`).
+    fn at(&self, d: usize, o: usize, k: usize) -> usize {
+        o * self.stride[d] + k * self.dilation[d] - self.pad[d]
+    }
+
+    /// Appends to `recipe` how to fill the NR columns of a B panel whose first `cols` columns
+    /// are outputs `j0..j0 + cols`, one list of runs per tap (and, with unit steps along the
+    /// width, one list of lane loads per tap and half).
+    fn panel_recipe(&self, j0: usize, cols: usize, recipe: &mut Recipe) {
+        let Recipe { segs, starts, lanes, lane_starts } = recipe;
+        let [_, oh_n, ow_n] = self.output;
+        let [_, ih_n, iw_n] = self.input;
+        let [_, kh, kw] = self.kernel;
+        // The panel's columns as runs along one output row: (first column, od, oh, ow0, len).
+        let mut rows: [(usize, usize, usize, usize, usize); NR] = [(0, 0, 0, 0, 0); NR];
+        let mut n_rows = 0;
+        let (mut c, mut j) = (0, j0);
+        while c < cols {
+            let (od, rest) = (j / (oh_n * ow_n), j % (oh_n * ow_n));
+            let (oh, ow) = (rest / ow_n, rest % ow_n);
+            let len = (ow_n - ow).min(cols - c);
+            rows[n_rows] = (c, od, oh, ow, len);
+            n_rows += 1;
+            c += len;
+            j += len;
+        }
+        // Neighbouring zero runs of one tap's list (which starts at `floor`) merge.
+        let push = |segs: &mut Vec<Seg>, floor: usize, seg: Seg| {
+            if seg.len == 0 {
+                return;
+            }
+            let len = segs.len();
+            if let Some(last) = segs.last_mut()
+                && seg.step == 0
+                && last.step == 0
+                && len > floor
+                && last.c0 + last.len == seg.c0
+            {
+                last.len += seg.len;
+                return;
+            }
+            segs.push(seg);
+        };
+        if starts.is_empty() {
+            starts.push(segs.len());
+            lane_starts.push(lanes.len());
+        }
+        for t in 0..self.taps() {
+            let tap = [t / (kh * kw), (t / kw) % kh, t % kw];
+            let floor = segs.len();
+            for &(c0, od, oh, ow0, len) in &rows[..n_rows] {
+                let zero = |c0, len| Seg { c0, len, rel: 0, step: 0 };
+                let (d_lo, d_hi) = self.valid(0, tap[0], (od, od + 1));
+                let (h_lo, h_hi) = self.valid(1, tap[1], (oh, oh + 1));
+                let (w_lo, w_hi) = self.valid(2, tap[2], (ow0, ow0 + len));
+                if d_lo == d_hi || h_lo == h_hi || w_lo == w_hi {
+                    push(segs, floor, zero(c0, len));
+                    continue;
+                }
+                let row = (self.at(0, od, tap[0]) * ih_n + self.at(1, oh, tap[1])) * iw_n;
+                push(segs, floor, zero(c0, w_lo - ow0));
+                push(
+                    segs,
+                    floor,
+                    Seg {
+                        c0: c0 + w_lo - ow0,
+                        len: w_hi - w_lo,
+                        rel: row + self.at(2, w_lo, tap[2]),
+                        step: self.stride[2],
+                    },
+                );
+                push(segs, floor, zero(c0 + w_hi - ow0, ow0 + len - w_hi));
+            }
+            push(segs, floor, Seg { c0: cols, len: NR - cols, rel: 0, step: 0 });
+            starts.push(segs.len());
+            for h in 0..NR / 16 {
+                if self.stride[2] == 1 {
+                    let (l0, l1) = (16 * h, 16 * h + 16);
+                    for s in segs[floor..].iter().filter(|s| s.step == 1) {
+                        let (lo, hi) = (s.c0.max(l0), (s.c0 + s.len).min(l1));
+                        if lo < hi {
+                            let mask = ((1u32 << (hi - l0)) - (1u32 << (lo - l0))) as u16;
+                            let rel = s.rel as isize + l0 as isize - s.c0 as isize;
+                            lanes.push(Lane { mask, rel });
+                        }
+                    }
+                }
+                lane_starts.push(lanes.len());
+            }
+        }
+    }
+}
+
+/// How to fill the rows of the B panels of one block of columns, per panel and tap: runs
+/// (`segs[starts[i]..starts[i + 1]]` for panel `jp`, tap `t`, `i = jp * taps + t`) and, with
+/// unit steps along the width, the same as lane loads per half of the row
+/// (`lanes[lane_starts[2 i + h]..lane_starts[2 i + h + 1]]`).
+#[derive(Default)]
+struct Recipe {
+    segs: Vec<Seg>,
+    starts: Vec<usize>,
+    lanes: Vec<Lane>,
+    lane_starts: Vec<usize>,
+}
+
+impl Recipe {
+    fn clear(&mut self) {
+        self.segs.clear();
+        self.starts.clear();
+        self.lanes.clear();
+        self.lane_starts.clear();
+    }
+}
+
+/// One load into a 16-lane half of an im2col panel row: lane `l` of `mask` reads the
+/// channel's input at `rel + l` (`rel` may be negative; only the masked lanes are read).
+#[derive(Clone, Copy, Debug)]
+struct Lane {
+    mask: u16,
+    rel: isize,
+}
+
+/// A run of one row of an im2col B panel: columns `c0..c0 + len` read the channel's input
+/// from `rel` in steps of `step`, or are 0 when `step` is 0.
+#[derive(Clone, Copy, Debug, Default)]
+struct Seg {
+    c0: usize,
+    len: usize,
+    rel: usize,
+    step: usize,
+}
+
+/// Packs K `p0..p0 + kc` of panel `jp` of `x` as a `[kc][NR]` B panel, following `recipe`:
+/// with `by_lanes` (the AVX-512 kernel's choice) and unit steps along the width, two 16-lane
+/// loads and stores per row; else run by run.
+#[inline(always)]
+fn pack_b_im2col(
+    x: &Im2col<'_>,
+    recipe: &Recipe,
+    (jp, by_lanes): (usize, bool),
+    p0: usize,
+    kc: usize,
+    out: &mut [f32],
+) {
+    let taps = x.taps();
+    let starts = &recipe.starts[jp * taps..=(jp + 1) * taps];
+    #[cfg(target_arch = "x86_64")]
+    if by_lanes && x.stride[2] == 1 && Isa::detect() == Isa::Avx512 {
+        let plane = x.input.iter().product();
+        for t in 0..taps {
+            let first = p0 + (t + taps - p0 % taps) % taps;
+            if first >= p0 + kc {
+                continue;
+            }
+            let count = (p0 + kc - first).div_ceil(taps);
+            let src0 = x.offset + first / taps * x.channel_stride;
+            for h in 0..NR / 16 {
+                let i = 2 * (jp * taps + t) + h;
+                let lanes = &recipe.lanes[recipe.lane_starts[i]..recipe.lane_starts[i + 1]];
+                let dst = ((first - p0) * NR + 16 * h, taps * NR);
+                // SAFETY: detect() returns Avx512 only on CPUs with AVX-512F, BW and VL.
+                unsafe {
+                    x86::load_lanes_avx512(
+                        x.data,
+                        (src0, x.channel_stride, plane),
+                        lanes,
+                        out,
+                        dst,
+                        count,
+                    )
+                };
+            }
+        }
+        return;
+    }
+    for t in 0..taps {
+        // The rows of this block that read tap t: p = channel * taps + t.
+        let first = p0 + (t + taps - p0 % taps) % taps;
+        if first >= p0 + kc {
+            continue;
+        }
+        let count = (p0 + kc - first).div_ceil(taps);
+        let src0 = x.offset + first / taps * x.channel_stride;
+        let dst_step = taps * NR;
+        for s in &recipe.segs[starts[t]..starts[t + 1]] {
+            let dst0 = (first - p0) * NR + s.c0;
+            match s.step {
+                0 => {
+                    for i in 0..count {
+                        out[dst0 + i * dst_step..dst0 + i * dst_step + s.len].fill(0.0);
+                    }
+                }
+                1 => copy_runs(
+                    x.data,
+                    (src0 + s.rel, x.channel_stride),
+                    out,
+                    (dst0, dst_step),
+                    count,
+                    s.len,
+                ),
+                step => {
+                    for i in 0..count {
+                        let (src, dst) = (src0 + s.rel + i * x.channel_stride, dst0 + i * dst_step);
+                        for c in 0..s.len {
+                            out[dst + c] = x.data.get(src + c * step);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Widens `count` runs of `len` consecutive elements, run `i` from `src + i * src_step` of
+/// `data` to `dst + i * dst_step` of `out`.
+#[inline(always)]
+fn copy_runs(
+    data: Elems<'_>,
+    (src, src_step): (usize, usize),
+    out: &mut [f32],
+    (dst, dst_step): (usize, usize),
+    count: usize,
+    len: usize,
+) {
+    for i in 0..count {
+        let d = dst + i * dst_step;
+        data.widen_run(src + i * src_step, &mut out[d..d + len]);
+    }
 }
 
 /// What happens to each finished f32 sum before it is stored. The per-row bias of row `i` of
@@ -379,6 +693,7 @@ pub(crate) fn gemm_on(
     let err = |m: String| Err(KernelError::new("gemm", m));
     match a {
         Operand::View(v) if !v.fits(m, k) => return err(format!("lhs {m} x {k} out of bounds")),
+        Operand::Im2col(_) => return err("an im2col operand can only be the rhs".into()),
         Operand::Packed(p) if (p.side, p.rows, p.cols) != (Side::Lhs, m, k) => {
             return err(format!(
                 "lhs packed as {:?} {} x {} used as {m} x {k}",
@@ -389,6 +704,9 @@ pub(crate) fn gemm_on(
     }
     match b {
         Operand::View(v) if !v.fits(k, n) => return err(format!("rhs {k} x {n} out of bounds")),
+        Operand::Im2col(x) if !x.fits() || (x.rows(), x.cols()) != (Some(k), Some(n)) => {
+            return err(format!("im2col rhs {:?} x {:?} for {k} x {n}", x.rows(), x.cols()));
+        }
         Operand::Packed(p) if (p.side, p.rows, p.cols) != (Side::Rhs, k, n) => {
             return err(format!(
                 "rhs packed as {:?} {} x {} used as {k} x {n}",
@@ -489,6 +807,7 @@ struct Buffers {
     a: Vec<f32>,
     tile: Vec<f32>,
     partial: Vec<f32>,
+    recipe: Recipe,
 }
 
 /// A 64-byte-aligned window of `len` floats inside `v` (grown as needed).
@@ -541,6 +860,10 @@ const ROW_BAND: usize = 682 * MR;
 
 /// A micro-kernel.
 trait Micro {
+    /// Whether im2col panels are packed with 16-lane loads (the AVX-512 kernel; the others
+    /// pack run by run, which the tests compare it with).
+    const LANES: bool = false;
+
     /// `c_out = (c_in if load, else 0) + a x b` over `kc` steps of K for the first `rows`
     /// rows of an MR x NR tile; `a` is an A panel in `layout`, `b` a `[kc][NR]` panel.
     ///
@@ -760,7 +1083,7 @@ fn drive<K: Micro>(
     let block_count = job.k.div_ceil(KC).max(1);
     let last_block = block_count - 1;
     let nc_max = NC.min(n1 - n0);
-    let Buffers { b: b_buf, a: a_buf, tile, partial } = bufs;
+    let Buffers { b: b_buf, a: a_buf, tile, partial, recipe } = bufs;
     let tile = aligned(tile, MR * NR);
     let local = CRef { ptr: tile.as_mut_ptr(), rs: NR };
     // Partial sums between blocks of K: in the output when it is f32, else here.
@@ -780,10 +1103,22 @@ fn drive<K: Micro>(
         _ => Layout::Col,
     };
     let a_buf = aligned(a_buf, MC * KC);
-    let b_buf = aligned(b_buf, KC * nc_max.div_ceil(NR) * NR);
+    // An im2col B over a single block of rows is packed one panel at a time, just before the
+    // kernel reads it, so the panel is still in L1; `b_own` holds it.
+    let lazy_im2col = matches!(job.b, Operand::Im2col(_)) && m1 - m0 <= MC;
+    let (b_buf, b_own) = aligned(b_buf, KC * nc_max.div_ceil(NR) * NR + KC * NR)
+        .split_at_mut(KC * nc_max.div_ceil(NR) * NR);
     for jc in (n0..n1).step_by(NC) {
         let nc = NC.min(n1 - jc);
         let panels = nc.div_ceil(NR);
+        if let Operand::Im2col(x) = job.b {
+            // Each panel's runs, per tap, serve every block of K.
+            recipe.clear();
+            for jp in 0..panels {
+                let j0 = jc + jp * NR;
+                x.panel_recipe(j0, NR.min(n1 - j0), recipe);
+            }
+        }
         for (bi, (p0, kc)) in k_blocks(job.k).enumerate() {
             let b_block: &[f32] = match job.b {
                 Operand::Packed(pm) => {
@@ -813,6 +1148,14 @@ fn drive<K: Micro>(
                     }
                     &b_buf[..panels * NR * kc]
                 }
+                Operand::Im2col(_) if lazy_im2col => &b_buf[..0],
+                Operand::Im2col(x) => {
+                    for jp in 0..panels {
+                        let panel = &mut b_buf[jp * NR * kc..(jp + 1) * NR * kc];
+                        pack_b_im2col(x, recipe, (jp, K::LANES), p0, kc, panel);
+                    }
+                    &b_buf[..panels * NR * kc]
+                }
             };
             let (load, last) = (bi > 0, bi == last_block);
             for ic in (m0..m1).step_by(MC) {
@@ -827,7 +1170,14 @@ fn drive<K: Micro>(
                     let j0 = jc + jp * NR;
                     let cols = NR.min(n1 - j0);
                     let full = cols == NR;
-                    let b_panel = &b_block[jp * NR * kc..(jp + 1) * NR * kc];
+                    let b_panel: &[f32] = match job.b {
+                        Operand::Im2col(x) if lazy_im2col => {
+                            let panel = &mut b_own[..NR * kc];
+                            pack_b_im2col(x, recipe, (jp, K::LANES), p0, kc, panel);
+                            &b_own[..NR * kc]
+                        }
+                        _ => &b_block[jp * NR * kc..(jp + 1) * NR * kc],
+                    };
                     for (ip, i0) in (ic..mc_end).step_by(MR).enumerate() {
                         let rows = MR.min(mc_end - i0);
                         let a_panel: &[f32] = match job.a {
@@ -835,7 +1185,10 @@ fn drive<K: Micro>(
                                 let start = p0 * pm.rows.div_ceil(MR) * MR + i0 / MR * MR * kc;
                                 &pm.floats()[start..start + MR * kc]
                             }
-                            Operand::View(_) => &a_buf[ip * MR * KC..(ip + 1) * MR * KC],
+                            // (gemm_on accepts no im2col lhs.)
+                            Operand::View(_) | Operand::Im2col(_) => {
+                                &a_buf[ip * MR * KC..(ip + 1) * MR * KC]
+                            }
                         };
                         // The f32 home of this tile's partial sums (only dereferenced when there
                         // are several blocks of K, or for the output itself when it is f32).
@@ -939,6 +1292,8 @@ mod x86 {
     pub(super) struct Avx512;
 
     impl Micro for Avx512 {
+        const LANES: bool = true;
+
         #[inline(always)]
         unsafe fn tile(
             rows: usize,
@@ -1036,6 +1391,120 @@ mod x86 {
                 let v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v), inf);
                 _mm512_mask_storeu_ps(dst.as_mut_ptr().add(i), mask, v);
             }
+        }
+    }
+
+    /// Fills `count` 16-lane halves of im2col panel rows, half `i` at `dst + i * dst_step` of
+    /// `out` from the channel at `src + i * src_step` of `data` (each channel `plane`
+    /// elements): each of `lanes` loads its masked lanes, lanes no load names are 0 (fp16
+    /// widened, NaN read as +inf).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F, BW and VL.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn load_lanes_avx512(
+        data: super::Elems<'_>,
+        (src, src_step, plane): (usize, usize, usize),
+        lanes: &[super::Lane],
+        out: &mut [f32],
+        (dst, dst_step): (usize, usize),
+        count: usize,
+    ) {
+        if count == 0 {
+            return;
+        }
+        assert!((count - 1) * src_step + src + plane <= data.len(), "im2col outside the input");
+        assert!((count - 1) * dst_step + dst + 16 <= out.len(), "im2col outside the panel");
+        for l in lanes {
+            // The lanes read lie inside the channel.
+            let (lo, hi) = (l.mask.trailing_zeros() as isize, 16 - l.mask.leading_zeros() as isize);
+            assert!(l.mask != 0 && l.rel + lo >= 0 && l.rel + hi <= plane as isize, "lane load");
+        }
+        let d = out.as_mut_ptr().wrapping_add(dst);
+        // SAFETY (for the calls): the lanes lie inside every channel read and the halves
+        // inside `out` (asserted above); the CPU has the features (this function's contract).
+        unsafe {
+            match (data, lanes) {
+                (super::Elems::F32(x), &[a]) => rows_f32(x, src, src_step, [a], d, dst_step, count),
+                (super::Elems::F32(x), &[a, b]) => {
+                    rows_f32(x, src, src_step, [a, b], d, dst_step, count)
+                }
+                (super::Elems::F32(x), _) => rows_f32(x, src, src_step, lanes, d, dst_step, count),
+                (super::Elems::F16(x), &[a]) => rows_f16(x, src, src_step, [a], d, dst_step, count),
+                (super::Elems::F16(x), &[a, b]) => {
+                    rows_f16(x, src, src_step, [a, b], d, dst_step, count)
+                }
+                (super::Elems::F16(x), _) => rows_f16(x, src, src_step, lanes, d, dst_step, count),
+            }
+        }
+    }
+
+    /// The rows of [`load_lanes_avx512`] from f32: independent masked loads, or-ed.
+    ///
+    /// # Safety
+    /// As checked by `load_lanes_avx512`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn rows_f32<L: AsRef<[super::Lane]>>(
+        x: &[f32],
+        src: usize,
+        src_step: usize,
+        lanes: L,
+        d: *mut f32,
+        dst_step: usize,
+        count: usize,
+    ) {
+        let lanes = lanes.as_ref();
+        let mut s = x.as_ptr().wrapping_add(src);
+        let mut d = d;
+        for _ in 0..count {
+            let mut v = _mm512_setzero_si512();
+            for l in lanes {
+                // SAFETY: only the masked lanes are read, inside the channel (caller).
+                let w = unsafe { _mm512_maskz_loadu_ps(l.mask, s.wrapping_offset(l.rel)) };
+                v = _mm512_or_si512(v, _mm512_castps_si512(w));
+            }
+            // SAFETY: 16 floats at d lie inside the panel (caller).
+            unsafe { _mm512_storeu_si512(d.cast(), v) };
+            s = s.wrapping_add(src_step);
+            d = d.wrapping_add(dst_step);
+        }
+    }
+
+    /// The rows of [`load_lanes_avx512`] from fp16: independent masked loads, or-ed, widened
+    /// with NaN read as +inf.
+    ///
+    /// # Safety
+    /// As checked by `load_lanes_avx512`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn rows_f16<L: AsRef<[super::Lane]>>(
+        x: &[half::f16],
+        src: usize,
+        src_step: usize,
+        lanes: L,
+        d: *mut f32,
+        dst_step: usize,
+        count: usize,
+    ) {
+        let lanes = lanes.as_ref();
+        let inf = _mm512_set1_ps(f32::INFINITY);
+        let mut s = x.as_ptr().wrapping_add(src).cast::<i16>();
+        let mut d = d;
+        for _ in 0..count {
+            let mut h = _mm256_setzero_si256();
+            for l in lanes {
+                // SAFETY: only the masked lanes are read, inside the channel (caller).
+                let w = unsafe { _mm256_maskz_loadu_epi16(l.mask, s.wrapping_offset(l.rel)) };
+                h = _mm256_or_si256(h, w);
+            }
+            let v = _mm512_cvtph_ps(h);
+            let v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v), inf);
+            // SAFETY: 16 floats at d lie inside the panel (caller).
+            unsafe { _mm512_storeu_ps(d, v) };
+            s = s.wrapping_add(src_step);
+            d = d.wrapping_add(dst_step);
         }
     }
 
@@ -1664,6 +2133,155 @@ mod tests {
         assert!(go(Operand::Packed(&p), Operand::View(w), &mut out, Some(&[1.0, 2.0])).is_err());
         assert!(go(Operand::Packed(&p), Operand::View(w), &mut out[..8], None).is_err());
         assert!(go(Operand::Packed(&p), Operand::View(w), &mut out, None).is_ok());
+    }
+
+    /// An im2col operand `[channels, input]` of a convolution geometry, its data after
+    /// `offset` leading elements.
+    fn im2col_of<'a>(
+        data: Elems<'a>,
+        channels: usize,
+        input: [usize; 3],
+        kernel: [usize; 3],
+        (stride, dilation): ([usize; 3], [usize; 3]),
+        (pad, pad_after): ([usize; 3], [usize; 3]),
+    ) -> Im2col<'a> {
+        let output: [usize; 3] = std::array::from_fn(|d| {
+            (input[d] + pad[d] + pad_after[d] - (kernel[d] - 1) * dilation[d] - 1) / stride[d] + 1
+        });
+        let plane = input.iter().product::<usize>();
+        Im2col {
+            data,
+            offset: 3,
+            channel_stride: plane + 2,
+            channels,
+            input,
+            kernel,
+            output,
+            stride,
+            dilation,
+            pad,
+        }
+    }
+
+    /// The im2col matrix of `x` built by its definition, f32 as the packing reads it.
+    fn built(x: &Im2col<'_>) -> Vec<f32> {
+        let (k, n) = (x.rows().unwrap(), x.cols().unwrap());
+        let [_, oh, ow] = x.output;
+        let [_, kh, kw] = x.kernel;
+        let mut out = vec![0.0; k * n];
+        for p in 0..k {
+            let (ch, t) = (p / x.taps(), p % x.taps());
+            let tap = [t / (kh * kw), (t / kw) % kh, t % kw];
+            for j in 0..n {
+                let o = [j / (oh * ow), (j / ow) % oh, j % ow];
+                let pos: [isize; 3] = std::array::from_fn(|d| {
+                    (o[d] * x.stride[d] + tap[d] * x.dilation[d]) as isize - x.pad[d] as isize
+                });
+                if (0..3).all(|d| pos[d] >= 0 && (pos[d] as usize) < x.input[d]) {
+                    let [pd, ph, pw] = pos.map(|v| v as usize);
+                    let at = (pd * x.input[1] + ph) * x.input[2] + pw;
+                    out[p * n + j] = x.data.get(x.offset + ch * x.channel_stride + at);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn im2col_operand_gives_the_bits_of_the_built_matrix_on_every_kernel() {
+        type Case = (usize, [usize; 3], [usize; 3], [[usize; 3]; 2], [[usize; 3]; 2]);
+        let cases: [Case; 5] = [
+            // 3x3, padding 1, rows wider than a panel, two blocks of K.
+            (40, [1, 9, 70], [1, 3, 3], [[1; 3], [1; 3]], [[0, 1, 1], [0, 1, 1]]),
+            // Strides, dilation, asymmetric padding, odd sizes.
+            (3, [1, 13, 6], [1, 3, 2], [[1, 2, 3], [1, 1, 2]], [[0, 0, 2], [0, 1, 0]]),
+            // Three dims, rows narrower than a panel.
+            (2, [4, 5, 7], [2, 3, 3], [[1, 1, 2], [2, 1, 1]], [[1, 1, 1], [0, 1, 0]]),
+            // One dim, long rows, a kernel wider than the padding.
+            (5, [1, 1, 300], [1, 1, 7], [[1; 3], [1; 3]], [[0, 0, 3], [0, 0, 4]]),
+            // Padding wider than the kernel reach: whole zero rows and columns.
+            (4, [1, 3, 4], [1, 2, 2], [[1; 3], [1; 3]], [[0, 3, 3], [0, 3, 2]]),
+        ];
+        for (channels, input, kernel, [stride, dilation], [pad, pad_after]) in cases {
+            let len = 3 + channels * (input.iter().product::<usize>() + 2);
+            let v32 = values(len, 9);
+            let mut v16: Vec<f16> = v32.iter().map(|&v| f16::from_f32(v)).collect();
+            // A NaN input is read as +inf.
+            v16[5] = f16::NAN;
+            let v32: Vec<f32> = v16.iter().map(|v| numerics::ane_read(v.to_f32())).collect();
+            for data in [Elems::F32(&v32), Elems::F16(&v16)] {
+                let x =
+                    im2col_of(data, channels, input, kernel, (stride, dilation), (pad, pad_after));
+                let (k, n) = (x.rows().unwrap(), x.cols().unwrap());
+                // More rows than one block of them (MC) packs every panel of a block of
+                // columns ahead; fewer packs each just before its use.
+                for m in [13, 200] {
+                    let a = values(m * k, 10);
+                    let va = View {
+                        data: Elems::F32(&a),
+                        offset: 0,
+                        row_stride: k as isize,
+                        col_stride: 1,
+                    };
+                    let b = built(&x);
+                    let vb = View {
+                        data: Elems::F32(&b),
+                        offset: 0,
+                        row_stride: n as isize,
+                        col_stride: 1,
+                    };
+                    let mut want = vec![0.0f32; m * n];
+                    let epi = Epilogue::PLAIN;
+                    let (oa, ob) = (Operand::View(va), Operand::View(vb));
+                    gemm_on(Isa::Portable, m, n, k, oa, ob, Out::F32(&mut want), n, epi, false)
+                        .unwrap();
+                    for isa in Isa::available() {
+                        for parallel in [false, true] {
+                            let mut got = vec![0.0f32; m * n];
+                            let ox = Operand::Im2col(&x);
+                            gemm_on(isa, m, n, k, oa, ox, Out::F32(&mut got), n, epi, parallel)
+                                .unwrap();
+                            let same =
+                                got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
+                            assert!(same, "{isa:?} m {m} {x:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn mismatched_im2col_operands_are_errors() {
+        let v = vec![0.5f32; 2 * 5 * 6];
+        let x =
+            im2col_of(Elems::F32(&v), 2, [1, 5, 6], [1, 3, 3], ([1; 3], [1; 3]), ([0; 3], [0; 3]));
+        // offset 3 and channel stride 32 need 3 + 32 + 30 elements.
+        assert!(!x.fits());
+        let x = Im2col { offset: 0, channel_stride: 30, ..x };
+        assert!(x.fits());
+        let (k, n) = (18, 12);
+        let a = vec![1.0f32; 4 * k];
+        let va = Operand::View(View {
+            data: Elems::F32(&a),
+            offset: 0,
+            row_stride: k as isize,
+            col_stride: 1,
+        });
+        let mut out = vec![0.0f32; 4 * n];
+        let go = |a: Operand<'_>, b: Operand<'_>, k: usize, out: &mut [f32]| {
+            gemm(4, n, k, a, b, Out::F32(out), n, Epilogue::PLAIN, false)
+        };
+        assert!(go(va, Operand::Im2col(&x), k, &mut out).is_ok());
+        // Each output is the sum of its 18 taps of 0.5.
+        assert!(out.iter().all(|&v| v == 9.0));
+        // The wrong K, an operand past its slice, a zero stride, an im2col lhs.
+        assert!(go(va, Operand::Im2col(&x), k - 1, &mut out).is_err());
+        let past = Im2col { offset: 1, ..x };
+        assert!(go(va, Operand::Im2col(&past), k, &mut out).is_err());
+        let still = Im2col { stride: [1, 0, 1], ..x };
+        assert!(go(va, Operand::Im2col(&still), k, &mut out).is_err());
+        assert!(go(Operand::Im2col(&x), Operand::Im2col(&x), k, &mut out).is_err());
     }
 
     proptest! {
