@@ -13,7 +13,6 @@ use super::{
     Element, KernelError, Result, Scratch, broadcast_shapes, broadcast_strides, check_len,
     load_ane, numel,
 };
-use crate::sim::numerics;
 use rayon::prelude::*;
 
 const KERNEL: &str = "matmul";
@@ -327,14 +326,6 @@ pub(crate) fn widen<'a, T: Element>(x: &'a [T], buf: &'a mut [f32]) -> &'a [f32]
             buf
         }
     }
-}
-
-/// Applies the ANE's output-port rules (for fp16) and rounds `acc` into `out`.
-pub(crate) fn finish_mac_output<O: Element>(acc: &mut [f32], out: &mut [O]) {
-    if O::ANE_RULES {
-        numerics::mac_saturate_slice(acc);
-    }
-    O::store(acc, out);
 }
 
 #[cfg(test)]

@@ -166,8 +166,9 @@ pub(crate) fn load_ane<T: Element>(src: &[T], dst: &mut [f32]) {
     }
 }
 
-/// Buffers reused across kernel calls so the hot paths do not allocate: f16 operands widened to
-/// f32, im2col columns, GEMM outputs before their rounding. Grows to the largest size seen.
+/// Buffers reused across kernel calls so the hot paths do not allocate: operands widened to
+/// f32 (depthwise conv), outputs before their rounding, attention's per-thread rows. Grows to
+/// the largest size seen.
 #[derive(Debug, Default)]
 pub struct Scratch {
     a: Vec<f32>,
@@ -271,71 +272,9 @@ pub(crate) fn check_len(
     Ok(())
 }
 
-/// A strided view of an f32 matrix inside a slice, for the GEMM wrapper.
-#[derive(Clone, Copy)]
-pub(crate) struct MatRef<'a> {
-    pub data: &'a [f32],
-    pub offset: usize,
-    pub row_stride: isize,
-    pub col_stride: isize,
-}
-
-impl MatRef<'_> {
-    /// Whether every element of a `rows` x `cols` matrix lies inside the slice.
-    fn fits(&self, rows: usize, cols: usize) -> bool {
-        if rows == 0 || cols == 0 {
-            return true;
-        }
-        let lo = self.offset as isize
-            + (rows as isize - 1) * self.row_stride.min(0)
-            + (cols as isize - 1) * self.col_stride.min(0);
-        let hi = self.offset as isize
-            + (rows as isize - 1) * self.row_stride.max(0)
-            + (cols as isize - 1) * self.col_stride.max(0);
-        lo >= 0 && (hi as usize) < self.data.len()
-    }
-}
-
 /// Products with fewer multiply-adds than this run one per rayon task when there are many of
 /// them (batched matmul); larger ones are split by the GEMM itself.
 const GEMM_PARALLEL_MACS: usize = 1 << 20;
-
-/// dst[m x n] (dense, row stride `dst_rs`) = lhs[m x k] * rhs[k x n], accumulated in f32 by
-/// [`gemm`]. `parallel` lets a large product use the rayon pool.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn sgemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    dst_rs: usize,
-    lhs: MatRef<'_>,
-    rhs: MatRef<'_>,
-    parallel: bool,
-) {
-    assert!(m == 0 || n == 0 || (m - 1) * dst_rs + n <= dst.len(), "sgemm: dst too small");
-    assert!(lhs.fits(m, k) && rhs.fits(k, n), "sgemm: operand out of bounds");
-    fn view(r: MatRef<'_>) -> gemm::View<'_> {
-        gemm::View {
-            data: gemm::Elems::F32(r.data),
-            offset: r.offset,
-            row_stride: r.row_stride,
-            col_stride: r.col_stride,
-        }
-    }
-    let result = gemm::gemm(
-        m,
-        n,
-        k,
-        gemm::Operand::View(view(lhs)),
-        gemm::Operand::View(view(rhs)),
-        gemm::Out::F32(dst),
-        if m > 1 { dst_rs } else { dst_rs.max(n) },
-        gemm::Epilogue::PLAIN,
-        parallel,
-    );
-    assert!(result.is_ok(), "sgemm: {result:?}");
-}
 
 #[cfg(test)]
 pub(crate) mod testutil {
@@ -402,31 +341,6 @@ mod tests {
         assert_eq!(normalize_axis(-1, 3).unwrap(), 2);
         assert!(normalize_axis(3, 3).is_err());
         assert!(normalize_axis(-4, 3).is_err());
-    }
-
-    #[test]
-    fn sgemm_with_strides() {
-        // lhs stored transposed: [k x m] read as m x k.
-        let (m, n, k) = (3, 2, 4);
-        let lhs_t: Vec<f32> = (0..k * m).map(|v| v as f32).collect();
-        let rhs: Vec<f32> = (0..k * n).map(|v| (v as f32) * 0.5).collect();
-        let mut dst = vec![0.0; m * n];
-        sgemm(
-            m,
-            n,
-            k,
-            &mut dst,
-            n,
-            MatRef { data: &lhs_t, offset: 0, row_stride: 1, col_stride: m as isize },
-            MatRef { data: &rhs, offset: 0, row_stride: n as isize, col_stride: 1 },
-            true,
-        );
-        for i in 0..m {
-            for j in 0..n {
-                let want: f32 = (0..k).map(|p| lhs_t[p * m + i] * rhs[p * n + j]).sum();
-                assert_eq!(dst[i * n + j], want);
-            }
-        }
     }
 }
 
