@@ -5,6 +5,7 @@
 //! and best) for
 //! - fused `scaled_dot_product_attention`, 12 heads x seq 256 x head dim 64 (fp16), and the same
 //!   attention run as the decomposed graph (matmul, scale mul, softmax, matmul) for comparison;
+//! - the fused kernel on the stories15m shape below (causal mask);
 //! - the stories15m attention core (6 heads of 48, seq 256, causal mask add), decomposed as
 //!   `crates/train` builds it, with the time of each op;
 //! - softmax over `[6, 256, 256]` and the unary activations over a `[256, 2048]` tensor.
@@ -15,7 +16,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use anemone::sim::kernels::Scratch;
-use anemone::sim::kernels::attention::scaled_dot_product_attention;
+use anemone::sim::kernels::attention::{AttentionMask, scaled_dot_product_attention};
 use anemone::sim::kernels::elementwise::{BinaryOp, GeluMode, UnaryOp, binary, unary};
 use anemone::sim::kernels::matmul::matmul;
 use anemone::sim::kernels::softmax::softmax;
@@ -162,13 +163,19 @@ impl Decomposed {
     }
 }
 
-fn sdpa_case(name: &str, heads: usize, seq: usize, hd: usize) {
+/// The fused kernel on `[1, heads, seq, hd]` operands, with a causal additive mask (-65504
+/// above the diagonal, broadcast over the heads) when `causal`.
+fn sdpa_case(name: &str, heads: usize, seq: usize, hd: usize, causal: bool) {
     if !selected(name) {
         return;
     }
     let shape = [1, heads, seq, hd];
     let n = heads * seq * hd;
     let (q, k, v) = (data(n, 3, 4.0), data(n, 4, 4.0), data(n, 5, 1.0));
+    let mask: Vec<f16> = (0..seq * seq)
+        .map(|i| f16::from_f32(if i % seq > i / seq { -65504.0 } else { 0.0 }))
+        .collect();
+    let mask_shape = [seq, seq];
     let mut out = vec![f16::ZERO; n];
     let mut scratch = Scratch::new();
     let secs = time(Duration::from_millis(1500), || {
@@ -179,7 +186,7 @@ fn sdpa_case(name: &str, heads: usize, seq: usize, hd: usize) {
             &shape,
             &v,
             &shape,
-            None,
+            causal.then_some(AttentionMask::Additive { values: &mask, shape: &mask_shape }),
             true,
             &mut out,
             &mut scratch,
@@ -219,7 +226,8 @@ fn unary_case(name: &str, op: UnaryOp) {
 }
 
 fn main() {
-    sdpa_case("sdpa fused 12x256x64 (fp16)", 12, 256, 64);
+    sdpa_case("sdpa fused 12x256x64 (fp16)", 12, 256, 64, false);
+    sdpa_case("sdpa fused stories15m 6x256x48 causal (fp16)", 6, 256, 48, true);
     Decomposed::new(12, 256, 64, false).case("sdpa decomposed 12x256x64 (fp16)");
     Decomposed::new(6, 256, 48, true).case("stories15m attention 6x256x48 causal (fp16)");
     softmax_case("softmax [6, 256, 256] last axis (fp16)", &[6, 256, 256], 2);

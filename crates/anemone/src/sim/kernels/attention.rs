@@ -13,10 +13,10 @@
 //! The real ANE ignores `attn_mask` (REFERENCE.md §2), so `apply_mask` lets the runtime choose:
 //! `true` follows MIL semantics, `false` mimics the hardware.
 
-use super::matmul::{batch_offsets, widen};
+use super::gemm::{self, Elems, Epilogue, Operand, Port, View};
+use super::matmul::batch_offsets;
 use super::{
-    Element, KernelError, MatRef, Result, Scratch, broadcast_shapes, broadcast_strides, check_len,
-    numel,
+    Element, KernelError, Result, Scratch, broadcast_shapes, broadcast_strides, check_len, numel,
 };
 use crate::sim::numerics;
 
@@ -150,53 +150,63 @@ pub fn scaled_dot_product_attention<T: Element>(
     }
     // Work is cut into blocks of query rows, each running QK^T -> scale/mask/softmax -> PV for
     // its rows while their scores are still in cache; each query row sees its whole key row, so
-    // the softmax is the one of the decomposed graph. Blocks go to the cores in contiguous runs.
+    // the softmax is the one of the decomposed graph. Blocks go to the cores in contiguous runs,
+    // and each block's two products run on one core: the GEMM packs K and V once per block, so
+    // large blocks (a whole head when it fits) waste the least time packing.
     let work = nb.saturating_mul(l * s * (e + ev));
-    let workers =
-        if super::parallel_worth_it(work / 16) { rayon::current_num_threads().max(1) } else { 1 };
+    let parallel = super::parallel_worth_it(work / 16);
+    let workers = if parallel { rayon::current_num_threads().max(1) } else { 1 };
     let rows = block_rows(l, s, nb, workers);
     let blocks_per_batch = l.div_ceil(rows);
     let blocks = nb * blocks_per_batch;
     let workers = workers.min(blocks);
-    // Per worker: scores of a block, PV accumulators of a block, one widened mask row.
-    let per_worker = rows * s + rows * ev + s;
-    let (sq, sk, sv, sw) = scratch.buffers(
-        if T::as_f32(q).is_some() { 0 } else { q.len() },
-        if T::as_f32(k).is_some() { 0 } else { k.len() },
-        if T::as_f32(v).is_some() { 0 } else { v.len() },
-        workers * per_worker,
-    );
-    let (q32, k32, v32) = (widen(q, sq), widen(k, sk), widen(v, sv));
+    // Per worker: scores of a block and one widened mask row.
+    let per_worker = rows * s + s;
+    let (_, _, _, sw) = scratch.buffers(0, 0, 0, workers * per_worker);
+    // fp16 operands are widened (NaN read as +inf) while the GEMM packs them.
+    let (qe, ke, ve) = (gemm::elems(q)?, gemm::elems(k)?, gemm::elems(v)?);
     let scale = T::round(1.0 / (e as f32).sqrt());
     let batch_rank = d.batch.len();
+    // The matmuls' output port: fp16 saturates as the ANE's multiply-accumulate port does.
+    let epilogue = if T::ANE_RULES {
+        Epilogue { port: Port::AneSaturate, bias: None }
+    } else {
+        Epilogue::PLAIN
+    };
+    let fast_rows = RowKernel::pick::<T>(scale);
+    // The vector rows apply the port to the scores themselves, in the pass that reads them.
+    let scores_epilogue = if fast_rows.applies_port() { Epilogue::PLAIN } else { epilogue };
     // A single worker may let the GEMM itself use the pool.
-    let gemm_parallel = workers == 1 && super::parallel_worth_it(work / 16);
+    let gemm_parallel = workers == 1 && parallel;
     // First output row (over all batches) of block `t`.
     let first_row = |t: usize| (t / blocks_per_batch) * l + (t % blocks_per_batch) * rows;
 
-    let block = |t: usize, out_rows: &mut [T], buf: &mut [f32]| {
+    let block = |t: usize, out_rows: &mut [T], buf: &mut [f32]| -> Result<()> {
         let b = t / blocks_per_batch;
         let r0 = (t % blocks_per_batch) * rows;
         let m = rows.min(l - r0);
-        let (scores, rest) = buf.split_at_mut(rows * s);
-        let (acc, mask_row) = rest.split_at_mut(rows * ev);
-        let (scores, acc) = (&mut scores[..m * s], &mut acc[..m * ev]);
-        super::sgemm(
+        let (scores, mask_row) = buf.split_at_mut(rows * s);
+        let scores = &mut scores[..m * s];
+        // Q rows r0.. times K^T, read in place (K^T(p, j) = K(j, p)).
+        let q_view = View {
+            data: qe,
+            offset: d.q_b[b] * l * e + r0 * e,
+            row_stride: e as isize,
+            col_stride: 1,
+        };
+        let kt_view =
+            View { data: ke, offset: d.k_b[b] * s * e, row_stride: 1, col_stride: e as isize };
+        gemm::gemm(
             m,
             s,
             e,
-            scores,
+            Operand::View(q_view),
+            Operand::View(kt_view),
+            gemm::Out::F32(scores),
             s,
-            MatRef {
-                data: q32,
-                offset: d.q_b[b] * l * e + r0 * e,
-                row_stride: e as isize,
-                col_stride: 1,
-            },
-            MatRef { data: k32, offset: d.k_b[b] * s * e, row_stride: 1, col_stride: e as isize },
+            scores_epilogue,
             gemm_parallel,
-        );
-        // matmul output -> mul(scale) -> add(mask), each stored in T by the decomposed graph.
+        )?;
         let mask_base = mask_strides.as_ref().map(|st| {
             let mut rest = b;
             let mut off = 0;
@@ -206,82 +216,144 @@ pub fn scaled_dot_product_attention<T: Element>(
             }
             off
         });
-        super::with_wide_simd(
-            #[inline(always)]
-            || {
-                for (i, sc) in scores.chunks_mut(s).enumerate() {
-                    for x in sc.iter_mut() {
-                        let mut v = *x;
-                        if T::ANE_RULES {
-                            v = numerics::mac_saturate(v);
-                        }
-                        v = T::round(v);
-                        v = T::round(ane(T::ANE_RULES, v * scale));
-                        *x = v;
-                    }
-                    if let (Some(mk), Some(st), Some(base)) = (&mask, &mask_strides, mask_base) {
-                        let (sl, ss) = (st[batch_rank], st[batch_rank + 1]);
-                        let off = base + (r0 + i) * sl;
-                        add_mask_row::<T>(sc, mk, off, ss, mask_row);
-                    }
-                    super::softmax::softmax_row::<T>(sc);
-                    for x in sc.iter_mut() {
-                        *x = T::round(*x);
-                    }
+        // (With no keys there are no scores, and PV is the port's image of zero.)
+        for (i, sc) in scores.chunks_mut(s.max(1)).enumerate() {
+            let mask_row = match (&mask, &mask_strides, mask_base) {
+                (Some(mk), Some(st), Some(base)) => {
+                    let (sl, ss) = (st[batch_rank], st[batch_rank + 1]);
+                    Some((mk, base + (r0 + i) * sl, ss, &mut *mask_row))
                 }
-            },
-        );
-        super::sgemm(
+                _ => None,
+            };
+            fast_rows.probabilities::<T>(sc, scale, mask_row);
+        }
+        let p_view =
+            View { data: Elems::F32(scores), offset: 0, row_stride: s as isize, col_stride: 1 };
+        let v_view =
+            View { data: ve, offset: d.v_b[b] * s * ev, row_stride: ev as isize, col_stride: 1 };
+        gemm::gemm(
             m,
             ev,
             s,
-            acc,
+            Operand::View(p_view),
+            Operand::View(v_view),
+            gemm::out(out_rows)?,
             ev,
-            MatRef { data: scores, offset: 0, row_stride: s as isize, col_stride: 1 },
-            MatRef { data: v32, offset: d.v_b[b] * s * ev, row_stride: ev as isize, col_stride: 1 },
+            epilogue,
             gemm_parallel,
-        );
-        super::matmul::finish_mac_output::<T>(acc, out_rows);
+        )
     };
     // Blocks [t0, t1) in order, writing the output rows they cover.
-    let run = |t0: usize, t1: usize, out_run: &mut [T], buf: &mut [f32]| {
+    let run = |t0: usize, t1: usize, out_run: &mut [T], buf: &mut [f32]| -> Result<()> {
         let base = first_row(t0);
         for t in t0..t1 {
             let r = first_row(t);
             let m = rows.min(l - (t % blocks_per_batch) * rows);
             let o = &mut out_run[(r - base) * ev..(r - base + m) * ev];
-            block(t, o, buf);
+            block(t, o, buf)?;
         }
+        Ok(())
     };
     if workers == 1 {
-        run(0, blocks, out, &mut sw[..per_worker]);
-    } else {
-        rayon::scope(|scope| {
-            let (mut out_rest, mut buf_rest) = (&mut *out, &mut *sw);
-            let run = &run;
-            for w in 0..workers {
-                let (t0, t1) = (blocks * w / workers, blocks * (w + 1) / workers);
-                let len = (first_row(t1) - first_row(t0)) * ev;
-                let (o, orest) = std::mem::take(&mut out_rest).split_at_mut(len);
-                let (bf, brest) = std::mem::take(&mut buf_rest).split_at_mut(per_worker);
-                out_rest = orest;
-                buf_rest = brest;
-                scope.spawn(move |_| run(t0, t1, o, bf));
-            }
-        });
+        return run(0, blocks, out, &mut sw[..per_worker]);
     }
-    Ok(())
+    let mut results: Vec<Result<()>> = (0..workers).map(|_| Ok(())).collect();
+    rayon::scope(|scope| {
+        let (mut out_rest, mut buf_rest) = (&mut *out, &mut *sw);
+        let run = &run;
+        for (w, result) in results.iter_mut().enumerate() {
+            let (t0, t1) = (blocks * w / workers, blocks * (w + 1) / workers);
+            let len = (first_row(t1) - first_row(t0)) * ev;
+            let (o, orest) = std::mem::take(&mut out_rest).split_at_mut(len);
+            let (bf, brest) = std::mem::take(&mut buf_rest).split_at_mut(per_worker);
+            out_rest = orest;
+            buf_rest = brest;
+            scope.spawn(move |_| *result = run(t0, t1, o, bf));
+        }
+    });
+    results.into_iter().collect()
 }
 
-/// Query rows per block: the block's f32 scores stay near 64 KiB (in L2 next to K and V), at
-/// least 8 rows so the GEMMs keep their shape, and small enough that every worker gets a few
-/// blocks to balance the load.
+/// Query rows per block: the block's f32 scores stay within 512 KiB (in L2 next to the packed
+/// K and V), at least 8 rows so the GEMMs keep their shape; blocks are halved until every
+/// worker gets an equal share of them, or several.
 fn block_rows(l: usize, s: usize, nb: usize, workers: usize) -> usize {
-    let mut rows = (16_384 / s.max(1)).clamp(8, 128).min(l.max(1));
-    while rows > 8 && nb * l.div_ceil(rows) < 4 * workers {
+    let mut rows = (131_072 / s.max(1)).clamp(8, 1024).min(l.max(1));
+    loop {
+        let blocks = nb * l.div_ceil(rows);
+        let balanced =
+            blocks >= workers && (blocks.is_multiple_of(workers) || blocks >= 4 * workers);
+        if rows <= 8 || balanced {
+            return rows;
+        }
         rows = rows.div_ceil(2);
     }
-    rows
+}
+
+/// The mask of one row of scores, when there is one: the mask, the offset of the row in it,
+/// its stride along S, and a buffer of at least S floats for the widened row.
+type MaskRow<'a, 'm, T> = Option<(&'a AttentionMask<'m, T>, usize, usize, &'a mut [f32])>;
+
+/// How the rows between the two products are computed: the portable loops, or AVX-512 for
+/// fp16 (the same operations in the same order, so the same bits).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RowKernel {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx512F16,
+}
+
+impl RowKernel {
+    /// The kernel for rows of `T` scaled by `scale`.
+    fn pick<T: Element>(scale: f32) -> RowKernel {
+        // The vector path relies on a finite, nonzero scale (see `probabilities_f16`).
+        #[cfg(target_arch = "x86_64")]
+        if T::as_f16(&[]).is_some()
+            && gemm::Isa::detect() == gemm::Isa::Avx512
+            && scale.is_finite()
+            && scale != 0.0
+        {
+            return RowKernel::Avx512F16;
+        }
+        RowKernel::Portable
+    }
+
+    /// Whether [`Self::probabilities`] takes the raw sums of QK^T and applies the output port
+    /// itself (else the port was applied by the product).
+    fn applies_port(self) -> bool {
+        self != RowKernel::Portable
+    }
+
+    /// The decomposed graph between the matmuls, on one row of QK^T (the raw sums when
+    /// [`Self::applies_port`], else the port's output): round the matmul output to `T`,
+    /// mul(scale), add(mask), softmax, each result rounded to `T`; the row ends up holding the
+    /// probabilities the PV product reads.
+    #[inline(always)]
+    fn probabilities<T: Element>(self, sc: &mut [f32], scale: f32, mask: MaskRow<'_, '_, T>) {
+        #[cfg(target_arch = "x86_64")]
+        if self == RowKernel::Avx512F16 {
+            // SAFETY: Avx512F16 is picked only on CPUs with AVX-512F, BW and VL, AVX2, FMA and
+            // F16C (gemm::Isa::detect).
+            unsafe { x86::probabilities_f16::<T>(sc, scale, mask) };
+            return;
+        }
+        super::with_wide_simd(
+            #[inline(always)]
+            || {
+                for x in sc.iter_mut() {
+                    *x = T::round(*x);
+                    *x = T::round(ane(T::ANE_RULES, *x * scale));
+                }
+                if let Some((mk, off, ss, buf)) = mask {
+                    add_mask_row::<T>(sc, mk, off, ss, buf);
+                }
+                super::softmax::softmax_row::<T>(sc);
+                for x in sc.iter_mut() {
+                    *x = T::round(*x);
+                }
+            },
+        )
+    }
 }
 
 /// Adds row `off` (stride `ss`) of the mask to the scores `sc`, rounding each sum to `T` as the
@@ -321,6 +393,299 @@ fn add_mask_row<T: Element>(
 #[inline(always)]
 fn ane(rules: bool, x: f32) -> f32 {
     if rules { numerics::ane_result(x) } else { x }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! The fp16 rows between the two products with AVX-512: the operations of the portable
+    //! loops (`numerics::round_f16`, `softmax_row`, `exp_f32`) one for one, 16 lanes at a
+    //! time. Multiplies and adds stay separate instructions (no FMA), as in the portable code.
+    use super::{AttentionMask, Element, MaskRow, add_mask_row};
+    use crate::sim::kernels::{exp_f32, softmax::softmax_row};
+    use std::arch::x86_64::*;
+
+    /// The lanes of a 16-wide step that lie inside `left` remaining elements.
+    #[inline(always)]
+    fn lanes(left: usize) -> __mmask16 {
+        if left >= 16 { 0xffff } else { ((1u32 << left) - 1) as u16 }
+    }
+
+    /// Rounds to fp16 and back (to nearest even, ±inf beyond the fp16 range): the bits of
+    /// `numerics::round_f16` for every value but NaN, which these rows never hold.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    fn round16(v: __m512) -> __m512 {
+        _mm512_cvtph_ps(_mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v))
+    }
+
+    /// `exp_f32` of kernels/mod.rs on 16 lanes of arguments in [-inf, 0] (x - max of a row).
+    ///
+    /// The same operations, with two shortcuts that keep every bit: the upper clamp (89) never
+    /// applies, and the scaling `p * 2^n1 * 2^n2` (n1 + n2 = n, each factor normal) is one
+    /// `scalef` by 2^n. Over this range n >= -150, so n1, n2 >= -75 and p * 2^n1 (p is in
+    /// [0.7, 1.5]) is exact and normal: the product is p * 2^n rounded once, in both forms,
+    /// subnormal results included. At the lower clamp the result is +0, as in `exp_f32`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    fn exp16(x: __m512) -> __m512 {
+        const LOG2E: f32 = std::f32::consts::LOG2_E;
+        const LN2_HI: f32 = 0.693_145_75;
+        const LN2_LO: f32 = 1.428_606_8e-6;
+        const ROUND: f32 = 12_582_912.0;
+        let c = _mm512_set1_ps;
+        let (mul, add, sub) = (_mm512_mul_ps, _mm512_add_ps, _mm512_sub_ps);
+        let xc = _mm512_max_ps(x, c(-104.0));
+        let n = sub(add(mul(xc, c(LOG2E)), c(ROUND)), c(ROUND));
+        let r = sub(sub(xc, mul(n, c(LN2_HI))), mul(n, c(LN2_LO)));
+        let mut p = c(1.0f32 / 5040.0);
+        for k in [1.0f32 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+            p = add(mul(p, r), c(k));
+        }
+        let above_clamp = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(xc, c(-104.0));
+        _mm512_maskz_scalef_ps(above_clamp, p, n)
+    }
+
+    /// The largest value of a row without NaN (-inf when empty).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    fn row_max(row: &[f32]) -> f32 {
+        let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
+        for i in (0..row.len()).step_by(16) {
+            let k = lanes(row.len() - i);
+            // SAFETY: the mask stops the load at the end of the row.
+            let x = unsafe { _mm512_maskz_loadu_ps(k, row.as_ptr().add(i)) };
+            mx = _mm512_mask_max_ps(mx, k, mx, x);
+        }
+        _mm512_reduce_max_ps(mx)
+    }
+
+    /// The smallest magnitude `numerics::mac_saturate` turns into ±inf (it rounds to 2^15 in
+    /// fp16); a test holds it to the scalar rule.
+    pub(super) const SATURATION_THRESHOLD: f32 = 32760.0;
+    /// The smallest normal fp16 magnitude, 2^-14.
+    const F16_MIN_NORMAL: f32 = 6.103_515_6e-5;
+
+    /// fp16's multiply-accumulate port (`numerics::mac_saturate`): NaN -> +0, magnitudes from
+    /// the threshold on -> ±inf.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    fn saturate16(x: __m512) -> __m512 {
+        let x = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(x, x), x);
+        let big = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(
+            _mm512_abs_ps(x),
+            _mm512_set1_ps(SATURATION_THRESHOLD),
+        );
+        _mm512_mask_mul_ps(x, big, x, _mm512_set1_ps(f32::INFINITY))
+    }
+
+    /// A sum of QK^T whose port is a no-op (finite, below the threshold) as fp16, times the
+    /// scale, rounded to fp16. With a power-of-two scale (`POW2`) the product of an fp16 value
+    /// is exact in fp16 unless it falls below fp16's normal range, so the second rounding only
+    /// runs when a lane does.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    fn scaled<const POW2: bool>(x: __m512, scale: __m512) -> __m512 {
+        let y = _mm512_mul_ps(round16(x), scale);
+        if POW2 {
+            let tiny =
+                _mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_abs_ps(y), _mm512_set1_ps(F16_MIN_NORMAL));
+            if tiny == 0 {
+                return y;
+            }
+        }
+        round16(y)
+    }
+
+    /// Largest, smallest and sum of a row (the sum is not finite when the row holds NaN or
+    /// inf).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    fn row_stats(row: &[f32]) -> (f32, f32, f32) {
+        let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
+        let mut mn = _mm512_set1_ps(f32::INFINITY);
+        let mut sum = _mm512_setzero_ps();
+        for i in (0..row.len()).step_by(16) {
+            let k = lanes(row.len() - i);
+            // SAFETY: the mask stops the load at the end of the row.
+            let x = unsafe { _mm512_maskz_loadu_ps(k, row.as_ptr().add(i)) };
+            mx = _mm512_mask_max_ps(mx, k, mx, x);
+            mn = _mm512_mask_min_ps(mn, k, mn, x);
+            sum = _mm512_add_ps(sum, x);
+        }
+        (_mm512_reduce_max_ps(mx), _mm512_reduce_min_ps(mn), _mm512_reduce_add_ps(sum))
+    }
+
+    /// `RowKernel::probabilities` for fp16 `T` and a finite, nonzero `scale`, on the raw sums
+    /// of QK^T.
+    ///
+    /// No NaN can arise past the port, so the `ane_result` steps of the portable loops are
+    /// left out: a finite nonzero scale times a non-NaN value is not NaN, the mask step applies
+    /// its own rule, and normalizing multiplies values in [0, 1] by 1 / sum with sum >= 1 (the
+    /// row's max contributes exp(0) = 1).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F, BW and VL, AVX2, FMA and F16C.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    pub(super) unsafe fn probabilities_f16<T: Element>(
+        row: &mut [f32],
+        scale: f32,
+        mask: MaskRow<'_, '_, T>,
+    ) {
+        if mask.is_none() {
+            let (hi, lo, sum) = row_stats(row);
+            if sum.is_finite() && hi < SATURATION_THRESHOLD && lo > -SATURATION_THRESHOLD {
+                // The port does nothing to this row, and the steps up to the softmax are
+                // monotonic, so the row's max is the image of the largest sum: one pass
+                // computes the scaled scores and their exponentials.
+                let max = T::round(T::round(hi) * scale);
+                // SAFETY: the CPU features are the caller's guarantee.
+                unsafe {
+                    if scale.to_bits() & 0x007f_ffff == 0 {
+                        exp_normalize::<T, 1>(row, scale, max)
+                    } else {
+                        exp_normalize::<T, 2>(row, scale, max)
+                    }
+                };
+                return;
+            }
+        }
+        let n = row.len();
+        let ptr = row.as_mut_ptr();
+        // The port, the rounding to fp16, times the scale, rounded.
+        let sc = _mm512_set1_ps(scale);
+        let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
+        for i in (0..n).step_by(16) {
+            let k = lanes(n - i);
+            // SAFETY: the mask keeps the load and the store inside the row.
+            unsafe {
+                let x = round16(saturate16(_mm512_maskz_loadu_ps(k, ptr.add(i))));
+                let x = round16(_mm512_mul_ps(x, sc));
+                _mm512_mask_storeu_ps(ptr.add(i), k, x);
+                mx = _mm512_mask_max_ps(mx, k, mx, x);
+            }
+        }
+        let mut max = _mm512_reduce_max_ps(mx);
+        if let Some((mk, off, ss, buf)) = mask {
+            max = match mk {
+                AttentionMask::Additive { values, .. } if ss == 1 => match T::as_f16(values) {
+                    // SAFETY: the CPU features are the caller's guarantee.
+                    Some(m) => unsafe { add_mask_f16(row, &m[off..off + n]) },
+                    None => {
+                        add_mask_row::<T>(row, mk, off, ss, buf);
+                        row_max(row)
+                    }
+                },
+                _ => {
+                    add_mask_row::<T>(row, mk, off, ss, buf);
+                    row_max(row)
+                }
+            };
+        }
+        if !max.is_finite() {
+            // A row holding +inf (the ANE's rule) or only -inf: the portable softmax.
+            softmax_row::<T>(row);
+            for x in row.iter_mut() {
+                *x = T::round(*x);
+            }
+            return;
+        }
+        // SAFETY: the CPU features are the caller's guarantee.
+        unsafe { exp_normalize::<T, 0>(row, scale, max) };
+    }
+
+    /// `add_mask_row` for a contiguous fp16 additive mask: the mask read by the ANE's rule
+    /// (NaN as +inf), the sum's NaN -> +0, rounded to fp16. Returns the row's new max.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F, BW and VL, AVX2, FMA and F16C.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    unsafe fn add_mask_f16(row: &mut [f32], mask: &[half::f16]) -> f32 {
+        let n = row.len().min(mask.len());
+        let ptr = row.as_mut_ptr();
+        let inf = _mm512_set1_ps(f32::INFINITY);
+        let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
+        for i in (0..n).step_by(16) {
+            let k = lanes(n - i);
+            // SAFETY: the mask keeps the loads and the store inside the row and the mask row.
+            unsafe {
+                let h = _mm256_maskz_loadu_epi16(k, mask.as_ptr().add(i).cast::<i16>());
+                let m = _mm512_cvtph_ps(h);
+                let m = _mm512_mask_mov_ps(m, _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(m, m), inf);
+                let y = _mm512_add_ps(_mm512_maskz_loadu_ps(k, ptr.add(i)), m);
+                let y = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(y, y), y);
+                let y = round16(y);
+                _mm512_mask_storeu_ps(ptr.add(i), k, y);
+                mx = _mm512_mask_max_ps(mx, k, mx, y);
+            }
+        }
+        _mm512_reduce_max_ps(mx)
+    }
+
+    /// The softmax of a row whose max is finite, each result rounded to fp16. `RAW` says what
+    /// the row holds: 0, the scores (`max` is theirs); 1 or 2, sums of QK^T with a no-op port,
+    /// turned into scores on the way by [`scaled`] (1: power-of-two scale).
+    ///
+    /// The exponentials are summed as `softmax_row` does: eight partial sums, each adding its
+    /// elements in row order (a 16-wide step's low half, then its high half), then a step of
+    /// eight, the partial sums added in order, and the tail one by one.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F, BW and VL, AVX2, FMA and F16C.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    unsafe fn exp_normalize<T: Element, const RAW: u8>(row: &mut [f32], scale: f32, max: f32) {
+        let n = row.len();
+        let ptr = row.as_mut_ptr();
+        let (sc, mv) = (_mm512_set1_ps(scale), _mm512_set1_ps(max));
+        let score = |x: __m512| match RAW {
+            0 => x,
+            1 => scaled::<true>(x, sc),
+            _ => scaled::<false>(x, sc),
+        };
+        let mut part = _mm256_setzero_ps();
+        let full = n / 16 * 16;
+        for i in (0..full).step_by(16) {
+            // SAFETY: i + 16 <= n.
+            unsafe {
+                let y = exp16(_mm512_sub_ps(score(_mm512_loadu_ps(ptr.add(i))), mv));
+                _mm512_storeu_ps(ptr.add(i), y);
+                part = _mm256_add_ps(part, _mm512_castps512_ps256(y));
+                let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(y)));
+                part = _mm256_add_ps(part, hi);
+            }
+        }
+        let mut done = full;
+        if n - full >= 8 {
+            // SAFETY: full + 8 <= n.
+            unsafe {
+                let x = score(_mm512_maskz_loadu_ps(0xff, ptr.add(full)));
+                let y = exp16(_mm512_sub_ps(x, mv));
+                _mm512_mask_storeu_ps(ptr.add(full), 0xff, y);
+                part = _mm256_add_ps(part, _mm512_castps512_ps256(y));
+            }
+            done += 8;
+        }
+        let mut lanes8 = [0.0f32; 8];
+        // SAFETY: lanes8 holds 8 floats.
+        unsafe { _mm256_storeu_ps(lanes8.as_mut_ptr(), part) };
+        let mut sum: f32 = lanes8.iter().sum();
+        for x in &mut row[done..] {
+            let v = if RAW == 0 { *x } else { T::round(T::round(*x) * scale) };
+            *x = exp_f32(v - max);
+            sum += *x;
+        }
+        let inv = _mm512_set1_ps(1.0 / sum);
+        for i in (0..n).step_by(16) {
+            let k = lanes(n - i);
+            // SAFETY: the mask keeps the load and the store inside the row.
+            unsafe {
+                let x = _mm512_maskz_loadu_ps(k, ptr.add(i));
+                _mm512_mask_storeu_ps(ptr.add(i), k, round16(_mm512_mul_ps(x, inv)));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -423,6 +788,70 @@ mod tests {
             let g = decomposed(&q, qs, &k, ks, &v, vs, Some((&m, &ms)));
             assert_eq!(f, g, "masked {qs:?} {ks:?} {vs:?}");
         }
+    }
+
+    #[test]
+    fn fused_equals_decomposed_across_row_lengths_and_ranges() {
+        // (Q, K, V shapes, scale of Q and K): row lengths around the 16- and 8-wide steps;
+        // scores small enough to round as fp16 subnormals; scores spread far enough that exp
+        // underflows (subnormal and zero results); scores that saturate the output port to
+        // ±inf; query rows cut into several blocks.
+        type Case<'a> = (&'a [usize], &'a [usize], &'a [usize], f32);
+        let cases: &[Case] = &[
+            (&[2, 5, 16], &[2, 8, 16], &[2, 8, 8], 3.0),
+            (&[2, 5, 16], &[2, 9, 16], &[2, 9, 8], 3.0),
+            (&[2, 5, 16], &[2, 15, 16], &[2, 15, 8], 3.0),
+            (&[2, 5, 16], &[2, 24, 16], &[2, 24, 8], 3.0),
+            (&[2, 5, 16], &[2, 31, 16], &[2, 31, 8], 3.0),
+            (&[2, 5, 16], &[2, 47, 16], &[2, 47, 8], 3.0),
+            (&[2, 5, 16], &[2, 40, 16], &[2, 40, 8], 0.02),
+            (&[2, 5, 8], &[2, 40, 8], &[2, 40, 8], 0.02),
+            (&[3, 40, 4], &[3, 96, 4], &[3, 96, 16], 20.0),
+            (&[2, 24, 64], &[2, 80, 64], &[2, 80, 32], 100.0),
+            (&[1, 301, 8], &[1, 1100, 8], &[1, 1100, 8], 3.0),
+        ];
+        for &(qs, ks, vs, scale) in cases {
+            let q = data(qs, 11, scale);
+            let k = data(ks, 12, scale);
+            let v = data(vs, 13, 1.0);
+            let f = fused(&q, qs, &k, ks, &v, vs, None);
+            let g = decomposed(&q, qs, &k, ks, &v, vs, None);
+            assert_eq!(f, g, "{qs:?} {ks:?} {vs:?} x {scale}");
+            // A mask with -inf entries and one row masked out entirely.
+            let l = qs[qs.len() - 2];
+            let s = ks[ks.len() - 2];
+            let m: Vec<f16> = (0..l * s)
+                .map(|i| {
+                    let (r, c) = (i / s, i % s);
+                    if r == 1 || (r + c) % 3 == 0 { f16::NEG_INFINITY } else { f16::ZERO }
+                })
+                .collect();
+            let ms = [l, s];
+            let mask = Some(AttentionMask::Additive { values: &m, shape: &ms });
+            let f = fused(&q, qs, &k, ks, &v, vs, mask);
+            let g = decomposed(&q, qs, &k, ks, &v, vs, Some((&m, &ms)));
+            assert_eq!(f, g, "masked {qs:?} {ks:?} {vs:?} x {scale}");
+        }
+    }
+
+    #[test]
+    fn no_keys_give_the_port_image_of_zero() {
+        let (qs, ks, vs) = ([1usize, 2, 4], [1usize, 0, 4], [1usize, 0, 3]);
+        let q = data(&qs, 1, 1.0);
+        let out = fused::<f16>(&q, &qs, &[], &ks, &[], &vs, None);
+        assert_eq!(out, decomposed::<f16>(&q, &qs, &[], &ks, &[], &vs, None));
+        assert_eq!(out, vec![f16::ZERO; 6]);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn vector_saturation_threshold_is_the_ports() {
+        use crate::sim::numerics::mac_saturate;
+        let t = x86::SATURATION_THRESHOLD;
+        assert_eq!(mac_saturate(t), f32::INFINITY);
+        assert_eq!(mac_saturate(-t), f32::NEG_INFINITY);
+        let below = f32::from_bits(t.to_bits() - 1);
+        assert_eq!(mac_saturate(below), below);
     }
 
     #[test]
