@@ -5,8 +5,11 @@
 //! its time in. Inputs are fp16 as on the ANE; conv weights are packed for the GEMM once, as the
 //! plan does for constants at compile time; matmul operands are both computed at run time.
 
+mod common;
+
+use common::{data, time};
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anemone::sim::kernels::Scratch;
 use anemone::sim::kernels::attention::scaled_dot_product_attention;
@@ -14,36 +17,6 @@ use anemone::sim::kernels::conv::{ConvParams, conv_packed, pack_weight};
 use anemone::sim::kernels::matmul::matmul;
 use anemone::sim::peak::measure_f32_fma_peak_gflops;
 use half::f16;
-
-fn data(n: usize, seed: u32) -> Vec<f16> {
-    let mut s = seed.wrapping_mul(2_654_435_761) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            f16::from_f32((s >> 8) as f32 / (1 << 24) as f32 - 0.5)
-        })
-        .collect()
-}
-
-/// (median, best) seconds per call of `f`, over runs filling about `budget`.
-fn time(budget: Duration, mut f: impl FnMut()) -> (f64, f64) {
-    f();
-    let start = Instant::now();
-    f();
-    let once = start.elapsed().as_secs_f64().max(1e-6);
-    let runs = ((budget.as_secs_f64() / once) as usize).clamp(3, 200);
-    let mut samples: Vec<f64> = (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    samples.sort_by(f64::total_cmp);
-    (samples[runs / 2], samples[0])
-}
 
 /// Prints the median and the best run; on a shared machine the best is the kernel's own speed.
 fn report(name: &str, flops: f64, (median, best): (f64, f64), peak: f64) {
@@ -70,8 +43,8 @@ fn conv_case(name: &str, cin: usize, cout: usize, h: usize, w: usize, k: usize, 
     }
     let x_shape = [1, cin, h, w];
     let w_shape = [cout, cin, k, k];
-    let x = data(cin * h * w, 1);
-    let weight = pack_weight(&data(cout * cin * k * k, 2), &w_shape, 1).unwrap();
+    let x = data(cin * h * w, 1, 1.0);
+    let weight = pack_weight(&data(cout * cin * k * k, 2, 1.0), &w_shape, 1).unwrap();
     let mut params = ConvParams::new(2);
     params.pad_before = vec![k / 2; 2];
     params.pad_after = vec![k / 2; 2];
@@ -90,8 +63,8 @@ fn matmul_case(name: &str, batch: usize, (m, k, n): (usize, usize, usize), tb: b
     if !selected(name) {
         return;
     }
-    let a = data(batch * m * k, 6);
-    let b = data(batch * k * n, 7);
+    let a = data(batch * m * k, 6, 1.0);
+    let b = data(batch * k * n, 7, 1.0);
     let mut out = vec![f16::ZERO; batch * m * n];
     let mut scratch = Scratch::new();
     let secs = time(Duration::from_millis(1500), || {
@@ -128,7 +101,7 @@ fn main() {
     // 12 heads, sequence 256, head dim 64.
     let (h, l, e) = (12, 256, 64);
     let shape = [1, h, l, e];
-    let (q, k, v) = (data(h * l * e, 3), data(h * l * e, 4), data(h * l * e, 5));
+    let (q, k, v) = (data(h * l * e, 3, 1.0), data(h * l * e, 4, 1.0), data(h * l * e, 5, 1.0));
     let mut out = vec![f16::ZERO; h * l * e];
     let mut scratch = Scratch::new();
     let secs = time(Duration::from_millis(1500), || {

@@ -1,8 +1,11 @@
 //! `anemone bench` as a user runs it: the suite's cases, the slowest-op column and the
 //! `--compare` regression check against a saved `--json` document.
 
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Output};
+use support::{stderr, stdout};
 
 fn anemone(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_anemone"))
@@ -10,14 +13,6 @@ fn anemone(args: &[&str]) -> Output {
         .env_remove("ANEMONE_DEVICE")
         .output()
         .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// `bench --device sim --seconds 0` plus `extra`: the shortest run there is.

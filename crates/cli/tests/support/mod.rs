@@ -1,4 +1,4 @@
-//! Helpers the `weights` command tests share: reading a command's output, and safetensors
+//! Helpers the command tests share: reading a command's output, and safetensors
 //! files written by hand from the format's description (an independent writer, so the
 //! reader under test is not checked against itself).
 

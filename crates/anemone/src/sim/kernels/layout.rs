@@ -151,8 +151,8 @@ fn permute_tiled<T: Copy + Send + Sync>(x: &[T], s: &[usize], p: &[usize], out: 
     }
 }
 
-/// General permutation: walks the output in order, copying runs of `run` contiguous elements
-/// (the innermost dim when it is unmoved, else single elements).
+/// A permutation that keeps the innermost dim: walks the output in order, copying runs of
+/// `run` contiguous elements (that dim).
 fn strided_copy<T: Copy + Send + Sync>(
     x: &[T],
     s: &[usize],
@@ -163,8 +163,8 @@ fn strided_copy<T: Copy + Send + Sync>(
     let in_strides = contiguous_strides(s);
     let out_dims: Vec<usize> = p.iter().map(|&d| s[d]).collect();
     let src_strides: Vec<usize> = p.iter().map(|&d| in_strides[d]).collect();
-    // Dims iterated by the odometer: all but the innermost when copying runs.
-    let walk = if run > 1 { out_dims.len() - 1 } else { out_dims.len() };
+    // Dims iterated by the odometer: all but the innermost, which is the run.
+    let walk = out_dims.len() - 1;
     let offset_of = |mut lin: usize| {
         let mut off = 0;
         for d in (0..walk).rev() {
