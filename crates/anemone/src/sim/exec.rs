@@ -195,6 +195,17 @@ fn pack(plan: &Plan, p: &plan::Prepack) -> Result<Packed> {
         (Kernel::Conv { params }, DType::Fp32) => {
             typed::<f32>(bytes, |w| conv::pack_weight(w, shape, params.groups).map(Packed::Conv))
         }
+        // linear's weight [d_out, d_in] is the GEMM's right operand, transposed.
+        (Kernel::Norm(family::norm::NormKernel::Linear { .. }), DType::Fp16) => {
+            typed::<f16>(bytes, |w| {
+                matmul::pack_operand(w, shape, true, kernels::gemm::Side::Rhs).map(Packed::Matmul)
+            })
+        }
+        (Kernel::Norm(family::norm::NormKernel::Linear { .. }), DType::Fp32) => {
+            typed::<f32>(bytes, |w| {
+                matmul::pack_operand(w, shape, true, kernels::gemm::Side::Rhs).map(Packed::Matmul)
+            })
+        }
         (Kernel::Matmul { transpose_x, transpose_y }, dtype) => {
             let (transpose, side) = if p.input == 0 {
                 (*transpose_x, kernels::gemm::Side::Lhs)
@@ -734,7 +745,16 @@ fn run_family(
     let inputs: Vec<family::In> = step
         .inputs
         .iter()
-        .map(|&v| family::In { bytes: env.bytes(v), ty: env.ty(v), widened: env.widened(v) })
+        .enumerate()
+        .map(|(slot, &v)| family::In {
+            bytes: env.bytes(v),
+            ty: env.ty(v),
+            widened: env.widened(v),
+            packed: match env.packed(slot) {
+                Some(Packed::Matmul(p)) => Some(p),
+                _ => None,
+            },
+        })
         .collect();
     let mut outputs: Vec<family::Out> = outs
         .iter_mut()
@@ -1016,6 +1036,41 @@ mod tests {
         let compiled = backend.compile_program(&job).unwrap();
         let file = built.weights.get(WEIGHT_PATH).unwrap().bytes().to_vec();
         (Arc::new(compiled), file)
+    }
+
+    #[test]
+    fn linear_weights_are_packed_at_compile_and_only_the_bias_is_widened() {
+        let mut b = Builder::new();
+        let mut f = b.function("main");
+        let x = f.input("x", TensorType::new(DType::Fp16, [3, 8]));
+        let values: Vec<f32> = (0..40).map(|i| i as f32 / 8.0).collect();
+        let w = f.weight("W", TensorType::new(DType::Fp16, [5, 8]), &values).unwrap();
+        let bias = f.weight("b", TensorType::new(DType::Fp16, [5]), &values[..5]).unwrap();
+        let options = anemone_mil::builder::LinearOptions { bias: Some(bias) };
+        let y = f.linear(&x, &w, &options).unwrap();
+        f.output_named(&y, "y").unwrap();
+        f.finish();
+        let built = b.build().unwrap();
+        let job = CompileJob {
+            program: &built.program,
+            function: "main",
+            text: "",
+            weights: &built.weights,
+            read_mode: ReadMode::Strict,
+            inputs: &[("x".to_string(), TensorType::new(DType::Fp16, [3, 8]))],
+            outputs: &[("y".to_string(), TensorType::new(DType::Fp16, [3, 5]))],
+        };
+        let compiled = SimBackend::default().compile_program(&job).unwrap();
+        let plan = &compiled.built.plan;
+        let step =
+            plan.steps.iter().position(|s| s.kind == anemone_mil::ops::OpKind::Linear).unwrap();
+        assert_eq!(plan.prepack, [plan::Prepack { step, input: 1 }]);
+        assert!(matches!(compiled.built.packed.get(&(step, 1)), Some(Packed::Matmul(_))));
+        let constant = |input: usize| match plan.values[plan.steps[step].inputs[input]].storage {
+            Storage::Const(c) => c,
+            other => panic!("input {input} is {other:?}"),
+        };
+        assert_eq!(plan.widen, [constant(2)]);
     }
 
     #[test]

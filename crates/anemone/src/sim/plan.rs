@@ -210,7 +210,7 @@ pub struct Plan {
     /// does not convert weights on every call (the values are identical). Operands listed in
     /// `prepack` are not widened: they are packed instead.
     pub widen: Vec<usize>,
-    /// Constant GEMM operands (conv weights, constant matmul operands) that the backend packs
+    /// Constant GEMM operands (conv and linear weights, constant matmul operands) that the backend packs
     /// once into the GEMM's panel layout, before any evaluate.
     pub prepack: Vec<Prepack>,
 }
@@ -220,7 +220,7 @@ pub struct Plan {
 pub struct Prepack {
     /// The step that reads it (an index into [`Plan::steps`]).
     pub step: usize,
-    /// Which input of the step: 1 for conv's weight; 0 (x) or 1 (y) for matmul.
+    /// Which input of the step: 1 for conv's and linear's weight; 0 (x) or 1 (y) for matmul.
     pub input: usize,
 }
 
@@ -772,13 +772,15 @@ impl PlanBuilder<'_> {
             .collect())
     }
 
-    /// Constant conv weights and matmul operands, which the backend packs for the GEMM.
+    /// Constant conv and linear weights and matmul operands, which the backend packs for the
+    /// GEMM.
     fn gemm_prepacks(&self) -> Vec<Prepack> {
         let mut out = Vec::new();
         for (s, step) in self.steps.iter().enumerate() {
             let operands: &[usize] = match step.kernel {
                 Kernel::Conv { .. } => &[1],
                 Kernel::Matmul { .. } => &[0, 1],
+                Kernel::Norm(family::norm::NormKernel::Linear { .. }) => &[1],
                 _ => &[],
             };
             for &input in operands {
@@ -794,14 +796,12 @@ impl PlanBuilder<'_> {
         out
     }
 
-    /// fp16 constants read by a GEMM that are not packed ahead (conv bias, linear's weight
-    /// and bias).
+    /// fp16 constants read by a GEMM that are not packed ahead (conv's and linear's bias).
     fn gemm_constants(&self) -> Vec<usize> {
         let mut out = Vec::new();
         for step in &self.steps {
             let operands: &[usize] = match step.kind {
-                OpKind::Conv => &[2],
-                OpKind::Linear => &[1, 2],
+                OpKind::Conv | OpKind::Linear => &[2],
                 _ => &[],
             };
             for &i in operands {

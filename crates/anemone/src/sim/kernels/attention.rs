@@ -168,11 +168,7 @@ pub fn scaled_dot_product_attention<T: Element>(
     let scale = T::round(1.0 / (e as f32).sqrt());
     let batch_rank = d.batch.len();
     // The matmuls' output port: fp16 saturates as the ANE's multiply-accumulate port does.
-    let epilogue = if T::ANE_RULES {
-        Epilogue { port: Port::AneSaturate, bias: None }
-    } else {
-        Epilogue::PLAIN
-    };
+    let epilogue = if T::ANE_RULES { Epilogue::port(Port::AneSaturate) } else { Epilogue::PLAIN };
     let fast_rows = RowKernel::pick::<T>(scale);
     // The vector rows apply the port to the scores themselves, in the pass that reads them.
     let scores_epilogue = if fast_rows.applies_port() { Epilogue::PLAIN } else { epilogue };

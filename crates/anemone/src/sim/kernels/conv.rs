@@ -426,7 +426,7 @@ fn pointwise<O: Element>(
                 Operand::View(x_view),
                 gemm::out(&mut out[dst_off..dst_off + cout_g * p])?,
                 p,
-                Epilogue { port, bias: bias.map(|b| &b[g * cout_g..]) },
+                Epilogue::row_bias(port, bias.map(|b| &b[g * cout_g..])),
                 true,
             )?;
         }
@@ -542,7 +542,7 @@ fn implicit_gemm<O: Element>(
                 Operand::Im2col(&cols),
                 gemm::out(&mut out[dst_off..dst_off + cout_g * p_out])?,
                 p_out,
-                Epilogue { port, bias: bias.map(|b| &b[g * cout_g..]) },
+                Epilogue::row_bias(port, bias.map(|b| &b[g * cout_g..])),
                 true,
             )?;
         }
@@ -597,7 +597,7 @@ fn im2col_gemm<O: Element>(
                 Operand::View(col_view),
                 gemm::out(&mut out[dst_off..dst_off + cout_g * p_out])?,
                 p_out,
-                Epilogue { port, bias: bias.map(|b| &b[g * cout_g..]) },
+                Epilogue::row_bias(port, bias.map(|b| &b[g * cout_g..])),
                 true,
             )?;
         }

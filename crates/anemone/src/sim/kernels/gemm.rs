@@ -536,19 +536,32 @@ fn copy_runs(
     }
 }
 
-/// What happens to each finished f32 sum before it is stored. The per-row bias of row `i` of
-/// C is `bias[i]`.
+/// What happens to each finished f32 sum before it is stored: element (i, j) of C becomes
+/// `port(sum + col_bias[j])`, then gets `bias[i]` by the port's rule.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Epilogue<'a> {
     /// The output port.
     pub port: Port,
-    /// A bias per row of C, added after the port.
+    /// A bias per row of C (a convolution's, per output channel), added after the port.
     pub bias: Option<&'a [f32]>,
+    /// A bias per column of C (linear's, per output feature), added to the f32 sum before
+    /// the port: it joins the accumulator, and the result is rounded once.
+    pub col_bias: Option<&'a [f32]>,
 }
 
-impl Epilogue<'_> {
+impl<'a> Epilogue<'a> {
     /// The sum as it is, rounded once to the output type.
-    pub(crate) const PLAIN: Epilogue<'static> = Epilogue { port: Port::Ieee, bias: None };
+    pub(crate) const PLAIN: Epilogue<'static> = Epilogue::port(Port::Ieee);
+
+    /// The port alone, no bias.
+    pub(crate) const fn port(port: Port) -> Epilogue<'static> {
+        Epilogue { port, bias: None, col_bias: None }
+    }
+
+    /// The port and a bias per row.
+    pub(crate) const fn row_bias(port: Port, bias: Option<&'a [f32]>) -> Epilogue<'a> {
+        Epilogue { port, bias, col_bias: None }
+    }
 }
 
 /// Output-port rules applied to a finished sum (see `numerics`).
@@ -719,6 +732,11 @@ pub(crate) fn gemm_on(
         && bias.len() < m
     {
         return err(format!("bias of {} for {m} rows", bias.len()));
+    }
+    if let Some(bias) = epilogue.col_bias
+        && bias.len() < n
+    {
+        return err(format!("column bias of {} for {n} columns", bias.len()));
     }
     if m == 0 || n == 0 {
         return Ok(());
@@ -1031,9 +1049,13 @@ fn pack_b(v: &View<'_>, p0: usize, kc: usize, j0: usize, cols: usize, out: &mut 
     }
 }
 
-/// The output-port rules and bias on one finished row.
+/// The column biases (one per element of the row), the output-port rules and the row's bias
+/// on one finished row.
 #[inline(always)]
-fn finish_row(port: Port, bias: Option<f32>, row: &mut [f32]) {
+fn finish_row(port: Port, col_bias: Option<&[f32]>, bias: Option<f32>, row: &mut [f32]) {
+    if let Some(cb) = col_bias {
+        row.iter_mut().zip(cb).for_each(|(x, b)| *x += b);
+    }
     match (port, bias) {
         (Port::Ieee, None) => {}
         (Port::Ieee, Some(b)) => row.iter_mut().for_each(|x| *x += b),
@@ -1096,7 +1118,8 @@ fn drive<K: Micro>(
     // The epilogue does nothing: full tiles of the last block go straight to the output.
     let plain_f32 = matches!(job.dst, Dst::F32(_))
         && job.epilogue.port == Port::Ieee
-        && job.epilogue.bias.is_none();
+        && job.epilogue.bias.is_none()
+        && job.epilogue.col_bias.is_none();
     // A row-major A is packed row by row (contiguous copies); any other as [p][MR].
     let a_layout = match job.a {
         Operand::View(v) if v.col_stride == 1 => Layout::Row,
@@ -1252,7 +1275,8 @@ unsafe fn write_output(job: &Job<'_>, i0: usize, j0: usize, rows: usize, cols: u
     for r in 0..rows {
         // SAFETY: guaranteed by the caller.
         let row = unsafe { std::slice::from_raw_parts_mut(tile.ptr.add(r * tile.rs), cols) };
-        finish_row(job.epilogue.port, job.epilogue.bias.map(|b| b[i0 + r]), row);
+        let col_bias = job.epilogue.col_bias.map(|b| &b[j0..j0 + cols]);
+        finish_row(job.epilogue.port, col_bias, job.epilogue.bias.map(|b| b[i0 + r]), row);
         let at = (i0 + r) * job.rs + j0;
         match job.dst {
             Dst::F32(p) => {
@@ -1659,13 +1683,16 @@ mod x86 {
                     continue;
                 }
                 // SAFETY: the tile row holds NR floats; the output holds `cols` elements at
-                // `at` (caller's contract), and the mask stops the store at `cols`.
+                // `at` (caller's contract), and the mask stops the store at `cols`; the column
+                // bias holds the output's columns (checked by gemm_on), the mask stops its
+                // load at `cols` too.
                 unsafe {
-                    let v = finish16(
-                        job.epilogue.port,
-                        bias,
-                        _mm512_loadu_ps(tile.ptr.add(r * tile.rs + h * 16)),
-                    );
+                    let mut v = _mm512_loadu_ps(tile.ptr.add(r * tile.rs + h * 16));
+                    if let Some(cb) = job.epilogue.col_bias {
+                        let b = _mm512_maskz_loadu_ps(mask, cb.as_ptr().add(j0 + h * 16));
+                        v = _mm512_add_ps(v, b);
+                    }
+                    let v = finish16(job.epilogue.port, bias, v);
                     match job.dst {
                         Dst::F32(p) => _mm512_mask_storeu_ps(p.add(at + h * 16), mask, v),
                         Dst::F16(p) => {
@@ -1967,7 +1994,7 @@ mod tests {
         for isa in Isa::available() {
             let mut out = [f16::NAN; 6];
             let a = View { data: Elems::F32(&[]), offset: 0, row_stride: 0, col_stride: 1 };
-            let epi = Epilogue { port: Port::AneSaturate, bias: Some(&bias) };
+            let epi = Epilogue::row_bias(Port::AneSaturate, Some(&bias));
             gemm_on(
                 isa,
                 2,
@@ -2026,13 +2053,24 @@ mod tests {
         let bias: Vec<f32> = (0..m).map(|i| [0.0, 1.0, -1.0, 0.5, f32::INFINITY][i % 5]).collect();
         let a = View { data: Elems::F32(&special), offset: 0, row_stride: 1, col_stride: 1 };
         let b = View { data: Elems::F32(&ones), offset: 0, row_stride: n as isize, col_stride: 1 };
+        // Column biases that push sums over the saturation threshold, cancel them, or are NaN.
+        let col_bias: Vec<f32> = (0..n)
+            .map(|j| [0.0, 8.0, -32760.0, 0.5, f32::NAN, -0.0, 1e-3, 65504.0][j % 8])
+            .collect();
         for port in [Port::Ieee, Port::AneResult, Port::AneSaturate] {
-            for with_bias in [false, true] {
-                let epi = Epilogue { port, bias: with_bias.then_some(&bias[..]) };
-                let want = |i: usize| {
+            for (with_bias, with_col_bias) in
+                [(false, false), (true, false), (false, true), (true, true)]
+            {
+                let epi = Epilogue {
+                    port,
+                    bias: with_bias.then_some(&bias[..]),
+                    col_bias: with_col_bias.then_some(&col_bias[..]),
+                };
+                let want = |i: usize, j: usize| {
                     // The sum starts from +0: a -0 product sums to +0.
                     let mut row = [special[i] + 0.0];
-                    finish_row(port, epi.bias.map(|b| b[i]), &mut row);
+                    let cb = epi.col_bias.map(|b| &b[j..j + 1]);
+                    finish_row(port, cb, epi.bias.map(|b| b[i]), &mut row);
                     row[0]
                 };
                 for isa in Isa::available() {
@@ -2054,11 +2092,14 @@ mod tests {
                         .unwrap();
                     }
                     for i in 0..m {
-                        let w = want(i);
-                        let w16 = numerics::f32_to_f16(w);
                         for j in 0..n {
-                            let what =
-                                format!("{isa:?} {port:?} bias {with_bias}: {} -> {w}", special[i]);
+                            let w = want(i, j);
+                            let w16 = numerics::f32_to_f16(w);
+                            let what = format!(
+                                "{isa:?} {port:?} bias {with_bias} column bias {with_col_bias}: \
+                                 {} at column {j} -> {w}",
+                                special[i]
+                            );
                             let (g16, g32) = (o16[i * n + j], o32[i * n + j]);
                             assert!(
                                 g16.to_bits() == w16.to_bits() || (g16.is_nan() && w16.is_nan()),
@@ -2076,9 +2117,13 @@ mod tests {
         // The rules themselves, on a few values: the port and the bias after one rounding.
         let one = |port: Port, bias: Option<f32>, v: f32| {
             let mut row = [v];
-            finish_row(port, bias, &mut row);
+            finish_row(port, None, bias, &mut row);
             row[0]
         };
+        // A column bias joins the f32 sum before the port: 32752 + 8 saturates.
+        let mut row = [32752.0f32];
+        finish_row(Port::AneSaturate, Some(&[8.0]), None, &mut row);
+        assert_eq!(row[0], f32::INFINITY);
         assert_eq!(one(Port::AneSaturate, None, 32760.0), f32::INFINITY);
         assert_eq!(one(Port::AneSaturate, None, f32::NAN).to_bits(), 0);
         assert_eq!(one(Port::AneResult, None, 40000.0), 40000.0);
@@ -2105,7 +2150,7 @@ mod tests {
                     (Operand::View(va), Operand::View(vb))
                 };
                 let mut out = [f16::NAN; 2];
-                let epi = Epilogue { port: Port::AneSaturate, bias: None };
+                let epi = Epilogue::port(Port::AneSaturate);
                 gemm_on(isa, 1, 2, 1, oa, ob, Out::F16(&mut out), 2, epi, false).unwrap();
                 assert_eq!(out[0], f16::INFINITY, "{isa:?} packed {packed}");
                 assert_eq!(out[1].to_bits(), 0, "{isa:?} packed {packed}");
@@ -2120,7 +2165,7 @@ mod tests {
         let p = PackedMatrix::pack(Side::Lhs, 3, 4, v).unwrap();
         let mut out = [0.0f32; 12];
         let go = |a: Operand<'_>, b: Operand<'_>, out: &mut [f32], bias: Option<&[f32]>| {
-            let epi = Epilogue { port: Port::Ieee, bias };
+            let epi = Epilogue::row_bias(Port::Ieee, bias);
             gemm(3, 3, 4, a, b, Out::F32(out), 3, epi, false)
         };
         // B is 4 x 3.

@@ -251,20 +251,10 @@ pub fn matmul_inputs<A: Element, B: Element, O: Element>(
     if mn == 0 {
         return Ok(());
     }
-    let operand = |side: Side, index: usize| -> Operand<'_> {
-        let (src, shape, transpose) =
-            if side == Side::Lhs { (&a, a_shape, transpose_a) } else { (&b, b_shape, transpose_b) };
-        match src {
-            Source::Values(data) => {
-                Operand::View(operand_view(*data, shape, transpose, side, index).0)
-            }
-            Source::Packed(p) => Operand::Packed(&p.matrices[index]),
-        }
-    };
     let run = |i: usize, d: &mut [O], parallel: bool| -> Result<()> {
-        let lhs = operand(Side::Lhs, dims.a_batches[i]);
-        let rhs = operand(Side::Rhs, dims.b_batches[i]);
-        let epilogue = Epilogue { port, bias: None };
+        let lhs = a.operand(a_shape, transpose_a, Side::Lhs, dims.a_batches[i]);
+        let rhs = b.operand(b_shape, transpose_b, Side::Rhs, dims.b_batches[i]);
+        let epilogue = Epilogue::port(port);
         gemm::gemm(m, n, k, lhs, rhs, gemm::out(d)?, n, epilogue, parallel)
     };
     let batches = dims.a_batches.len();
@@ -283,12 +273,33 @@ pub fn matmul_inputs<A: Element, B: Element, O: Element>(
 }
 
 /// An operand's elements or its packed matrices, checked against the product's shape.
-enum Source<'a> {
+pub(crate) enum Source<'a> {
     Values(gemm::Elems<'a>),
     Packed(&'a PackedOperand),
 }
 
-fn side_source<'a, T: Element>(
+impl<'a> Source<'a> {
+    /// The GEMM operand for matrix `index` of the operand's batch dims (`shape`, `transpose`
+    /// and `side` as [`side_source`] checked them).
+    pub(crate) fn operand(
+        &self,
+        shape: &[usize],
+        transpose: bool,
+        side: Side,
+        index: usize,
+    ) -> Operand<'a> {
+        match self {
+            Source::Values(data) => {
+                Operand::View(operand_view(*data, shape, transpose, side, index).0)
+            }
+            Source::Packed(p) => Operand::Packed(&p.matrices[index]),
+        }
+    }
+}
+
+/// Checks an operand against its shape, transpose and side (a packed one must have been
+/// packed for exactly those), as the GEMM will read it.
+pub(crate) fn side_source<'a, T: Element>(
     x: MatmulInput<'a, T>,
     shape: &[usize],
     transpose: bool,

@@ -32,9 +32,10 @@ use rayon::prelude::*;
 
 pub use anemone_mil::ops::BilinearGrid;
 
-use super::matmul;
+use super::gemm::{self, Epilogue, Operand, Port, Side, View};
+use super::matmul::{self, MatmulInput};
 use super::{
-    Element, KernelError, PAR_CHUNK, Result, Scratch, check_len, load_ane, numel, parallel_worth_it,
+    Element, KernelError, PAR_CHUNK, Result, check_len, load_ane, numel, parallel_worth_it,
 };
 use crate::sim::numerics;
 
@@ -69,12 +70,29 @@ pub fn linear<X: Element, W: Element, O: Element>(
     w_shape: &[usize],
     bias: Option<&[f32]>,
     out: &mut [O],
-    scratch: &mut Scratch,
+) -> Result<()> {
+    linear_inputs(x, x_shape, MatmulInput::Values(weight), w_shape, bias, out)
+}
+
+/// [`linear`] with a weight that may have been packed ahead: by
+/// [`pack_operand`](matmul::pack_operand) with its shape, transposed, as the right operand.
+///
+/// The bias joins each f32 sum before the output port (it is the accumulator's initial value
+/// on the ANE's datapath), and the result is rounded once to the output type.
+pub fn linear_inputs<X: Element, W: Element, O: Element>(
+    x: &[X],
+    x_shape: &[usize],
+    weight: MatmulInput<'_, W>,
+    w_shape: &[usize],
+    bias: Option<&[f32]>,
+    out: &mut [O],
 ) -> Result<()> {
     const KERNEL: &str = "linear";
     let [rows, d_in, d_out] = linear_dims(KERNEL, x_shape, w_shape)?;
     check_len(KERNEL, "x", x.len(), x_shape)?;
-    check_len(KERNEL, "weight", weight.len(), w_shape)?;
+    if let MatmulInput::Values(w) = weight {
+        check_len(KERNEL, "weight", w.len(), w_shape)?;
+    }
     check_len(KERNEL, "output", out.len(), &[rows, d_out])?;
     if let Some(b) = bias {
         check_len(KERNEL, "bias", b.len(), &[d_out])?;
@@ -82,34 +100,17 @@ pub fn linear<X: Element, W: Element, O: Element>(
     let bias: Option<Vec<f32>> = bias.map(|b| {
         if O::ANE_RULES { b.iter().map(|&v| numerics::ane_read(v)).collect() } else { b.to_vec() }
     });
-    let add_bias = |acc: &mut [f32]| {
-        if let Some(b) = &bias {
-            for row in acc.chunks_exact_mut(d_out) {
-                for (v, &bv) in row.iter_mut().zip(b) {
-                    *v += bv;
-                }
-            }
-        }
-    };
-    // The GEMM writes f32 (no rounding, no output-port rules) so that the bias joins the
-    // accumulator before the single rounding below.
-    let x2 = [rows, d_in];
-    match O::as_f32_mut(out) {
-        Some(acc) => {
-            matmul::matmul::<X, W, f32>(x, &x2, weight, w_shape, false, true, acc, scratch)?;
-            add_bias(acc);
-        }
-        None => {
-            let mut acc = vec![0.0f32; rows * d_out];
-            matmul::matmul::<X, W, f32>(x, &x2, weight, w_shape, false, true, &mut acc, scratch)?;
-            add_bias(&mut acc);
-            if O::ANE_RULES {
-                numerics::mac_saturate_slice(&mut acc);
-            }
-            O::store(&acc, out);
-        }
-    }
-    Ok(())
+    let lhs = Operand::View(View {
+        data: gemm::elems(x)?,
+        offset: 0,
+        row_stride: d_in as isize,
+        col_stride: 1,
+    });
+    let rhs = matmul::side_source(weight, w_shape, true, Side::Rhs)?;
+    let rhs = rhs.operand(w_shape, true, Side::Rhs, 0);
+    let port = if O::ANE_RULES { Port::AneSaturate } else { Port::Ieee };
+    let epilogue = Epilogue { port, bias: None, col_bias: bias.as_deref() };
+    gemm::gemm(rows, d_out, d_in, lhs, rhs, gemm::out(out)?, d_out, epilogue, true)
 }
 
 /// linear on int32 operands, with numpy's int32 arithmetic (wrapping on overflow), which is
@@ -788,6 +789,7 @@ pub fn upsample_bilinear<T: Element>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sim::kernels::Scratch;
     use crate::sim::kernels::testutil::*;
     use half::f16;
 
@@ -838,9 +840,8 @@ mod tests {
         let mut out_shape = x_shape.to_vec();
         *out_shape.last_mut().unwrap() = d_out;
         let mut out = vec![f16::ZERO; numel(&out_shape)];
-        let mut s = Scratch::new();
         let bias = with_bias.then_some(&b32[..]);
-        linear(&x, x_shape, &w, &[d_out, d_in], bias, &mut out, &mut s).unwrap();
+        linear(&x, x_shape, &w, &[d_out, d_in], bias, &mut out).unwrap();
         let what = format!("linear {x_shape:?} -> {d_out} bias {with_bias}");
         let k = d_in as f64;
         for (i, (g, r)) in out.iter().zip(&want).enumerate() {
@@ -848,15 +849,31 @@ mod tests {
                 numerics::ulp_f16(*r as f32) as f64 + (k + 1.0) * 2f64.powi(-24) * (abs[i] + 1.0);
             assert!((g.to_f64() - r).abs() <= tol, "{what}[{i}]: got {g}, want {r}");
         }
-        // Weights widened to f32 give the same bits.
+        // Weights widened to f32, or packed ahead, give the same bits.
         let w32: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
         let mut again = vec![f16::ZERO; out.len()];
-        linear(&x, x_shape, &w32, &[d_out, d_in], bias, &mut again, &mut s).unwrap();
+        linear(&x, x_shape, &w32, &[d_out, d_in], bias, &mut again).unwrap();
         assert_eq!(out, again, "{what}: widened weights");
+        let packed = matmul::pack_operand(&w, &[d_out, d_in], true, Side::Rhs).unwrap();
+        let w_in = MatmulInput::<f16>::Packed(&packed);
+        linear_inputs(&x, x_shape, w_in, &[d_out, d_in], bias, &mut again).unwrap();
+        assert_eq!(out, again, "{what}: packed weights");
+        // The same bits as the product in f32, then the bias, the port and one rounding.
+        let rows = numel(x_shape) / d_in;
+        let mut sums = vec![0.0f32; rows * d_out];
+        let mut s = Scratch::new();
+        let (x2, w2) = ([rows, d_in], [d_out, d_in]);
+        matmul::matmul::<f16, f16, f32>(&x, &x2, &w, &w2, false, true, &mut sums, &mut s).unwrap();
+        for (i, v) in sums.iter_mut().enumerate() {
+            let b = bias.map_or(0.0, |b| numerics::ane_read(b[i % d_out]));
+            *v = numerics::mac_saturate(*v + b);
+        }
+        let reference: Vec<f16> = sums.iter().map(|&v| numerics::f32_to_f16(v)).collect();
+        assert_eq!(out, reference, "{what}: sum, bias, port, rounding");
         // f32 everywhere: close at f32 precision.
         let x32: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
         let mut out32 = vec![0.0f32; out.len()];
-        linear(&x32, x_shape, &w32, &[d_out, d_in], bias, &mut out32, &mut s).unwrap();
+        linear(&x32, x_shape, &w32, &[d_out, d_in], bias, &mut out32).unwrap();
         for (i, (g, r)) in out32.iter().zip(&want).enumerate() {
             let tol = (k + 1.0) * 2f64.powi(-24) * (abs[i] + 1.0);
             assert!((*g as f64 - r).abs() <= tol, "{what} fp32[{i}]: got {g}, want {r}");
@@ -880,27 +897,26 @@ mod tests {
         let w = [f16::ONE, f16::ONE];
         let bias = [2f32.powi(-11)];
         let mut out = [f16::ZERO];
-        linear(&x, &[2], &w, &[1, 2], Some(&bias), &mut out, &mut Scratch::new()).unwrap();
+        linear(&x, &[2], &w, &[1, 2], Some(&bias), &mut out).unwrap();
         assert_eq!(out[0].to_f32(), 1.0 + 2f32.powi(-10));
         let mut unbiased = [f16::ZERO];
-        linear(&x, &[2], &w, &[1, 2], None, &mut unbiased, &mut Scratch::new()).unwrap();
+        linear(&x, &[2], &w, &[1, 2], None, &mut unbiased).unwrap();
         assert_eq!(unbiased[0], f16::ONE);
     }
 
     #[test]
     fn linear_output_port_saturates_and_nan_reads_as_inf() {
-        let mut s = Scratch::new();
         let mut out = [f16::ZERO; 2];
         // 16384 + 16384 = 32768 saturates to inf; a NaN bias reads as +inf.
         let x = [f16::from_f32(16384.0), f16::from_f32(16384.0)];
         let w = [f16::ONE, f16::ONE, f16::ZERO, f16::ZERO];
-        linear(&x, &[2], &w, &[2, 2], Some(&[0.0, f32::NAN]), &mut out, &mut s).unwrap();
+        linear(&x, &[2], &w, &[2, 2], Some(&[0.0, f32::NAN]), &mut out).unwrap();
         assert_eq!(out, [f16::INFINITY, f16::INFINITY]);
         // A bias of -inf against a +inf product: indeterminate, +0.
         let x = [f16::NAN];
         let w = [f16::ONE];
         let mut one = [f16::ONE];
-        linear(&x, &[1], &w, &[1, 1], Some(&[f32::NEG_INFINITY]), &mut one, &mut s).unwrap();
+        linear(&x, &[1], &w, &[1, 1], Some(&[f32::NEG_INFINITY]), &mut one).unwrap();
         assert_eq!(one[0].to_bits(), 0);
     }
 
@@ -918,23 +934,19 @@ mod tests {
 
     #[test]
     fn linear_shape_errors() {
-        let mut s = Scratch::new();
         let mut out = [0.0f32; 6];
         let x = [0.0f32; 6];
-        assert!(linear(&x, &[2, 3], &[0.0f32; 6], &[2, 3], None, &mut out[..4], &mut s).is_ok());
-        let e = linear(&x, &[2, 3], &[0.0f32; 8], &[2, 4], None, &mut out[..4], &mut s);
+        assert!(linear(&x, &[2, 3], &[0.0f32; 6], &[2, 3], None, &mut out[..4]).is_ok());
+        let e = linear(&x, &[2, 3], &[0.0f32; 8], &[2, 4], None, &mut out[..4]);
         assert!(e.unwrap_err().message.contains("has 3 features but weight [2, 4] takes 4"));
-        assert!(linear(&x, &[2, 3], &[0.0f32; 6], &[6], None, &mut out[..4], &mut s).is_err());
-        assert!(linear(&x, &[], &[0.0f32; 6], &[2, 3], None, &mut out[..4], &mut s).is_err());
-        assert!(linear(&x, &[2, 3], &[0.0f32; 6], &[2, 3], None, &mut out, &mut s).is_err());
+        assert!(linear(&x, &[2, 3], &[0.0f32; 6], &[6], None, &mut out[..4]).is_err());
+        assert!(linear(&x, &[], &[0.0f32; 6], &[2, 3], None, &mut out[..4]).is_err());
+        assert!(linear(&x, &[2, 3], &[0.0f32; 6], &[2, 3], None, &mut out).is_err());
         let short_bias = [0.0f32];
         assert!(
-            linear(&x, &[2, 3], &[0.0f32; 6], &[2, 3], Some(&short_bias), &mut out[..4], &mut s)
-                .is_err()
+            linear(&x, &[2, 3], &[0.0f32; 6], &[2, 3], Some(&short_bias), &mut out[..4]).is_err()
         );
-        assert!(
-            linear(&x[..5], &[2, 3], &[0.0f32; 6], &[2, 3], None, &mut out[..4], &mut s).is_err()
-        );
+        assert!(linear(&x[..5], &[2, 3], &[0.0f32; 6], &[2, 3], None, &mut out[..4]).is_err());
         let mut iout = [0i32; 4];
         assert!(linear_i32(&[0; 6], &[2, 3], &[0; 6], &[3, 2], None, &mut iout).is_err());
         assert!(linear_i32(&[0; 6], &[2, 3], &[0; 6], &[2, 3], Some(&[0]), &mut iout).is_err());

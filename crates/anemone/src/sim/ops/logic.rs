@@ -368,8 +368,8 @@ mod tests {
         let ty = TensorType::new(DType::Int32, [2]);
         let one = TensorType::new(DType::Int32, [1]);
         let three = 3i32.to_le_bytes();
-        let x = In { bytes: &storage[1..9], ty: &ty, widened: None };
-        let y = In { bytes: &three, ty: &one, widened: None };
+        let x = In { bytes: &storage[1..9], ty: &ty, widened: None, packed: None };
+        let y = In { bytes: &three, ty: &one, widened: None, packed: None };
         let mut out_words = [0u32; 3];
         let out_storage: &mut [u8] = bytemuck::cast_slice_mut(&mut out_words);
         let mut outs = [Out { bytes: &mut out_storage[1..9], ty: &ty }];
@@ -377,7 +377,7 @@ mod tests {
         let e = run(&LogicKernel::Not, &[x, y], &mut outs, &mut Scratch::new()).unwrap_err();
         assert_eq!(e, "Not was handed 2 inputs");
         let zero = 0i32.to_le_bytes();
-        let z = In { bytes: &zero, ty: &one, widened: None };
+        let z = In { bytes: &zero, ty: &one, widened: None, packed: None };
         let e =
             run(&LogicKernel::Integer(BinaryOp::RealDiv), &[x, z], &mut outs, &mut Scratch::new())
                 .unwrap_err();

@@ -27,6 +27,9 @@ pub struct In<'a> {
     /// For an fp16 constant read by a GEMM, its values widened to f32 once at load (the
     /// plan decides which constants get this).
     pub widened: Option<&'a [f32]>,
+    /// For a constant GEMM operand that the plan packs ahead (linear's weight), its packed
+    /// form: the kernel reads it instead of the bytes.
+    pub packed: Option<&'a crate::sim::kernels::matmul::PackedOperand>,
 }
 
 /// One output of a step: the bytes to fill (exactly its tensor's size) and its type.

@@ -16,6 +16,7 @@ use anemone_mil::ops::{
 use anemone_mil::{DType, f16};
 
 use super::{In, Out, RunResult};
+use crate::sim::kernels::matmul::MatmulInput;
 use crate::sim::kernels::norm::{self as k, BilinearGrid, PoolWindow};
 use crate::sim::kernels::{Element, Scratch};
 
@@ -211,7 +212,7 @@ pub fn run(
     kernel: &NormKernel,
     inputs: &[In],
     outputs: &mut [Out],
-    scratch: &mut Scratch,
+    _scratch: &mut Scratch,
 ) -> RunResult {
     let name = kernel.name();
     let [out] = outputs else {
@@ -228,8 +229,8 @@ pub fn run(
             let b = args.optional(*has_bias, "bias")?;
             args.finish()?;
             match x.ty.dtype {
-                DType::Fp16 => linear::<f16>(x, w, b, out, scratch),
-                DType::Fp32 => linear::<f32>(x, w, b, out, scratch),
+                DType::Fp16 => linear::<f16>(x, w, b, out),
+                DType::Fp32 => linear::<f32>(x, w, b, out),
                 DType::Int32 => linear_i32(x, w, b, out),
                 other => Err(unsupported(name, other)),
             }
@@ -358,30 +359,27 @@ fn floats<'a>(name: &str, input: &In<'a>) -> Result<Cow<'a, [f32]>, String> {
 
 /// linear on float x: the weight as the plan widened it (fp16 constants), else in its own
 /// type; the output has x's type.
-fn linear<T: Element + bytemuck::Pod>(
-    x: &In,
-    w: &In,
-    b: Option<&In>,
-    out: &mut Out,
-    scratch: &mut Scratch,
-) -> RunResult {
+fn linear<T: Element + bytemuck::Pod>(x: &In, w: &In, b: Option<&In>, out: &mut Out) -> RunResult {
     const NAME: &str = "linear";
     let xs: &[T] = typed(NAME, x)?;
     let bias = b.map(|b| floats(NAME, b)).transpose()?;
     let bias = bias.as_deref();
     let o: &mut [T] = typed_mut(NAME, out)?;
     let (xsh, wsh) = (x.ty.shape.as_slice(), w.ty.shape.as_slice());
-    let result = match (w.widened, w.ty.dtype) {
-        (Some(wide), _) => k::linear::<T, f32, T>(xs, xsh, wide, wsh, bias, o, scratch),
-        (None, DType::Fp16) => {
+    let result = match (w.packed, w.widened, w.ty.dtype) {
+        (Some(p), ..) => {
+            k::linear_inputs::<T, f32, T>(xs, xsh, MatmulInput::Packed(p), wsh, bias, o)
+        }
+        (None, Some(wide), _) => k::linear::<T, f32, T>(xs, xsh, wide, wsh, bias, o),
+        (None, None, DType::Fp16) => {
             let ws: &[f16] = typed(NAME, w)?;
-            k::linear::<T, f16, T>(xs, xsh, ws, wsh, bias, o, scratch)
+            k::linear::<T, f16, T>(xs, xsh, ws, wsh, bias, o)
         }
-        (None, DType::Fp32) => {
+        (None, None, DType::Fp32) => {
             let ws: &[f32] = typed(NAME, w)?;
-            k::linear::<T, f32, T>(xs, xsh, ws, wsh, bias, o, scratch)
+            k::linear::<T, f32, T>(xs, xsh, ws, wsh, bias, o)
         }
-        (None, other) => return Err(format!("{NAME}: a {other} weight under {} x", x.ty.dtype)),
+        (.., other) => return Err(format!("{NAME}: a {other} weight under {} x", x.ty.dtype)),
     };
     result.map_err(|e| e.to_string())
 }
