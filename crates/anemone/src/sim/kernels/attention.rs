@@ -397,63 +397,9 @@ mod x86 {
     //! loops (`numerics::round_f16`, `softmax_row`, `exp_f32`) one for one, 16 lanes at a
     //! time. Multiplies and adds stay separate instructions (no FMA), as in the portable code.
     use super::{AttentionMask, Element, MaskRow, add_mask_row};
-    use crate::sim::kernels::{exp_f32, softmax::softmax_row};
+    use crate::sim::kernels::softmax::softmax_row;
+    use crate::sim::kernels::softmax::x86::{exp_normalize, lanes, round16, row_max};
     use std::arch::x86_64::*;
-
-    /// The lanes of a 16-wide step that lie inside `left` remaining elements.
-    #[inline(always)]
-    fn lanes(left: usize) -> __mmask16 {
-        if left >= 16 { 0xffff } else { ((1u32 << left) - 1) as u16 }
-    }
-
-    /// Rounds to fp16 and back (to nearest even, ±inf beyond the fp16 range): the bits of
-    /// `numerics::round_f16` for every value but NaN, which these rows never hold.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-    fn round16(v: __m512) -> __m512 {
-        _mm512_cvtph_ps(_mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v))
-    }
-
-    /// `exp_f32` of kernels/mod.rs on 16 lanes of arguments in [-inf, 0] (x - max of a row).
-    ///
-    /// The same operations, with two shortcuts that keep every bit: the upper clamp (89) never
-    /// applies, and the scaling `p * 2^n1 * 2^n2` (n1 + n2 = n, each factor normal) is one
-    /// `scalef` by 2^n. Over this range n >= -150, so n1, n2 >= -75 and p * 2^n1 (p is in
-    /// [0.7, 1.5]) is exact and normal: the product is p * 2^n rounded once, in both forms,
-    /// subnormal results included. At the lower clamp the result is +0, as in `exp_f32`.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-    fn exp16(x: __m512) -> __m512 {
-        const LOG2E: f32 = std::f32::consts::LOG2_E;
-        const LN2_HI: f32 = 0.693_145_75;
-        const LN2_LO: f32 = 1.428_606_8e-6;
-        const ROUND: f32 = 12_582_912.0;
-        let c = _mm512_set1_ps;
-        let (mul, add, sub) = (_mm512_mul_ps, _mm512_add_ps, _mm512_sub_ps);
-        let xc = _mm512_max_ps(x, c(-104.0));
-        let n = sub(add(mul(xc, c(LOG2E)), c(ROUND)), c(ROUND));
-        let r = sub(sub(xc, mul(n, c(LN2_HI))), mul(n, c(LN2_LO)));
-        let mut p = c(1.0f32 / 5040.0);
-        for k in [1.0f32 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
-            p = add(mul(p, r), c(k));
-        }
-        let above_clamp = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(xc, c(-104.0));
-        _mm512_maskz_scalef_ps(above_clamp, p, n)
-    }
-
-    /// The largest value of a row without NaN (-inf when empty).
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-    fn row_max(row: &[f32]) -> f32 {
-        let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
-        for i in (0..row.len()).step_by(16) {
-            let k = lanes(row.len() - i);
-            // SAFETY: the mask stops the load at the end of the row.
-            let x = unsafe { _mm512_maskz_loadu_ps(k, row.as_ptr().add(i)) };
-            mx = _mm512_mask_max_ps(mx, k, mx, x);
-        }
-        _mm512_reduce_max_ps(mx)
-    }
 
     /// The smallest magnitude `numerics::mac_saturate` turns into ±inf (it rounds to 2^15 in
     /// fp16); a test holds it to the scalar rule.
@@ -535,12 +481,14 @@ mod x86 {
                 // monotonic, so the row's max is the image of the largest sum: one pass
                 // computes the scaled scores and their exponentials.
                 let max = T::round(T::round(hi) * scale);
+                let sc = _mm512_set1_ps(scale);
+                let one = |x: f32| T::round(T::round(x) * scale);
                 // SAFETY: the CPU features are the caller's guarantee.
                 unsafe {
                     if scale.to_bits() & 0x007f_ffff == 0 {
-                        exp_normalize::<T, 1>(row, scale, max)
+                        exp_normalize(row, max, |x| scaled::<true>(x, sc), one)
                     } else {
-                        exp_normalize::<T, 2>(row, scale, max)
+                        exp_normalize(row, max, |x| scaled::<false>(x, sc), one)
                     }
                 };
                 return;
@@ -587,7 +535,7 @@ mod x86 {
             return;
         }
         // SAFETY: the CPU features are the caller's guarantee.
-        unsafe { exp_normalize::<T, 0>(row, scale, max) };
+        unsafe { exp_normalize(row, max, |x| x, |x| x) };
     }
 
     /// `add_mask_row` for a contiguous fp16 additive mask: the mask read by the ANE's rule
@@ -617,70 +565,6 @@ mod x86 {
             }
         }
         _mm512_reduce_max_ps(mx)
-    }
-
-    /// The softmax of a row whose max is finite, each result rounded to fp16. `RAW` says what
-    /// the row holds: 0, the scores (`max` is theirs); 1 or 2, sums of QK^T with a no-op port,
-    /// turned into scores on the way by [`scaled`] (1: power-of-two scale).
-    ///
-    /// The exponentials are summed as `softmax_row` does: eight partial sums, each adding its
-    /// elements in row order (a 16-wide step's low half, then its high half), then a step of
-    /// eight, the partial sums added in order, and the tail one by one.
-    ///
-    /// # Safety
-    /// The CPU must have AVX-512F, BW and VL, AVX2, FMA and F16C.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-    unsafe fn exp_normalize<T: Element, const RAW: u8>(row: &mut [f32], scale: f32, max: f32) {
-        let n = row.len();
-        let ptr = row.as_mut_ptr();
-        let (sc, mv) = (_mm512_set1_ps(scale), _mm512_set1_ps(max));
-        let score = |x: __m512| match RAW {
-            0 => x,
-            1 => scaled::<true>(x, sc),
-            _ => scaled::<false>(x, sc),
-        };
-        let mut part = _mm256_setzero_ps();
-        let full = n / 16 * 16;
-        for i in (0..full).step_by(16) {
-            // SAFETY: i + 16 <= n.
-            unsafe {
-                let y = exp16(_mm512_sub_ps(score(_mm512_loadu_ps(ptr.add(i))), mv));
-                _mm512_storeu_ps(ptr.add(i), y);
-                part = _mm256_add_ps(part, _mm512_castps512_ps256(y));
-                let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(y)));
-                part = _mm256_add_ps(part, hi);
-            }
-        }
-        let mut done = full;
-        if n - full >= 8 {
-            // SAFETY: full + 8 <= n.
-            unsafe {
-                let x = score(_mm512_maskz_loadu_ps(0xff, ptr.add(full)));
-                let y = exp16(_mm512_sub_ps(x, mv));
-                _mm512_mask_storeu_ps(ptr.add(full), 0xff, y);
-                part = _mm256_add_ps(part, _mm512_castps512_ps256(y));
-            }
-            done += 8;
-        }
-        let mut lanes8 = [0.0f32; 8];
-        // SAFETY: lanes8 holds 8 floats.
-        unsafe { _mm256_storeu_ps(lanes8.as_mut_ptr(), part) };
-        let mut sum: f32 = lanes8.iter().sum();
-        for x in &mut row[done..] {
-            let v = if RAW == 0 { *x } else { T::round(T::round(*x) * scale) };
-            *x = exp_f32(v - max);
-            sum += *x;
-        }
-        let inv = _mm512_set1_ps(1.0 / sum);
-        for i in (0..n).step_by(16) {
-            let k = lanes(n - i);
-            // SAFETY: the mask keeps the load and the store inside the row.
-            unsafe {
-                let x = _mm512_maskz_loadu_ps(k, ptr.add(i));
-                _mm512_mask_storeu_ps(ptr.add(i), k, round16(_mm512_mul_ps(x, inv)));
-            }
-        }
     }
 }
 

@@ -29,6 +29,7 @@ pub fn softmax<T: Element>(x: &[T], shape: &[usize], axis: usize, out: &mut [T])
     }
     // Slabs of [n, inner] are independent: split them across threads when large.
     let slabs_per_task = PAR_CHUNK.div_ceil(slab).max(1);
+    let rows = RowKernel::pick::<T>();
     let run = |first: usize, outs: &mut [T]| {
         super::with_wide_simd(
             #[inline(always)]
@@ -42,7 +43,7 @@ pub fn softmax<T: Element>(x: &[T], shape: &[usize], axis: usize, out: &mut [T])
                         numerics::ane_read_slice(&mut buf);
                     }
                     if inner == 1 {
-                        softmax_row::<T>(&mut buf);
+                        rows.softmax_row::<T>(&mut buf);
                     } else {
                         softmax_columns::<T>(&mut buf, n, inner, &mut cols);
                     }
@@ -117,6 +118,44 @@ pub(crate) fn softmax_row<T: Element>(row: &mut [f32]) {
         for v in row.iter_mut() {
             *v *= inv;
         }
+    }
+}
+
+/// How [`softmax`] computes a contiguous row: [`softmax_row`], or its AVX-512 form for fp16
+/// (the same operations in the same order, so the same bits once rounded to fp16).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RowKernel {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx512F16,
+}
+
+impl RowKernel {
+    fn pick<T: Element>() -> RowKernel {
+        #[cfg(target_arch = "x86_64")]
+        if T::as_f16(&[]).is_some() && super::gemm::Isa::detect() == super::gemm::Isa::Avx512 {
+            return RowKernel::Avx512F16;
+        }
+        RowKernel::Portable
+    }
+
+    /// [`softmax_row`] on `row`; the result is rounded to `T` by the caller's store (the
+    /// vector form rounds it already, which the store keeps).
+    #[inline(always)]
+    fn softmax_row<T: Element>(self, row: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if self == RowKernel::Avx512F16 {
+            // SAFETY: Avx512F16 is picked only on CPUs with AVX-512F, BW and VL, AVX2, FMA and
+            // F16C (gemm::Isa::detect).
+            let max = unsafe { x86::row_max(row) };
+            // Rows holding +inf (the ANE's rule for them) or only -inf take the portable path.
+            if max.is_finite() {
+                // SAFETY: as above.
+                unsafe { x86::exp_normalize(row, max, |x| x, |x| x) };
+                return;
+            }
+        }
+        softmax_row::<T>(row);
     }
 }
 
@@ -195,6 +234,141 @@ fn softmax_columns<T: Element>(block: &mut [f32], n: usize, inner: usize, cols: 
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86 {
+    //! fp16 softmax rows with AVX-512: the operations of `softmax_row` and `exp_f32` one for
+    //! one, 16 lanes at a time, each result rounded to fp16. Multiplies and adds stay separate
+    //! instructions (no FMA), as in the portable code, so the bits are the same.
+    use crate::sim::kernels::exp_f32;
+    use std::arch::x86_64::*;
+
+    /// The lanes of a 16-wide step that lie inside `left` remaining elements.
+    #[inline(always)]
+    pub(crate) fn lanes(left: usize) -> __mmask16 {
+        if left >= 16 { 0xffff } else { ((1u32 << left) - 1) as u16 }
+    }
+
+    /// Rounds to fp16 and back (to nearest even, ±inf beyond the fp16 range): the bits of
+    /// `numerics::round_f16` for every value but NaN, which these rows never hold.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    pub(crate) fn round16(v: __m512) -> __m512 {
+        _mm512_cvtph_ps(_mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v))
+    }
+
+    /// `exp_f32` of kernels/mod.rs on 16 lanes of arguments in [-inf, 0] (x - max of a row),
+    /// where 2^n (n = round(x log2 e)) is at least 2^-125; +0 below that.
+    ///
+    /// The same operations, with two shortcuts that keep every bit: the upper clamp (89) never
+    /// applies, and the scaling `p * 2^n1 * 2^n2` (n1 + n2 = n, each factor normal) is one
+    /// `scalef` by 2^n (n >= -125 and p in [0.7, 1.5]: the product is exact and normal).
+    ///
+    /// Results under about 2^-125 (x < -86.3) are flushed so that no subnormal is ever computed:
+    /// x86 cores take a microcode assist of a hundred cycles or more for each subnormal result
+    /// or operand, which made rows with a wide range ten times slower. They cannot change an
+    /// fp16 softmax: the row's sum is at least 1 (its max contributes exp(0)), so a term below
+    /// 1.5 * 2^-125 is lost in it however the partial sums group it, and the term's own probability
+    /// rounds to fp16's +0 either way. The tests compare whole rows with the plain loops.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    pub(crate) fn exp16(x: __m512) -> __m512 {
+        const LOG2E: f32 = std::f32::consts::LOG2_E;
+        const LN2_HI: f32 = 0.693_145_75;
+        const LN2_LO: f32 = 1.428_606_8e-6;
+        const ROUND: f32 = 12_582_912.0;
+        let c = _mm512_set1_ps;
+        let (mul, add, sub) = (_mm512_mul_ps, _mm512_add_ps, _mm512_sub_ps);
+        let xc = _mm512_max_ps(x, c(-104.0));
+        let n = sub(add(mul(xc, c(LOG2E)), c(ROUND)), c(ROUND));
+        let r = sub(sub(xc, mul(n, c(LN2_HI))), mul(n, c(LN2_LO)));
+        let mut p = c(1.0f32 / 5040.0);
+        for k in [1.0f32 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+            p = add(mul(p, r), c(k));
+        }
+        let normal = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(n, c(-125.0));
+        _mm512_maskz_scalef_ps(normal, p, n)
+    }
+
+    /// The largest value of a row without NaN (-inf when empty).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    pub(crate) fn row_max(row: &[f32]) -> f32 {
+        let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
+        for i in (0..row.len()).step_by(16) {
+            let k = lanes(row.len() - i);
+            // SAFETY: the mask stops the load at the end of the row.
+            let x = unsafe { _mm512_maskz_loadu_ps(k, row.as_ptr().add(i)) };
+            mx = _mm512_mask_max_ps(mx, k, mx, x);
+        }
+        _mm512_reduce_max_ps(mx)
+    }
+
+    /// The softmax of a row whose max is finite, each result rounded to fp16: `softmax_row`'s
+    /// operations, then the rounding of its fp16 output. The row holds values that `score` (on
+    /// 16 lanes) and `score_one` (on one) turn into the scores on the way, with the same bits;
+    /// `max` is the largest score. (The fused attention passes raw sums of QK^T and its
+    /// rounding and scaling steps; softmax itself passes the scores.)
+    ///
+    /// The exponentials are summed as `softmax_row` does: eight partial sums, each adding its
+    /// elements in row order (a 16-wide step's low half, then its high half), then a step of
+    /// eight, the partial sums added in order, and the tail one by one.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F, BW and VL, AVX2, FMA and F16C.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    pub(crate) unsafe fn exp_normalize(
+        row: &mut [f32],
+        max: f32,
+        score: impl Fn(__m512) -> __m512,
+        score_one: impl Fn(f32) -> f32,
+    ) {
+        let n = row.len();
+        let ptr = row.as_mut_ptr();
+        let mv = _mm512_set1_ps(max);
+        let mut part = _mm256_setzero_ps();
+        let full = n / 16 * 16;
+        for i in (0..full).step_by(16) {
+            // SAFETY: i + 16 <= n.
+            unsafe {
+                let y = exp16(_mm512_sub_ps(score(_mm512_loadu_ps(ptr.add(i))), mv));
+                _mm512_storeu_ps(ptr.add(i), y);
+                part = _mm256_add_ps(part, _mm512_castps512_ps256(y));
+                let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(y)));
+                part = _mm256_add_ps(part, hi);
+            }
+        }
+        let mut done = full;
+        if n - full >= 8 {
+            // SAFETY: full + 8 <= n.
+            unsafe {
+                let x = score(_mm512_maskz_loadu_ps(0xff, ptr.add(full)));
+                let y = exp16(_mm512_sub_ps(x, mv));
+                _mm512_mask_storeu_ps(ptr.add(full), 0xff, y);
+                part = _mm256_add_ps(part, _mm512_castps512_ps256(y));
+            }
+            done += 8;
+        }
+        let mut lanes8 = [0.0f32; 8];
+        // SAFETY: lanes8 holds 8 floats.
+        unsafe { _mm256_storeu_ps(lanes8.as_mut_ptr(), part) };
+        let mut sum: f32 = lanes8.iter().sum();
+        for x in &mut row[done..] {
+            *x = exp_f32(score_one(*x) - max);
+            sum += *x;
+        }
+        let inv = _mm512_set1_ps(1.0 / sum);
+        for i in (0..n).step_by(16) {
+            let k = lanes(n - i);
+            // SAFETY: the mask keeps the load and the store inside the row.
+            unsafe {
+                let x = _mm512_maskz_loadu_ps(k, ptr.add(i));
+                _mm512_mask_storeu_ps(ptr.add(i), k, round16(_mm512_mul_ps(x, inv)));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,6 +437,95 @@ mod tests {
         }
         let inv = 1.0 / sum;
         row.iter_mut().for_each(|v| *v = numerics::ane_result(*v * inv));
+    }
+
+    #[test]
+    fn fp16_rows_have_the_bits_of_the_plain_loops_on_every_path() {
+        // Lengths around the 16- and 8-wide steps; rows with -inf entries, exponentials that
+        // underflow, a +inf entry (the ANE's rule), only -inf, and a NaN (read as +inf).
+        for n in [1usize, 2, 7, 8, 9, 15, 16, 17, 24, 25, 31, 100, 256, 1000] {
+            // Scales 200 and 3000 put many exponentials below 2^-125 (flushed on the vector
+            // path).
+            let cases =
+                [(0, 1.0f32), (1, 30.0), (2, 3000.0), (3, 30.0), (4, 1.0), (5, 1.0), (6, 200.0)];
+            for (case, scale) in cases {
+                let mut x: Vec<f16> = values(n, (n * 7 + case) as u64)
+                    .iter()
+                    .map(|v| f16::from_f32(v * scale))
+                    .collect();
+                match case {
+                    3 => x.iter_mut().step_by(3).for_each(|v| *v = f16::NEG_INFINITY),
+                    4 => x[n / 2] = f16::INFINITY,
+                    5 if n > 1 => {
+                        x.fill(f16::NEG_INFINITY);
+                        x[n - 1] = f16::NAN;
+                    }
+                    5 => x[0] = f16::NEG_INFINITY,
+                    _ => {}
+                }
+                let mut want: Vec<f32> = x.iter().map(|v| numerics::ane_read(v.to_f32())).collect();
+                plain_row(&mut want, true);
+                let want: Vec<u16> =
+                    want.iter().map(|&v| numerics::f32_to_f16(v).to_bits()).collect();
+                let mut out = vec![f16::ZERO; n];
+                softmax(&x, &[n], 0, &mut out).unwrap();
+                let got: Vec<u16> = out.iter().map(|v| v.to_bits()).collect();
+                assert_eq!(got, want, "row of {n}, case {case}");
+            }
+        }
+    }
+
+    #[test]
+    fn fp16_rows_through_the_subnormal_band_have_the_bits_of_the_plain_loops() {
+        // Rows whose exponentials spread over [2^-140, 1], where the vector path flushes: in
+        // one batch, so that the test runs the path softmax picks for this CPU.
+        let (rows, n) = (3000, 40);
+        let x: Vec<f16> = values(rows * n, 77)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                f16::from_f32(if i % n == 0 { 0.0 } else { (v.abs() * -200.0).max(-97.0) })
+            })
+            .collect();
+        let mut out = vec![f16::ZERO; x.len()];
+        softmax(&x, &[rows, n], 1, &mut out).unwrap();
+        for (r, (xr, or)) in x.chunks(n).zip(out.chunks(n)).enumerate() {
+            let mut want: Vec<f32> = xr.iter().map(|v| v.to_f32()).collect();
+            plain_row(&mut want, true);
+            let want: Vec<u16> = want.iter().map(|&v| numerics::f32_to_f16(v).to_bits()).collect();
+            let got: Vec<u16> = or.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(got, want, "row {r}");
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn exp16_has_the_bits_of_exp_f32_or_flushes_below_the_normal_range() {
+        use crate::sim::kernels::exp_f32;
+        use std::arch::x86_64::*;
+        if super::super::gemm::Isa::detect() != super::super::gemm::Isa::Avx512 {
+            return;
+        }
+        // Every 2^-12 step from -110 to 0, the clamp's neighbourhood, and the ends.
+        let mut xs: Vec<f32> = (0..=110 * 4096).map(|i| -(i as f32) / 4096.0).collect();
+        xs.extend([f32::NEG_INFINITY, -0.0, 0.0, -104.0, -103.999_99, -104.000_01, -87.336_54]);
+        xs.extend((1..2000).map(|i| -f32::from_bits(i * 0x0008_0000)));
+        for chunk in xs.chunks(16) {
+            let mut lanes = [0.0f32; 16];
+            lanes[..chunk.len()].copy_from_slice(chunk);
+            let mut got = [0.0f32; 16];
+            // SAFETY: detect() returned Avx512, so the CPU has every feature exp16 needs.
+            unsafe {
+                _mm512_storeu_ps(got.as_mut_ptr(), x86::exp16(_mm512_loadu_ps(lanes.as_ptr())))
+            };
+            for (x, g) in chunk.iter().zip(got) {
+                let want = exp_f32(*x);
+                // Either exp_f32's bits, or +0 for a result under 1.5 * 2^-125; never subnormal.
+                let flushed = g.to_bits() == 0 && want < 1.5 * 2f32.powi(-125);
+                assert!(g.to_bits() == want.to_bits() || flushed, "exp({x}): {g} for {want}");
+                assert!(g == 0.0 || g.is_normal(), "exp({x}): {g}");
+            }
+        }
     }
 
     #[test]
