@@ -1005,11 +1005,30 @@ fn cast(src: &[u8], from: DType, dst: &mut [u8], to: DType) -> KResult {
 
 #[cfg(test)]
 mod tests {
-    use anemone_mil::builder::Builder;
+    use anemone_mil::builder::{Builder, BuiltProgram};
 
     use super::*;
 
     const WEIGHT_PATH: &str = "@model_path/weights/weight.bin";
+
+    /// `main` of `built`, compiled by a simulator with `options`.
+    fn compile(
+        built: &BuiltProgram,
+        inputs: &[(String, TensorType)],
+        outputs: &[(String, TensorType)],
+        options: SimOptions,
+    ) -> SimCompiled {
+        let job = CompileJob {
+            program: &built.program,
+            function: "main",
+            text: "",
+            weights: &built.weights,
+            read_mode: ReadMode::Strict,
+            inputs,
+            outputs,
+        };
+        SimBackend::with_options(options).compile_program(&job).unwrap()
+    }
 
     /// A compiled 1x1 conv with identity weights, and its weight file.
     fn compiled(reload: SimReload) -> (Arc<SimCompiled>, Vec<u8>) {
@@ -1023,17 +1042,8 @@ mod tests {
         f.finish();
         let built = b.build().unwrap();
         let io = |name: &str| vec![(name.to_string(), TensorType::new(DType::Fp16, [1, 4, 1, 8]))];
-        let backend = SimBackend::with_options(SimOptions { reload, ..SimOptions::default() });
-        let job = CompileJob {
-            program: &built.program,
-            function: "main",
-            text: "",
-            weights: &built.weights,
-            read_mode: ReadMode::Strict,
-            inputs: &io("x"),
-            outputs: &io("y"),
-        };
-        let compiled = backend.compile_program(&job).unwrap();
+        let options = SimOptions { reload, ..SimOptions::default() };
+        let compiled = compile(&built, &io("x"), &io("y"), options);
         let file = built.weights.get(WEIGHT_PATH).unwrap().bytes().to_vec();
         (Arc::new(compiled), file)
     }
@@ -1051,16 +1061,9 @@ mod tests {
         f.output_named(&y, "y").unwrap();
         f.finish();
         let built = b.build().unwrap();
-        let job = CompileJob {
-            program: &built.program,
-            function: "main",
-            text: "",
-            weights: &built.weights,
-            read_mode: ReadMode::Strict,
-            inputs: &[("x".to_string(), TensorType::new(DType::Fp16, [3, 8]))],
-            outputs: &[("y".to_string(), TensorType::new(DType::Fp16, [3, 5]))],
-        };
-        let compiled = SimBackend::default().compile_program(&job).unwrap();
+        let x_io = [("x".to_string(), TensorType::new(DType::Fp16, [3, 8]))];
+        let y_io = [("y".to_string(), TensorType::new(DType::Fp16, [3, 5]))];
+        let compiled = compile(&built, &x_io, &y_io, SimOptions::default());
         let plan = &compiled.built.plan;
         let step =
             plan.steps.iter().position(|s| s.kind == anemone_mil::ops::OpKind::Linear).unwrap();

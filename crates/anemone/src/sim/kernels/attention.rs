@@ -15,6 +15,7 @@
 
 use super::gemm::{self, Elems, Epilogue, Operand, Port, View};
 use super::matmul::batch_offsets;
+use super::softmax::RowKernel;
 use super::{
     Element, KernelError, Result, Scratch, broadcast_shapes, broadcast_strides, check_len, numel,
 };
@@ -169,7 +170,7 @@ pub fn scaled_dot_product_attention<T: Element>(
     let batch_rank = d.batch.len();
     // The matmuls' output port: fp16 saturates as the ANE's multiply-accumulate port does.
     let epilogue = if T::ANE_RULES { Epilogue::port(Port::AneSaturate) } else { Epilogue::PLAIN };
-    let fast_rows = RowKernel::pick::<T>(scale);
+    let fast_rows = RowKernel::for_scores::<T>(scale);
     // The vector rows apply the port to the scores themselves, in the pass that reads them.
     let scores_epilogue = if fast_rows.applies_port() { Epilogue::PLAIN } else { epilogue };
     // A single worker may let the GEMM itself use the pool.
@@ -290,28 +291,18 @@ fn block_rows(l: usize, s: usize, nb: usize, workers: usize) -> usize {
 /// its stride along S, and a buffer of at least S floats for the widened row.
 type MaskRow<'a, 'm, T> = Option<(&'a AttentionMask<'m, T>, usize, usize, &'a mut [f32])>;
 
-/// How the rows between the two products are computed: the portable loops, or AVX-512 for
-/// fp16 (the same operations in the same order, so the same bits).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum RowKernel {
-    Portable,
-    #[cfg(target_arch = "x86_64")]
-    Avx512F16,
-}
-
+/// How the rows between the two products are computed: softmax's row kernels (the portable
+/// loops, or AVX-512 for fp16: the same operations in the same order, so the same bits), with
+/// the steps before the softmax.
 impl RowKernel {
     /// The kernel for rows of `T` scaled by `scale`.
-    fn pick<T: Element>(scale: f32) -> RowKernel {
-        // The vector path relies on a finite, nonzero scale (see `probabilities_f16`).
-        #[cfg(target_arch = "x86_64")]
-        if T::as_f16(&[]).is_some()
-            && gemm::Isa::detect() == gemm::Isa::Avx512
-            && scale.is_finite()
-            && scale != 0.0
-        {
-            return RowKernel::Avx512F16;
+    fn for_scores<T: Element>(scale: f32) -> RowKernel {
+        match RowKernel::pick::<T>() {
+            // The vector path relies on a finite, nonzero scale (see `probabilities_f16`).
+            #[cfg(target_arch = "x86_64")]
+            RowKernel::Avx512F16 if scale.is_finite() && scale != 0.0 => RowKernel::Avx512F16,
+            _ => RowKernel::Portable,
         }
-        RowKernel::Portable
     }
 
     /// Whether [`Self::probabilities`] takes the raw sums of QK^T and applies the output port

@@ -121,17 +121,19 @@ pub(crate) fn softmax_row<T: Element>(row: &mut [f32]) {
     }
 }
 
-/// How [`softmax`] computes a contiguous row: [`softmax_row`], or its AVX-512 form for fp16
-/// (the same operations in the same order, so the same bits once rounded to fp16).
+/// How a contiguous row is computed: [`softmax_row`], or its AVX-512 form for fp16 (the same
+/// operations in the same order, so the same bits once rounded to fp16). The fused attention
+/// picks between the same two for its rows.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum RowKernel {
+pub(crate) enum RowKernel {
     Portable,
     #[cfg(target_arch = "x86_64")]
     Avx512F16,
 }
 
 impl RowKernel {
-    fn pick<T: Element>() -> RowKernel {
+    /// The vector form for fp16 rows on CPUs that have it, else the portable one.
+    pub(crate) fn pick<T: Element>() -> RowKernel {
         #[cfg(target_arch = "x86_64")]
         if T::as_f16(&[]).is_some() && super::gemm::Isa::detect() == super::gemm::Isa::Avx512 {
             return RowKernel::Avx512F16;
