@@ -921,6 +921,15 @@ mod tests {
     }
 
     #[test]
+    fn linear_with_no_input_features_gives_the_bias() {
+        let mut out = [f16::ONE; 6];
+        let x: [f16; 0] = [];
+        linear(&x, &[2, 0], &x, &[3, 0], Some(&[1.0, -2.0, f32::NAN]), &mut out).unwrap();
+        let want = [1.0, -2.0, f32::INFINITY, 1.0, -2.0, f32::INFINITY].map(f16::from_f32);
+        assert_eq!(out, want);
+    }
+
+    #[test]
     fn linear_on_int32_wraps_like_numpy() {
         let x = [1, 2, 3, -4, 5, 6];
         let w = [1, 0, -1, 2, 2, 2];
