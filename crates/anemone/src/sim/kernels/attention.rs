@@ -161,8 +161,11 @@ pub fn scaled_dot_product_attention<T: Element>(
     let blocks_per_batch = l.div_ceil(rows);
     let blocks = nb * blocks_per_batch;
     let workers = workers.min(blocks);
+    // The scores' rows lie a whole block of K apart when they fit one, so that the PV product
+    // reads them in place as its packed left operand.
+    let sr = if s > 0 && s <= gemm::KC { gemm::KC } else { s };
     // Per worker: scores of a block and one widened mask row.
-    let per_worker = rows * s + s;
+    let per_worker = rows * sr + s;
     let (_, _, _, sw) = scratch.buffers(0, 0, 0, workers * per_worker);
     // fp16 operands are widened (NaN read as +inf) while the GEMM packs them.
     let (qe, ke, ve) = (gemm::elems(q)?, gemm::elems(k)?, gemm::elems(v)?);
@@ -182,8 +185,8 @@ pub fn scaled_dot_product_attention<T: Element>(
         let b = t / blocks_per_batch;
         let r0 = (t % blocks_per_batch) * rows;
         let m = rows.min(l - r0);
-        let (scores, mask_row) = buf.split_at_mut(rows * s);
-        let scores = &mut scores[..m * s];
+        let (scores, mask_row) = buf.split_at_mut(rows * sr);
+        let scores = &mut scores[..m * sr];
         // Q rows r0.. times K^T, read in place (K^T(p, j) = K(j, p)).
         let q_view = View {
             data: qe,
@@ -200,7 +203,7 @@ pub fn scaled_dot_product_attention<T: Element>(
             Operand::View(q_view),
             Operand::View(kt_view),
             gemm::Out::F32(scores),
-            s,
+            sr,
             scores_epilogue,
             gemm_parallel,
         )?;
@@ -214,7 +217,8 @@ pub fn scaled_dot_product_attention<T: Element>(
             off
         });
         // (With no keys there are no scores, and PV is the port's image of zero.)
-        for (i, sc) in scores.chunks_mut(s.max(1)).enumerate() {
+        for (i, row) in scores.chunks_mut(sr.max(1)).enumerate().take(if s == 0 { 0 } else { m }) {
+            let sc = &mut row[..s];
             let mask_row = match (&mask, &mask_strides, mask_base) {
                 (Some(mk), Some(st), Some(base)) => {
                     let (sl, ss) = (st[batch_rank], st[batch_rank + 1]);
@@ -225,7 +229,7 @@ pub fn scaled_dot_product_attention<T: Element>(
             fast_rows.probabilities::<T>(sc, scale, mask_row);
         }
         let p_view =
-            View { data: Elems::F32(scores), offset: 0, row_stride: s as isize, col_stride: 1 };
+            View { data: Elems::F32(scores), offset: 0, row_stride: sr as isize, col_stride: 1 };
         let v_view =
             View { data: ve, offset: d.v_b[b] * s * ev, row_stride: ev as isize, col_stride: 1 };
         gemm::gemm(

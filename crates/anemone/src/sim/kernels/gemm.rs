@@ -886,7 +886,7 @@ trait Micro {
     /// rows of an MR x NR tile; `a` is an A panel in `layout`, `b` a `[kc][NR]` panel.
     ///
     /// # Safety
-    /// `a` must hold the panel (`kc * MR` floats for `Col`, `rows * KC` for `Row`), `b`
+    /// `a` must hold the panel (`kc * MR` floats for `Col`, `(rows - 1) * KC + kc` for `Row`), `b`
     /// `kc * NR` floats, `c_in` (when `load`) and `c_out` `rows` rows of NR floats at their
     /// strides; `1 <= rows <= MR`, `kc <= KC`; the CPU must have the kernel's features.
     #[allow(clippy::too_many_arguments)]
@@ -1126,6 +1126,18 @@ fn drive<K: Micro>(
         _ => Layout::Col,
     };
     let a_buf = aligned(a_buf, MC * KC);
+    // An f32 A whose rows lie KC apart, over a single block of K, is already laid out as
+    // row panels: the kernel reads it in place (the fused attention's probabilities).
+    let a_in_place: Option<&[f32]> = match job.a {
+        Operand::View(View { data: Elems::F32(d), offset, row_stride, col_stride: 1 })
+            if row_stride == KC as isize
+                && block_count == 1
+                && offset + (m1 - 1) * KC + job.k <= d.len() =>
+        {
+            Some(&d[offset..])
+        }
+        _ => None,
+    };
     // An im2col B over a single block of rows is packed one panel at a time, just before the
     // kernel reads it, so the panel is still in L1; `b_own` holds it.
     let lazy_im2col = matches!(job.b, Operand::Im2col(_)) && m1 - m0 <= MC;
@@ -1183,7 +1195,7 @@ fn drive<K: Micro>(
             let (load, last) = (bi > 0, bi == last_block);
             for ic in (m0..m1).step_by(MC) {
                 let mc_end = (ic + MC).min(m1);
-                if let Operand::View(v) = job.a {
+                if let (Operand::View(v), None) = (job.a, a_in_place) {
                     for (ip, i0) in (ic..mc_end).step_by(MR).enumerate() {
                         let panel = &mut a_buf[ip * MR * KC..(ip + 1) * MR * KC];
                         pack_a(&v, i0, MR.min(mc_end - i0), p0, kc, a_layout, panel);
@@ -1207,6 +1219,10 @@ fn drive<K: Micro>(
                             Operand::Packed(pm) => {
                                 let start = p0 * pm.rows.div_ceil(MR) * MR + i0 / MR * MR * kc;
                                 &pm.floats()[start..start + MR * kc]
+                            }
+                            Operand::View(_) if a_in_place.is_some() => {
+                                let d = a_in_place.unwrap_or_default();
+                                &d[i0 * KC..i0 * KC + (rows - 1) * KC + kc]
                             }
                             // (gemm_on accepts no im2col lhs.)
                             Operand::View(_) | Operand::Im2col(_) => {
@@ -1233,7 +1249,8 @@ fn drive<K: Micro>(
                             home
                         };
                         let c_out = if full && (!last || plain_f32) { home } else { local };
-                        // SAFETY: a_panel holds MR * kc floats (Col) or MR * KC (Row), b_panel
+                        // SAFETY: a_panel holds MR * kc floats (Col) or at least
+                        // (rows - 1) * KC + kc (Row, packed or in place), b_panel
                         // NR * kc; c_in (when load) and c_out hold rows x NR floats at their
                         // strides (home only when the tile is full); 1 <= rows <= MR and kc <= KC
                         // by k_blocks; the kernel's CPU features were checked when the Isa was
@@ -1972,6 +1989,39 @@ mod tests {
             let split = run(Isa::detect(), (m, n, k), &a, &b, true, false, true);
             assert!(one.iter().zip(&split).all(|(x, y)| x.to_bits() == y.to_bits()));
             assert_close(&split, &reference(m, n, k, &a, &b), k, "split");
+        }
+    }
+
+    #[test]
+    fn rows_a_block_of_k_apart_are_read_in_place_with_the_same_bits() {
+        // f32 rows KC apart over one block of K: read in place. The same matrix with rows k
+        // apart is packed. Both give the same bits on every kernel, edge tiles included.
+        for (m, n, k) in [(25, 40, 256), (12, 33, 100), (7, 5, 1)] {
+            let dense: Vec<f32> =
+                (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 16.0).collect();
+            let mut spaced = vec![f32::NAN; (m - 1) * KC + k];
+            for r in 0..m {
+                spaced[r * KC..r * KC + k].copy_from_slice(&dense[r * k..(r + 1) * k]);
+            }
+            let b: Vec<f32> = (0..k * n).map(|i| ((i * 53 % 97) as f32 - 48.0) / 8.0).collect();
+            let bv =
+                View { data: Elems::F32(&b), offset: 0, row_stride: n as isize, col_stride: 1 };
+            for isa in Isa::available() {
+                let mut outs = [vec![0.0f32; m * n], vec![0.0f32; m * n]];
+                for (a, out) in [(&dense, k), (&spaced, KC)].into_iter().zip(&mut outs) {
+                    let (data, stride) = a;
+                    let av = View {
+                        data: Elems::F32(data),
+                        offset: 0,
+                        row_stride: stride as isize,
+                        col_stride: 1,
+                    };
+                    let (a, b) = (Operand::View(av), Operand::View(bv));
+                    gemm_on(isa, m, n, k, a, b, Out::F32(out), n, Epilogue::PLAIN, false).unwrap();
+                }
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&outs[0]), bits(&outs[1]), "{isa:?} {m} x {n} x {k}");
+            }
         }
     }
 
