@@ -1215,17 +1215,14 @@ fn drive<K: Micro>(
                     };
                     for (ip, i0) in (ic..mc_end).step_by(MR).enumerate() {
                         let rows = MR.min(mc_end - i0);
-                        let a_panel: &[f32] = match job.a {
-                            Operand::Packed(pm) => {
+                        let a_panel: &[f32] = match (job.a, a_in_place) {
+                            (_, Some(d)) => &d[i0 * KC..i0 * KC + (rows - 1) * KC + kc],
+                            (Operand::Packed(pm), None) => {
                                 let start = p0 * pm.rows.div_ceil(MR) * MR + i0 / MR * MR * kc;
                                 &pm.floats()[start..start + MR * kc]
                             }
-                            Operand::View(_) if a_in_place.is_some() => {
-                                let d = a_in_place.unwrap_or_default();
-                                &d[i0 * KC..i0 * KC + (rows - 1) * KC + kc]
-                            }
                             // (gemm_on accepts no im2col lhs.)
-                            Operand::View(_) | Operand::Im2col(_) => {
+                            (Operand::View(_) | Operand::Im2col(_), None) => {
                                 &a_buf[ip * MR * KC..(ip + 1) * MR * KC]
                             }
                         };

@@ -240,7 +240,8 @@ fn softmax_columns<T: Element>(block: &mut [f32], n: usize, inner: usize, cols: 
 pub(crate) mod x86 {
     //! fp16 softmax rows with AVX-512: the operations of `softmax_row` and `exp_f32` one for
     //! one, 16 lanes at a time, each result rounded to fp16. Multiplies and adds stay separate
-    //! instructions (no FMA), as in the portable code, so the bits are the same.
+    //! instructions (no FMA), as in the portable code, and exponentials too small to matter
+    //! are flushed (see `exp16`), so the fp16 results have the same bits.
     use crate::sim::kernels::exp_f32;
     use std::arch::x86_64::*;
 
