@@ -1,14 +1,18 @@
-//! Data movement: transpose, slice, concat (with interleave) and split, generic over any
-//! `T: Copy` (floats, integers, bools). Values are moved bit for bit. Reshape has no kernel: a
-//! dense row-major buffer already is every reshape of itself, so the plan aliases it.
+//! Data movement: transpose, slice, concat (with interleave) and split, generic over plain
+//! data `T` (the executor moves every element type as unsigned integers of its width). Values
+//! are moved bit for bit. Reshape has no kernel: a dense row-major buffer already is every
+//! reshape of itself, so the plan aliases it.
 //!
 //! Shapes are first simplified (unit dims dropped, dims that stay adjacent merged), so most
 //! real permutations become either a copy of contiguous runs or a batched 2-D transpose, which
-//! runs tile by tile to stay in cache.
+//! runs tile by tile to stay in cache, 8 x 8 (fp16) or 4 x 4 (fp32) elements at a time in
+//! registers. Large slices and concats split across the rayon threads, and the every-other-
+//! element moves of RoPE (slice with step 2, concat of two size-1 pieces) run in wide vectors.
 
 use super::{
     KernelError, PAR_CHUNK, Result, check_len, contiguous_strides, numel, parallel_worth_it,
 };
+use bytemuck::Pod;
 use rayon::prelude::*;
 
 /// Output shape of `transpose(x, perm)`: `out[i] = shape[perm[i]]`.
@@ -61,7 +65,7 @@ fn simplify(shape: &[usize], perm: &[usize]) -> (Vec<usize>, Vec<usize>) {
 }
 
 /// `out = transpose(x, perm)`.
-pub fn transpose<T: Copy + Send + Sync>(
+pub fn transpose<T: Pod + Send + Sync>(
     x: &[T],
     shape: &[usize],
     perm: &[usize],
@@ -99,7 +103,7 @@ pub fn transpose<T: Copy + Send + Sync>(
 /// the output's innermost (`cols`, contiguous in `out`). For every index of the other dims,
 /// that rows x cols block is moved tile by tile, so both sides stream through cache lines
 /// instead of one element per odometer step.
-fn permute_tiled<T: Copy + Send + Sync>(x: &[T], s: &[usize], p: &[usize], out: &mut [T]) {
+fn permute_tiled<T: Pod + Send + Sync>(x: &[T], s: &[usize], p: &[usize], out: &mut [T]) {
     let r = s.len();
     let in_strides = contiguous_strides(s);
     let out_dims: Vec<usize> = p.iter().map(|&d| s[d]).collect();
@@ -132,12 +136,16 @@ fn permute_tiled<T: Copy + Send + Sync>(x: &[T], s: &[usize], p: &[usize], out: 
             for c0 in (0..cols).step_by(TILE) {
                 let c1 = (c0 + TILE).min(cols);
                 for r0 in (0..rows).step_by(TILE) {
-                    for row in r0..(r0 + TILE).min(rows) {
-                        let d = &mut dst[dst_off + row * row_dst_stride..][c0..c1];
-                        for (c, v) in (c0..c1).zip(d) {
-                            *v = x[src + row + c * col_src_stride];
-                        }
-                    }
+                    let r1 = (r0 + TILE).min(rows);
+                    // dst[row][c] = x[c][row] with the input's rows col_src_stride apart.
+                    transpose_block(
+                        &x[src + c0 * col_src_stride + r0..],
+                        col_src_stride,
+                        &mut dst[dst_off + r0 * row_dst_stride + c0..],
+                        row_dst_stride,
+                        c1 - c0,
+                        r1 - r0,
+                    );
                 }
             }
         }
@@ -209,7 +217,7 @@ fn strided_copy<T: Copy + Send + Sync>(
 const TILE: usize = 32;
 
 /// out[b][c][r] = x[b][r][c] for `batch` matrices of rows x cols, tile by tile.
-fn transpose_2d_batched<T: Copy + Send + Sync>(
+fn transpose_2d_batched<T: Pod + Send + Sync>(
     x: &[T],
     batch: usize,
     rows: usize,
@@ -220,12 +228,7 @@ fn transpose_2d_batched<T: Copy + Send + Sync>(
         // dst holds output rows c0..c1 (each `rows` long).
         for r0 in (0..rows).step_by(TILE) {
             let r1 = (r0 + TILE).min(rows);
-            for c in c0..c1 {
-                let d = &mut dst[(c - c0) * rows..(c - c0 + 1) * rows];
-                for r in r0..r1 {
-                    d[r] = src[r * cols + c];
-                }
-            }
+            transpose_block(&src[r0 * cols + c0..], cols, &mut dst[r0..], rows, r1 - r0, c1 - c0);
         }
     };
     let mat = rows * cols;
@@ -246,6 +249,167 @@ fn transpose_2d_batched<T: Copy + Send + Sync>(
                 let c1 = (c0 + TILE).min(cols);
                 one(src, &mut dst[c0 * rows..c1 * rows], c0, c1);
             }
+        }
+    }
+}
+
+/// `dst[c * dst_stride + r] = src[r * src_stride + c]` for an `h` x `w` block. Blocks of 8 x 8
+/// two-byte or 4 x 4 four-byte elements move through SSE2 registers (every x86_64 CPU has
+/// it), the edges one element at a time.
+fn transpose_block<T: Pod>(
+    src: &[T],
+    src_stride: usize,
+    dst: &mut [T],
+    dst_stride: usize,
+    h: usize,
+    w: usize,
+) {
+    if h == 0 || w == 0 {
+        return;
+    }
+    // Both blocks lie inside their slices (also what makes the vector loads and stores sound).
+    assert!((h - 1) * src_stride + w <= src.len() && (w - 1) * dst_stride + h <= dst.len());
+    let (mut h_done, mut w_done) = (0, 0);
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::mem::size_of;
+        if size_of::<T>() == 2 {
+            if let (Ok(s), Ok(d)) = (
+                bytemuck::try_cast_slice::<T, u16>(src),
+                bytemuck::try_cast_slice_mut::<T, u16>(dst),
+            ) {
+                (h_done, w_done) = (h / 8 * 8, w / 8 * 8);
+                for r in (0..h_done).step_by(8) {
+                    for c in (0..w_done).step_by(8) {
+                        // SAFETY: rows r..r + 8 and columns c..c + 8 of both blocks are inside
+                        // h x w and w x h, which the assert keeps inside the slices.
+                        unsafe {
+                            sse2::transpose_8x8_u16(
+                                s.as_ptr().add(r * src_stride + c),
+                                src_stride,
+                                d.as_mut_ptr().add(c * dst_stride + r),
+                                dst_stride,
+                            )
+                        };
+                    }
+                }
+            }
+        } else if size_of::<T>() == 4
+            && let (Ok(s), Ok(d)) = (
+                bytemuck::try_cast_slice::<T, u32>(src),
+                bytemuck::try_cast_slice_mut::<T, u32>(dst),
+            )
+        {
+            (h_done, w_done) = (h / 4 * 4, w / 4 * 4);
+            for r in (0..h_done).step_by(4) {
+                for c in (0..w_done).step_by(4) {
+                    // SAFETY: as for the 8 x 8 blocks.
+                    unsafe {
+                        sse2::transpose_4x4_u32(
+                            s.as_ptr().add(r * src_stride + c),
+                            src_stride,
+                            d.as_mut_ptr().add(c * dst_stride + r),
+                            dst_stride,
+                        )
+                    };
+                }
+            }
+        }
+    }
+    // What the vector blocks left: the columns past w_done of every row, then the rows past
+    // h_done of the columns they covered.
+    for c in w_done..w {
+        let d = &mut dst[c * dst_stride..c * dst_stride + h];
+        for (r, v) in d.iter_mut().enumerate() {
+            *v = src[r * src_stride + c];
+        }
+    }
+    for c in 0..w_done {
+        for r in h_done..h {
+            dst[c * dst_stride + r] = src[r * src_stride + c];
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod sse2 {
+    //! Register transposes of small blocks, SSE2 only (part of the x86_64 baseline).
+    use std::arch::x86_64::*;
+
+    /// Transposes the 8 x 8 block of u16 at `src` (rows `ss` apart) into `dst` (rows `ds`
+    /// apart): three rounds of interleaves, of 16-, 32- and 64-bit lanes.
+    ///
+    /// # Safety
+    /// Eight elements from `src + r * ss` and from `dst + r * ds`, r in 0..8, must be readable
+    /// and writable respectively.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    pub(super) unsafe fn transpose_8x8_u16(src: *const u16, ss: usize, dst: *mut u16, ds: usize) {
+        // SAFETY: the caller guarantees every row is readable.
+        let r: [__m128i; 8] =
+            std::array::from_fn(|i| unsafe { _mm_loadu_si128(src.add(i * ss).cast()) });
+        let a = [
+            _mm_unpacklo_epi16(r[0], r[1]),
+            _mm_unpackhi_epi16(r[0], r[1]),
+            _mm_unpacklo_epi16(r[2], r[3]),
+            _mm_unpackhi_epi16(r[2], r[3]),
+            _mm_unpacklo_epi16(r[4], r[5]),
+            _mm_unpackhi_epi16(r[4], r[5]),
+            _mm_unpacklo_epi16(r[6], r[7]),
+            _mm_unpackhi_epi16(r[6], r[7]),
+        ];
+        let b = [
+            _mm_unpacklo_epi32(a[0], a[2]),
+            _mm_unpackhi_epi32(a[0], a[2]),
+            _mm_unpacklo_epi32(a[1], a[3]),
+            _mm_unpackhi_epi32(a[1], a[3]),
+            _mm_unpacklo_epi32(a[4], a[6]),
+            _mm_unpackhi_epi32(a[4], a[6]),
+            _mm_unpacklo_epi32(a[5], a[7]),
+            _mm_unpackhi_epi32(a[5], a[7]),
+        ];
+        let c = [
+            _mm_unpacklo_epi64(b[0], b[4]),
+            _mm_unpackhi_epi64(b[0], b[4]),
+            _mm_unpacklo_epi64(b[1], b[5]),
+            _mm_unpackhi_epi64(b[1], b[5]),
+            _mm_unpacklo_epi64(b[2], b[6]),
+            _mm_unpackhi_epi64(b[2], b[6]),
+            _mm_unpacklo_epi64(b[3], b[7]),
+            _mm_unpackhi_epi64(b[3], b[7]),
+        ];
+        for (i, v) in c.into_iter().enumerate() {
+            // SAFETY: the caller guarantees every row is writable.
+            unsafe { _mm_storeu_si128(dst.add(i * ds).cast(), v) };
+        }
+    }
+
+    /// Transposes the 4 x 4 block of u32 at `src` (rows `ss` apart) into `dst` (rows `ds`
+    /// apart).
+    ///
+    /// # Safety
+    /// As [`transpose_8x8_u16`], with four elements per row.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    pub(super) unsafe fn transpose_4x4_u32(src: *const u32, ss: usize, dst: *mut u32, ds: usize) {
+        // SAFETY: the caller guarantees every row is readable.
+        let r: [__m128i; 4] =
+            std::array::from_fn(|i| unsafe { _mm_loadu_si128(src.add(i * ss).cast()) });
+        let a = [
+            _mm_unpacklo_epi32(r[0], r[1]),
+            _mm_unpackhi_epi32(r[0], r[1]),
+            _mm_unpacklo_epi32(r[2], r[3]),
+            _mm_unpackhi_epi32(r[2], r[3]),
+        ];
+        let c = [
+            _mm_unpacklo_epi64(a[0], a[2]),
+            _mm_unpackhi_epi64(a[0], a[2]),
+            _mm_unpacklo_epi64(a[1], a[3]),
+            _mm_unpackhi_epi64(a[1], a[3]),
+        ];
+        for (i, v) in c.into_iter().enumerate() {
+            // SAFETY: the caller guarantees every row is writable.
+            unsafe { _mm_storeu_si128(dst.add(i * ds).cast(), v) };
         }
     }
 }
@@ -304,7 +468,12 @@ pub fn resolve_slice(
 }
 
 /// `out = x[axes[0], axes[1], ...]`; `out` holds the product of the `len`s.
-pub fn slice<T: Copy>(x: &[T], shape: &[usize], axes: &[SliceAxis], out: &mut [T]) -> Result<()> {
+pub fn slice<T: Copy + Send + Sync>(
+    x: &[T],
+    shape: &[usize],
+    axes: &[SliceAxis],
+    out: &mut [T],
+) -> Result<()> {
     check_len("slice", "input", x.len(), shape)?;
     if axes.len() != shape.len() {
         return Err(KernelError::new(
@@ -350,28 +519,84 @@ pub fn slice<T: Copy>(x: &[T], shape: &[usize], axes: &[SliceAxis], out: &mut [T
         return Ok(());
     };
     let outer = &merged[..merged.len() - 1];
-    let mut idx = vec![0usize; outer.len()];
-    let mut off = base;
-    for o in out.chunks_mut(inner_len) {
-        if inner_step == 1 {
-            let s = off as usize;
-            o.copy_from_slice(&x[s..s + inner_len]);
-        } else {
-            for (j, v) in o.iter_mut().enumerate() {
-                *v = x[(off + j as isize * inner_step) as usize];
+    // Rows `r0..` of the output (each `inner_len` long) into `chunk`.
+    let rows_from = |r0: usize, chunk: &mut [T]| {
+        let mut idx = vec![0usize; outer.len()];
+        let (mut rest, mut off) = (r0, base);
+        for d in (0..outer.len()).rev() {
+            idx[d] = rest % outer[d].0;
+            rest /= outer[d].0;
+            off += idx[d] as isize * outer[d].1;
+        }
+        for o in chunk.chunks_mut(inner_len) {
+            copy_strided(x, off, inner_step, o);
+            for d in (0..outer.len()).rev() {
+                idx[d] += 1;
+                off += outer[d].1;
+                if idx[d] < outer[d].0 {
+                    break;
+                }
+                off -= outer[d].1 * idx[d] as isize;
+                idx[d] = 0;
             }
         }
-        for d in (0..outer.len()).rev() {
-            idx[d] += 1;
-            off += outer[d].1;
-            if idx[d] < outer[d].0 {
-                break;
+    };
+    let rows = out.len() / inner_len;
+    if !parallel_worth_it(out.len()) {
+        rows_from(0, out);
+    } else if inner_len < PAR_CHUNK {
+        // Tasks own whole rows.
+        let per_task = PAR_CHUNK.div_ceil(inner_len);
+        out.par_chunks_mut(per_task * inner_len)
+            .enumerate()
+            .for_each(|(t, chunk)| rows_from(t * per_task, chunk));
+    } else {
+        // Long rows (the big slices of a weight or activation) are split themselves.
+        for (r, row) in out.chunks_mut(inner_len).enumerate().take(rows) {
+            let mut off = base;
+            let mut rest = r;
+            for d in (0..outer.len()).rev() {
+                off += (rest % outer[d].0) as isize * outer[d].1;
+                rest /= outer[d].0;
             }
-            off -= outer[d].1 * idx[d] as isize;
-            idx[d] = 0;
+            row.par_chunks_mut(PAR_CHUNK).enumerate().for_each(|(t, piece)| {
+                copy_strided(x, off + (t * PAR_CHUNK) as isize * inner_step, inner_step, piece);
+            });
         }
     }
     Ok(())
+}
+
+/// `out[j] = x[off + j * step]`: a contiguous copy, the every-other-element gather of RoPE's
+/// pair split in wide vectors, or element by element.
+fn copy_strided<T: Copy>(x: &[T], off: isize, step: isize, out: &mut [T]) {
+    let n = out.len();
+    if n == 0 {
+        return;
+    }
+    let start = off as usize;
+    match step {
+        1 => out.copy_from_slice(&x[start..start + n]),
+        2 => {
+            // Whole pairs for all but the last element, whose partner may lie past the end.
+            let (head, last) = out.split_at_mut(n - 1);
+            let pairs = &x[start..start + 2 * (n - 1)];
+            super::with_wide_simd(
+                #[inline(always)]
+                || {
+                    for (o, p) in head.iter_mut().zip(pairs.chunks_exact(2)) {
+                        *o = p[0];
+                    }
+                },
+            );
+            last[0] = x[start + 2 * (n - 1)];
+        }
+        _ => {
+            for (j, v) in out.iter_mut().enumerate() {
+                *v = x[(off + j as isize * step) as usize];
+            }
+        }
+    }
 }
 
 /// Output shape of a concat along `axis`; with `interleave` all inputs must have the same
@@ -403,7 +628,7 @@ pub fn concat_output_shape(
 
 /// Concatenates `inputs` (data, shape) along `axis`. With `interleave`, the output takes one
 /// slice of each input in turn along the axis: `out[i::n] = inputs[i]`.
-pub fn concat<T: Copy>(
+pub fn concat<T: Copy + Send + Sync>(
     inputs: &[(&[T], &[usize])],
     axis: usize,
     interleave: bool,
@@ -420,11 +645,44 @@ pub fn concat<T: Copy>(
     // Runs of one element (concat along the innermost axis of size-1 pieces: the pair swap
     // of RoPE) are moved element by element rather than by a copy call each.
     if !interleave && inner == 1 && inputs.iter().all(|(_, s)| s[axis] == 1) {
+        if let [(a, _), (b, _)] = inputs {
+            let pairs = |chunk: usize, o: &mut [T]| {
+                let (a, b) = (&a[chunk * PAR_CHUNK..], &b[chunk * PAR_CHUNK..]);
+                super::with_wide_simd(
+                    #[inline(always)]
+                    || {
+                        for (p, (&x, &y)) in o.chunks_exact_mut(2).zip(a.iter().zip(b.iter())) {
+                            p[0] = x;
+                            p[1] = y;
+                        }
+                    },
+                )
+            };
+            if parallel_worth_it(out.len()) {
+                out.par_chunks_mut(2 * PAR_CHUNK).enumerate().for_each(|(t, o)| pairs(t, o));
+            } else {
+                pairs(0, out);
+            }
+            return Ok(());
+        }
         let n = inputs.len();
         for (i, (x, _)) in inputs.iter().enumerate() {
             for (o, v) in out[i..].iter_mut().step_by(n).zip(x.iter()) {
                 *o = *v;
             }
+        }
+        return Ok(());
+    }
+    if outer == 1 && !interleave && parallel_worth_it(out.len()) {
+        // One run per input (a concat along the outermost axis that is not 1): each long copy
+        // is split across the threads.
+        let mut rest = &mut *out;
+        for (x, _) in inputs {
+            let (o, r) = std::mem::take(&mut rest).split_at_mut(x.len());
+            o.par_chunks_mut(PAR_CHUNK)
+                .zip(x.par_chunks(PAR_CHUNK))
+                .for_each(|(o, x)| o.copy_from_slice(x));
+            rest = r;
         }
         return Ok(());
     }
@@ -544,9 +802,23 @@ mod tests {
         ];
         for (shape, perm) in cases {
             let x = iota(numel(shape));
+            let want = reference_transpose(&x, shape, perm);
             let mut out = vec![0; x.len()];
             transpose(&x, shape, perm, &mut out).unwrap();
-            assert_eq!(out, reference_transpose(&x, shape, perm), "{shape:?} {perm:?}");
+            assert_eq!(out, want, "{shape:?} {perm:?}");
+            // Two- and eight-byte elements: the 8 x 8 register blocks (and their edges) of
+            // fp16, and the element-by-element path.
+            let x16: Vec<u16> = x.iter().map(|&v| v as u16).collect();
+            let mut out16 = vec![0u16; x.len()];
+            transpose(&x16, shape, perm, &mut out16).unwrap();
+            assert!(out16.iter().zip(&want).all(|(&a, &b)| a == b as u16), "{shape:?} {perm:?}");
+            let x64: Vec<u64> = x.iter().map(|&v| v as u64 * 3).collect();
+            let mut out64 = vec![0u64; x.len()];
+            transpose(&x64, shape, perm, &mut out64).unwrap();
+            assert!(
+                out64.iter().zip(&want).all(|(&a, &b)| a == b as u64 * 3),
+                "{shape:?} {perm:?}"
+            );
         }
         assert!(transpose(&[1, 2], &[2], &[1], &mut [0, 0]).is_err());
         assert!(transpose(&[1, 2], &[1, 2], &[0, 0], &mut [0, 0]).is_err());
@@ -623,6 +895,81 @@ mod tests {
         assert_eq!(out, want);
         assert!(concat(&[(&a, &[2, 3]), (&b, &[2, 2])], 1, true, &mut [0; 10]).is_err());
         assert!(concat(&[(&a, &[2, 3]), (&b, &[2, 2])], 0, false, &mut [0; 10]).is_err());
+    }
+
+    /// `x[axes]` by index arithmetic.
+    fn reference_slice(x: &[i32], dims: &[usize], axes: &[SliceAxis]) -> Vec<i32> {
+        let strides = contiguous_strides(dims);
+        let n: usize = axes.iter().map(|a| a.len).product();
+        (0..n)
+            .map(|lin| {
+                let (mut rest, mut off) = (lin, 0isize);
+                for d in (0..dims.len()).rev() {
+                    let i = rest % axes[d].len;
+                    rest /= axes[d].len;
+                    off += (axes[d].start as isize + i as isize * axes[d].stride)
+                        * strides[d] as isize;
+                }
+                x[off as usize]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn large_slices_and_concats_match_index_arithmetic() {
+        // Big enough to split across threads: long rows split themselves (with the pair
+        // gather), many short rows go to tasks whole, and a strided step of 3.
+        let dims = [1, 4, 40_000, 2];
+        let x = iota(numel(&dims));
+        for start in [0, 1] {
+            let axes = [
+                SliceAxis::full(1),
+                SliceAxis::full(4),
+                SliceAxis::full(40_000),
+                SliceAxis { start, stride: 1, len: 1 },
+            ];
+            let mut out = vec![0; 160_000];
+            slice(&x, &dims, &axes, &mut out).unwrap();
+            assert_eq!(out, reference_slice(&x, &dims, &axes), "start {start}");
+        }
+        let dims = [700, 600];
+        let x = iota(numel(&dims));
+        for axes in [
+            [
+                SliceAxis { start: 5, stride: 1, len: 690 },
+                SliceAxis { start: 3, stride: 1, len: 401 },
+            ],
+            [
+                SliceAxis { start: 699, stride: -1, len: 700 },
+                SliceAxis { start: 1, stride: 3, len: 199 },
+            ],
+            [
+                SliceAxis { start: 2, stride: 2, len: 300 },
+                SliceAxis { start: 599, stride: -2, len: 300 },
+            ],
+        ] {
+            let mut out = vec![0; axes[0].len * axes[1].len];
+            slice(&x, &dims, &axes, &mut out).unwrap();
+            assert_eq!(out, reference_slice(&x, &dims, &axes), "{axes:?}");
+        }
+        let dims = [1, 300_001];
+        let x = iota(numel(&dims));
+        let axes = [SliceAxis::full(1), SliceAxis { start: 1, stride: 2, len: 150_000 }];
+        let mut out = vec![0; 150_000];
+        slice(&x, &dims, &axes, &mut out).unwrap();
+        assert_eq!(out, reference_slice(&x, &dims, &axes));
+
+        // The pair swap of RoPE at training size, and a concat of long runs along the channels.
+        let (a, b) = (iota(140_001), (0..140_001).map(|v| -v).collect::<Vec<i32>>());
+        let s: &[usize] = &[1, 140_001, 1];
+        let mut out = vec![0; 280_002];
+        concat(&[(&a, s), (&b, s)], 2, false, &mut out).unwrap();
+        assert_eq!(out, (0..140_001).flat_map(|i| [a[i], b[i]]).collect::<Vec<i32>>());
+        let c = (0..70_000).map(|v| v * 7).collect::<Vec<i32>>();
+        let mut out = vec![0; 350_002];
+        let (sa, sc): (&[usize], &[usize]) = (&[1, 140_001, 1], &[1, 70_000, 1]);
+        concat(&[(&a, sa), (&c, sc), (&b, sa)], 1, false, &mut out).unwrap();
+        assert_eq!(out, [a.clone(), c, b].concat());
     }
 
     #[test]
