@@ -206,7 +206,7 @@ fn pack(plan: &Plan, p: &plan::Prepack) -> Result<Packed> {
                 matmul::pack_operand(w, shape, true, kernels::gemm::Side::Rhs).map(Packed::Matmul)
             })
         }
-        (Kernel::Matmul { transpose_x, transpose_y }, dtype) => {
+        (Kernel::Matmul { transpose_x, transpose_y, .. }, dtype) => {
             let (transpose, side) = if p.input == 0 {
                 (*transpose_x, kernels::gemm::Side::Lhs)
             } else {
@@ -653,9 +653,9 @@ fn run_step(
             let f = float_dispatch!(in_dtype, "conv", run_conv);
             f(env, params, i, o0, scratch)
         }
-        Kernel::Matmul { transpose_x, transpose_y } => {
+        Kernel::Matmul { transpose_x, transpose_y, windows } => {
             let f = float_dispatch!(in_dtype, "matmul", run_matmul);
-            f(env, (*transpose_x, *transpose_y), i, o0, scratch)
+            f(env, (*transpose_x, *transpose_y), windows, i, o0)
         }
         Kernel::Reduce { op, axes } => {
             let f = float_dispatch!(in_dtype, "a reduction", run_reduce);
@@ -842,19 +842,29 @@ fn run_conv<T: Element + bytemuck::Pod>(
 fn run_matmul<T: Element + bytemuck::Pod>(
     env: &Env,
     (tx, ty): (bool, bool),
+    windows: &[Option<plan::RowWindow>; 2],
     i: &[ValueId],
     out: &mut [u8],
-    _scratch: &mut Scratch,
 ) -> KResult {
-    let (a, b) = (i[0], i[1]);
-    let (sa, sb) = (&env.ty(a).shape, &env.ty(b).shape);
-    // Constant operands were packed when the plan was built.
-    let input = |slot: usize, v: ValueId| match env.packed(slot) {
-        Some(Packed::Matmul(p)) => matmul::MatmulInput::Packed(p),
-        _ => matmul::MatmulInput::Values(view::<T>(env.bytes(v))),
+    // Constant operands were packed when the plan was built; a windowed one is read in place
+    // from the tensor its slice was cut from.
+    let input = |slot: usize| {
+        let v = i[slot];
+        match (env.packed(slot), &windows[slot]) {
+            (Some(Packed::Matmul(p)), _) => (matmul::MatmulInput::Packed(p), &env.ty(v).shape),
+            (_, Some(w)) => (
+                matmul::MatmulInput::Rows {
+                    data: view::<T>(env.bytes(v)),
+                    offset: w.offset,
+                    row_stride: w.row_stride,
+                },
+                &w.shape,
+            ),
+            _ => (matmul::MatmulInput::Values(view::<T>(env.bytes(v))), &env.ty(v).shape),
+        }
     };
-    matmul::matmul_inputs::<T, T, T>(input(0, a), sa, input(1, b), sb, tx, ty, view_mut(out))
-        .map_err(|e| e.to_string())
+    let ((a, sa), (b, sb)) = (input(0), input(1));
+    matmul::matmul_inputs::<T, T, T>(a, sa, b, sb, tx, ty, view_mut(out)).map_err(|e| e.to_string())
 }
 
 fn run_reduce<T: Element + bytemuck::Pod>(
@@ -1074,6 +1084,70 @@ mod tests {
             other => panic!("input {input} is {other:?}"),
         };
         assert_eq!(plan.widen, [constant(2)]);
+    }
+
+    #[test]
+    fn matmuls_read_slices_of_whole_rows_in_place_with_the_same_bits() {
+        // One input packs every operand, as models with dynamic weights do: p[.., 0:8] is x,
+        // p[.., 8:32] a weight read as it is stored and p[.., 32:40] one read transposed. The
+        // weights' slices are read in place; x's is also an output of the function, so it
+        // stays a step of its own.
+        let mut b = Builder::new();
+        let mut f = b.function("main");
+        let p = f.input("p", TensorType::new(DType::Fp16, [1, 6, 1, 40]));
+        let xs = f.slice_by_size(&p, &[0, 0, 0, 0], &[1, 6, 1, 8]).unwrap();
+        let x = f.reshape(&xs, &[6, 8]).unwrap();
+        let ws = f.slice_by_size(&p, &[0, 0, 0, 8], &[1, 6, 1, 24]).unwrap();
+        let w = f.reshape(&ws, &[1, 6, 24]).unwrap();
+        let y = f.matmul(&x, &w, true, false).unwrap();
+        let ts = f.slice_by_size(&p, &[0, 0, 0, 32], &[1, 6, 1, 8]).unwrap();
+        let t = f.reshape(&ts, &[6, 8]).unwrap();
+        let z = f.matmul(&x, &t, false, true).unwrap();
+        f.output_named(&y, "y").unwrap();
+        f.output_named(&xs, "xs").unwrap();
+        f.output_named(&z, "z").unwrap();
+        f.finish();
+        let built = b.build().unwrap();
+        let io =
+            |name: &str, shape: &[usize]| (name.to_string(), TensorType::new(DType::Fp16, shape));
+        let outputs = [io("y", &[1, 8, 24]), io("xs", &[1, 6, 1, 8]), io("z", &[6, 6])];
+        let compiled = compile(&built, &[io("p", &[1, 6, 1, 40])], &outputs, SimOptions::default());
+        let plan = &compiled.built.plan;
+        let slices = plan.steps.iter().filter(|s| matches!(s.kernel, Kernel::Slice { .. })).count();
+        assert_eq!(slices, 1, "only x's slice stays");
+        let matmuls: Vec<&plan::Step> =
+            plan.steps.iter().filter(|s| s.kind == anemone_mil::ops::OpKind::Matmul).collect();
+        let window = |shape: &[usize], offset: usize| {
+            Some(plan::RowWindow { shape: shape.to_vec(), offset, row_stride: 40 })
+        };
+        assert_eq!(matmuls.len(), 2);
+        for (step, want) in matmuls.iter().zip([window(&[1, 6, 24], 8), window(&[6, 8], 32)]) {
+            let Kernel::Matmul { windows, .. } = &step.kernel else { unreachable!() };
+            assert_eq!(windows, &[None, want]);
+            assert_eq!(plan.values[step.inputs[1]].name, "p");
+        }
+
+        // The products must equal those of the dense slices, bit for bit.
+        let values: Vec<f32> = (0..240)
+            .map(|i| f16::from_f32(((i * 37 % 101) as f32 - 50.0) / 7.0).to_f32())
+            .collect();
+        let mut model = crate::Device::simulator().compile(&built.program, &built.weights).unwrap();
+        model.input("p").unwrap().write_f32(&values).unwrap();
+        model.evaluate().unwrap();
+        // Columns c0..c0 + n of the six rows of p.
+        let pick = |c0: usize, n: usize| -> Vec<f16> {
+            (0..6 * n).map(|i| f16::from_f32(values[i / n * 40 + c0 + i % n])).collect()
+        };
+        let dense = |(x, xs): (&[f16], &[usize]), (w, ws): (&[f16], &[usize]), tx, ty, len| {
+            let mut out = vec![f16::ZERO; len];
+            matmul::matmul(x, xs, w, ws, tx, ty, &mut out, &mut Scratch::new()).unwrap();
+            out.iter().map(|v| v.to_f32()).collect::<Vec<f32>>()
+        };
+        let x = pick(0, 8);
+        let y = dense((&x, &[6, 8]), (&pick(8, 24), &[1, 6, 24]), true, false, 8 * 24);
+        assert_eq!(model.output("y").unwrap().read_f32().unwrap(), y);
+        let z = dense((&x, &[6, 8]), (&pick(32, 8), &[6, 8]), false, true, 36);
+        assert_eq!(model.output("z").unwrap().read_f32().unwrap(), z);
     }
 
     #[test]

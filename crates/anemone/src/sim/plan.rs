@@ -1,7 +1,8 @@
 //! Compiling a MIL function for the simulator: every operation becomes a kernel step with
 //! its parameters resolved by the op registry, constants are decoded once (weights are
-//! snapshotted here, as the ANE compiler does), reshapes alias their input, and every
-//! intermediate tensor gets a buffer from the live-range memory plan.
+//! snapshotted here, as the ANE compiler does), reshapes alias their input, a matmul reads a
+//! slice of whole rows in place from the sliced tensor, and every intermediate tensor gets a
+//! buffer from the live-range memory plan.
 //!
 //! Arithmetic typed fp32 runs as on the ANE, in fp16 ([`Fp32Arithmetic::AsAne`]): the plan
 //! narrows the op's fp32 operands to fp16 (constants once at compile time, other tensors by a
@@ -96,6 +97,9 @@ pub enum Kernel {
         transpose_x: bool,
         /// Whether the last two dims of y are swapped before multiplying.
         transpose_y: bool,
+        /// Per input, when the plan dropped the slice that made it: where its rows lie in the
+        /// tensor the slice read, which is then the step's input.
+        windows: [Option<RowWindow>; 2],
     },
     /// A float binary elementwise op with numpy broadcasting; inputs x, y.
     Binary(BinaryOp),
@@ -156,6 +160,17 @@ pub enum Kernel {
     Index(family::index::IndexKernel),
     /// Comparisons, logical ops, select and clip ([`family::logic`]).
     Logic(family::logic::LogicKernel),
+}
+
+/// A matmul operand read in place: the rows of a slice inside the tensor it was cut from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowWindow {
+    /// The operand's shape as the matmul reads it (the slice's result, through any reshapes).
+    pub shape: Vec<usize>,
+    /// Where its first row starts in the sliced tensor, in elements.
+    pub offset: usize,
+    /// Elements from one row's start to the next's.
+    pub row_stride: usize,
 }
 
 /// Quantization parameters with the zero point kept as f32 (the kernel converts it to the
@@ -588,7 +603,11 @@ impl PlanBuilder<'_> {
             }
             OpKind::Matmul => {
                 let p = ops::MatmulParams::resolve(ctx).map_err(e)?;
-                Kernel::Matmul { transpose_x: p.transpose_x, transpose_y: p.transpose_y }
+                Kernel::Matmul {
+                    transpose_x: p.transpose_x,
+                    transpose_y: p.transpose_y,
+                    windows: [None, None],
+                }
             }
             OpKind::Add => Kernel::Binary(BinaryOp::Add),
             OpKind::Sub => Kernel::Binary(BinaryOp::Sub),
@@ -817,6 +836,80 @@ impl PlanBuilder<'_> {
         out
     }
 
+    /// Lets a matmul read a sliced operand in place when the slice is a block of whole rows
+    /// (each row contiguous, rows evenly spaced: a weight cut out of a wider input, as models
+    /// with dynamic weights pass them) and nothing else reads it: the matmul takes the sliced
+    /// tensor with a [`RowWindow`], and the slice step and its buffer go. Slices of constants
+    /// stay, so that the matmul can pack them ahead.
+    fn read_slices_in_place(&mut self, outputs: &[ValueId]) {
+        let root = |mut v: ValueId| {
+            while let Some(a) = self.alias_of[v] {
+                v = a;
+            }
+            v
+        };
+        let mut readers = vec![0usize; self.values.len()];
+        for &v in self.steps.iter().flat_map(|s| &s.inputs).chain(outputs) {
+            readers[root(v)] += 1;
+        }
+        let producer: HashMap<ValueId, usize> = self
+            .steps
+            .iter()
+            .enumerate()
+            .flat_map(|(s, step)| step.outputs.iter().map(move |&o| (o, s)))
+            .collect();
+        let mut dropped = vec![false; self.steps.len()];
+        for s in 0..self.steps.len() {
+            if !matches!(self.steps[s].kernel, Kernel::Matmul { .. }) {
+                continue;
+            }
+            for slot in 0..2 {
+                let Some(&v) = self.steps[s].inputs.get(slot) else { continue };
+                let r = root(v);
+                let Some(&p) = producer.get(&r) else { continue };
+                let Kernel::Slice { axes } = &self.steps[p].kernel else { continue };
+                let source = self.steps[p].inputs[0];
+                if readers[r] != 1
+                    || dropped[p]
+                    || matches!(self.values[source].storage, Storage::Const(_))
+                {
+                    continue;
+                }
+                let shape = self.values[v].ty.shape.clone();
+                let rank = shape.len();
+                if rank < 2 || shape[..rank - 2].iter().product::<usize>() != 1 {
+                    continue;
+                }
+                let (rows, cols) = (shape[rank - 2], shape[rank - 1]);
+                let (base, walk) =
+                    super::kernels::layout::slice_walk(&self.values[source].ty.shape, axes);
+                // The slice must be `rows` runs of `cols` contiguous elements, evenly spaced.
+                let row_stride = match walk[..] {
+                    [(len, 1)] if len == cols && rows == 1 => cols,
+                    [(n, step), (len, 1)] if n == rows && len == cols && step >= cols as isize => {
+                        step as usize
+                    }
+                    _ => continue,
+                };
+                let window = RowWindow { shape, offset: base as usize, row_stride };
+                if let Kernel::Matmul { windows, .. } = &mut self.steps[s].kernel {
+                    windows[slot] = Some(window);
+                }
+                self.steps[s].inputs[slot] = source;
+                dropped[p] = true;
+            }
+        }
+        let steps = std::mem::take(&mut self.steps);
+        let widening = std::mem::take(&mut self.widening);
+        (self.steps, self.widening) = steps
+            .into_iter()
+            .zip(widening)
+            .zip(dropped)
+            .filter(|(_, dropped)| !dropped)
+            .map(|(kept, _)| kept)
+            .unzip();
+    }
+
     /// Assigns buffers by live range and returns the plan.
     fn finish(mut self, inputs: Vec<ValueId>, outputs: Vec<ValueId>) -> Plan {
         let root = |mut v: ValueId, alias_of: &[Option<ValueId>]| {
@@ -825,6 +918,7 @@ impl PlanBuilder<'_> {
             }
             v
         };
+        self.read_slices_in_place(&outputs);
         // Widenings of fp16 results that no step and no output reads: their fp32 tensors are
         // never computed and get no buffer.
         let mut read = vec![false; self.values.len()];

@@ -492,28 +492,7 @@ pub fn slice<T: Copy + Send + Sync>(
     if out.is_empty() {
         return Ok(());
     }
-    let strides = contiguous_strides(shape);
-    let base: isize = axes.iter().zip(&strides).map(|(a, &s)| (a.start * s) as isize).sum();
-    // (len, step in elements) per axis, outermost first, with axes of one element dropped and
-    // an axis merged into the next inner one when it steps exactly over it: taking every other
-    // element of [1, 16, 16384, 2] becomes one axis of 262,144 with step 2, so the loop below
-    // runs long inner rows instead of an odometer step per element.
-    let mut walk: Vec<(usize, isize)> = Vec::new();
-    for (a, &st) in axes.iter().zip(&strides) {
-        if a.len == 1 {
-            continue;
-        }
-        let step = a.stride * st as isize;
-        walk.push((a.len, step));
-    }
-    let mut merged: Vec<(usize, isize)> = Vec::new();
-    for (len, step) in walk.into_iter().rev() {
-        match merged.last_mut() {
-            Some(inner) if step == inner.1 * inner.0 as isize => inner.0 *= len,
-            _ => merged.push((len, step)),
-        }
-    }
-    merged.reverse();
+    let (base, merged) = slice_walk(shape, axes);
     let Some(&(inner_len, inner_step)) = merged.last() else {
         out[0] = x[base as usize];
         return Ok(());
@@ -565,6 +544,30 @@ pub fn slice<T: Copy + Send + Sync>(
         }
     }
     Ok(())
+}
+
+/// How a slice walks its input (the axes already checked against `shape`): the offset of its
+/// first element, and `(len, step in elements)` per axis, outermost first, with axes of one
+/// element dropped and an axis merged into the next inner one when it steps exactly over it.
+/// Taking every other element of [1, 16, 16384, 2] becomes one axis of 262,144 with step 2,
+/// so the copy runs long inner rows instead of an odometer step per element; the plan also
+/// reads it to see when a matmul can take a slice's rows in place.
+pub(crate) fn slice_walk(shape: &[usize], axes: &[SliceAxis]) -> (isize, Vec<(usize, isize)>) {
+    let strides = contiguous_strides(shape);
+    let base: isize = axes.iter().zip(&strides).map(|(a, &s)| (a.start * s) as isize).sum();
+    let mut merged: Vec<(usize, isize)> = Vec::new();
+    for (a, &st) in axes.iter().zip(&strides).rev() {
+        if a.len == 1 {
+            continue;
+        }
+        let step = a.stride * st as isize;
+        match merged.last_mut() {
+            Some(inner) if step == inner.1 * inner.0 as isize => inner.0 *= a.len,
+            _ => merged.push((a.len, step)),
+        }
+    }
+    merged.reverse();
+    (base, merged)
 }
 
 /// `out[j] = x[off + j * step]`: a contiguous copy, the every-other-element gather of RoPE's

@@ -157,6 +157,18 @@ pub enum MatmulInput<'a, T> {
     Values(&'a [T]),
     /// The operand packed by [`pack_operand`] for the same shape, transpose and side.
     Packed(&'a PackedOperand),
+    /// A single matrix (every dim before the last two is 1) read in place from a larger
+    /// tensor: row `r` (of the last-but-one dim, as stored) is the `cols` elements from
+    /// `offset + r * row_stride` of `data`. A slice of rows and columns of another tensor
+    /// (a weight cut from a packed input, say) needs no copy.
+    Rows {
+        /// The tensor the rows lie in.
+        data: &'a [T],
+        /// Where row 0 starts, in elements.
+        offset: usize,
+        /// Elements from one row's start to the next's; at least the row length.
+        row_stride: usize,
+    },
 }
 
 /// A constant matmul operand packed once for the GEMM: every matrix of its batch dims, laid
@@ -186,6 +198,19 @@ fn operand_view<'a>(
     side: Side,
     index: usize,
 ) -> (View<'a>, usize, usize) {
+    operand_view_in(data, None, shape, transpose, side, index)
+}
+
+/// [`operand_view`] of an operand whose rows lie `window = (offset, row_stride)` in `data`
+/// (a [`MatmulInput::Rows`]), or dense from the start when `window` is `None`.
+fn operand_view_in<'a>(
+    data: gemm::Elems<'a>,
+    window: Option<(usize, usize)>,
+    shape: &[usize],
+    transpose: bool,
+    side: Side,
+    index: usize,
+) -> (View<'a>, usize, usize) {
     let (rows, cols) = match shape.len() {
         1 => match side {
             Side::Lhs => (1, shape[0]),
@@ -194,17 +219,18 @@ fn operand_view<'a>(
         r => (shape[r - 2], shape[r - 1]),
     };
     let transpose = transpose && shape.len() >= 2;
+    let (offset, stored_stride) = window.unwrap_or((index * rows * cols, cols));
     let view = |row_stride: usize, col_stride: usize| View {
         data,
-        offset: index * rows * cols,
+        offset,
         row_stride: row_stride as isize,
         col_stride: col_stride as isize,
     };
     if transpose {
         // Read (i, j) is stored (j, i): the matrix read is cols x rows.
-        (view(1, cols), cols, rows)
+        (view(1, stored_stride), cols, rows)
     } else {
-        (view(cols, 1), rows, cols)
+        (view(stored_stride, 1), rows, cols)
     }
 }
 
@@ -274,7 +300,8 @@ pub fn matmul_inputs<A: Element, B: Element, O: Element>(
 
 /// An operand's elements or its packed matrices, checked against the product's shape.
 pub(crate) enum Source<'a> {
-    Values(gemm::Elems<'a>),
+    /// Dense elements, or rows in place (`Some((offset, row_stride))`).
+    Values(gemm::Elems<'a>, Option<(usize, usize)>),
     Packed(&'a PackedOperand),
 }
 
@@ -289,8 +316,8 @@ impl<'a> Source<'a> {
         index: usize,
     ) -> Operand<'a> {
         match self {
-            Source::Values(data) => {
-                Operand::View(operand_view(*data, shape, transpose, side, index).0)
+            Source::Values(data, window) => {
+                Operand::View(operand_view_in(*data, *window, shape, transpose, side, index).0)
             }
             Source::Packed(p) => Operand::Packed(&p.matrices[index]),
         }
@@ -308,7 +335,26 @@ pub(crate) fn side_source<'a, T: Element>(
     match x {
         MatmulInput::Values(v) => {
             check_len(KERNEL, if side == Side::Lhs { "a" } else { "b" }, v.len(), shape)?;
-            Ok(Source::Values(gemm::elems(v)?))
+            Ok(Source::Values(gemm::elems(v)?, None))
+        }
+        MatmulInput::Rows { data, offset, row_stride } => {
+            let name = if side == Side::Lhs { "a" } else { "b" };
+            let r = shape.len();
+            let (rows, cols) = if r >= 2 { (shape[r - 2], shape[r - 1]) } else { (0, 0) };
+            let last =
+                (rows.max(1) - 1).checked_mul(row_stride).and_then(|x| x.checked_add(offset));
+            let fits = last.and_then(|x| x.checked_add(cols)).is_some_and(|end| end <= data.len());
+            if r < 2 || numel(&shape[..r - 2]) != 1 || row_stride < cols || !fits {
+                return Err(KernelError::new(
+                    KERNEL,
+                    format!(
+                        "{name} {shape:?} as rows {row_stride} apart from {offset} does not fit \
+                         {} elements (one matrix of rank >= 2 only)",
+                        data.len()
+                    ),
+                ));
+            }
+            Ok(Source::Values(gemm::elems(data)?, Some((offset, row_stride))))
         }
         MatmulInput::Packed(p) => {
             if p.shape != shape
@@ -436,6 +482,57 @@ mod tests {
     fn big_enough_to_go_parallel() {
         check(&[130, 200], &[200, 90], false, false);
         check(&[40, 16, 24], &[40, 20, 24], false, true);
+    }
+
+    #[test]
+    fn rows_in_place_give_the_same_bits_and_refuse_what_does_not_fit() {
+        // a [70, 40] and b [40, 90] (or b^T [90, 40]) as windows of wider tensors.
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let a_shape: &[usize] = if ta { &[40, 70] } else { &[70, 40] };
+            let b_shape: &[usize] = if tb { &[1, 90, 40] } else { &[1, 40, 90] };
+            let (a_wide, b_wide) = (a_shape[1] + 9, b_shape[2] + 5);
+            let a_all = values_f16(a_shape[0] * a_wide, 51);
+            let b_all = values_f16(b_shape[1] * b_wide + 3, 52);
+            let cut = |all: &[f16], (rows, cols): (usize, usize), offset: usize, stride: usize| {
+                (0..rows * cols).map(|i| all[offset + i / cols * stride + i % cols]).collect()
+            };
+            let a: Vec<f16> = cut(&a_all, (a_shape[0], a_shape[1]), 4, a_wide);
+            let b: Vec<f16> = cut(&b_all, (b_shape[1], b_shape[2]), 3, b_wide);
+            let shape = matmul_output_shape(a_shape, b_shape, ta, tb).unwrap();
+            let mut want = vec![f16::ZERO; numel(&shape)];
+            matmul(&a, a_shape, &b, b_shape, ta, tb, &mut want, &mut Scratch::new()).unwrap();
+            let ra = MatmulInput::Rows { data: &a_all[..], offset: 4, row_stride: a_wide };
+            let rb = MatmulInput::Rows { data: &b_all[..], offset: 3, row_stride: b_wide };
+            let mut got = vec![f16::ZERO; want.len()];
+            matmul_inputs(ra, a_shape, rb, b_shape, ta, tb, &mut got).unwrap();
+            let same = got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
+            assert!(same, "{ta} {tb}");
+        }
+        let data = values_f16(100, 53);
+        let b = values_f16(20, 54);
+        let bad: [(usize, usize, &[usize]); 4] = [
+            // Past the end, rows overlapping, batch dims, rank 1.
+            (41, 20, &[4, 5]),
+            (0, 4, &[4, 5]),
+            (0, 10, &[2, 2, 5]),
+            (0, 10, &[5]),
+        ];
+        for (offset, row_stride, a_shape) in bad {
+            let a = MatmulInput::Rows { data: &data[..], offset, row_stride };
+            let shape = matmul_output_shape(a_shape, &[5, 4], false, false).unwrap();
+            let mut out = vec![f16::ZERO; numel(&shape)];
+            let r = matmul_inputs(
+                a,
+                a_shape,
+                MatmulInput::Values(&b[..]),
+                &[5, 4],
+                false,
+                false,
+                &mut out,
+            );
+            let message = r.expect_err("a window that does not fit").to_string();
+            assert!(message.contains("does not fit"), "{a_shape:?}: {message}");
+        }
     }
 
     #[test]
