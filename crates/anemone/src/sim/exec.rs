@@ -1089,9 +1089,9 @@ mod tests {
     #[test]
     fn matmuls_read_slices_of_whole_rows_in_place_with_the_same_bits() {
         // One input packs every operand, as models with dynamic weights do: p[.., 0:8] is x,
-        // p[.., 8:32] a weight read as it is stored and p[.., 32:40] one read transposed. The
-        // weights' slices are read in place; x's is also an output of the function, so it
-        // stays a step of its own.
+        // read by two matmuls, p[.., 8:32] a weight read as it is stored and p[.., 32:40] one
+        // read transposed. These slices are read in place. p[.., 16:24] is also an output of
+        // the function, so its slice stays a step of its own.
         let mut b = Builder::new();
         let mut f = b.function("main");
         let p = f.input("p", TensorType::new(DType::Fp16, [1, 6, 1, 40]));
@@ -1103,28 +1103,38 @@ mod tests {
         let ts = f.slice_by_size(&p, &[0, 0, 0, 32], &[1, 6, 1, 8]).unwrap();
         let t = f.reshape(&ts, &[6, 8]).unwrap();
         let z = f.matmul(&x, &t, false, true).unwrap();
+        let ks = f.slice_by_size(&p, &[0, 0, 0, 16], &[1, 6, 1, 8]).unwrap();
+        let k = f.reshape(&ks, &[6, 8]).unwrap();
+        let kk = f.matmul(&k, &k, true, false).unwrap();
         f.output_named(&y, "y").unwrap();
-        f.output_named(&xs, "xs").unwrap();
         f.output_named(&z, "z").unwrap();
+        f.output_named(&kk, "kk").unwrap();
+        f.output_named(&ks, "ks").unwrap();
         f.finish();
         let built = b.build().unwrap();
         let io =
             |name: &str, shape: &[usize]| (name.to_string(), TensorType::new(DType::Fp16, shape));
-        let outputs = [io("y", &[1, 8, 24]), io("xs", &[1, 6, 1, 8]), io("z", &[6, 6])];
+        let outputs =
+            [io("y", &[1, 8, 24]), io("z", &[6, 6]), io("kk", &[8, 8]), io("ks", &[1, 6, 1, 8])];
         let compiled = compile(&built, &[io("p", &[1, 6, 1, 40])], &outputs, SimOptions::default());
         let plan = &compiled.built.plan;
         let slices = plan.steps.iter().filter(|s| matches!(s.kernel, Kernel::Slice { .. })).count();
-        assert_eq!(slices, 1, "only x's slice stays");
+        assert_eq!(slices, 1, "only the slice that is also an output stays");
         let matmuls: Vec<&plan::Step> =
             plan.steps.iter().filter(|s| s.kind == anemone_mil::ops::OpKind::Matmul).collect();
         let window = |shape: &[usize], offset: usize| {
             Some(plan::RowWindow { shape: shape.to_vec(), offset, row_stride: 40 })
         };
-        assert_eq!(matmuls.len(), 2);
-        for (step, want) in matmuls.iter().zip([window(&[1, 6, 24], 8), window(&[6, 8], 32)]) {
+        let x_window = window(&[6, 8], 0);
+        let want = [
+            [x_window.clone(), window(&[1, 6, 24], 8)],
+            [x_window, window(&[6, 8], 32)],
+            [None, None],
+        ];
+        assert_eq!(matmuls.len(), 3);
+        for (step, want) in matmuls.iter().zip(want) {
             let Kernel::Matmul { windows, .. } = &step.kernel else { unreachable!() };
-            assert_eq!(windows, &[None, want]);
-            assert_eq!(plan.values[step.inputs[1]].name, "p");
+            assert_eq!(windows, &want);
         }
 
         // The products must equal those of the dense slices, bit for bit.

@@ -836,11 +836,11 @@ impl PlanBuilder<'_> {
         out
     }
 
-    /// Lets a matmul read a sliced operand in place when the slice is a block of whole rows
+    /// Lets matmuls read a sliced operand in place when the slice is a block of whole rows
     /// (each row contiguous, rows evenly spaced: a weight cut out of a wider input, as models
-    /// with dynamic weights pass them) and nothing else reads it: the matmul takes the sliced
-    /// tensor with a [`RowWindow`], and the slice step and its buffer go. Slices of constants
-    /// stay, so that the matmul can pack them ahead.
+    /// with dynamic weights pass them) and only matmuls read it: each takes the sliced tensor
+    /// with a [`RowWindow`], and the slice step and its buffer go. Slices of constants stay,
+    /// so that their matmuls can pack them ahead.
     fn read_slices_in_place(&mut self, outputs: &[ValueId]) {
         let root = |mut v: ValueId| {
             while let Some(a) = self.alias_of[v] {
@@ -852,52 +852,58 @@ impl PlanBuilder<'_> {
         for &v in self.steps.iter().flat_map(|s| &s.inputs).chain(outputs) {
             readers[root(v)] += 1;
         }
-        let producer: HashMap<ValueId, usize> = self
-            .steps
-            .iter()
-            .enumerate()
-            .flat_map(|(s, step)| step.outputs.iter().map(move |&o| (o, s)))
-            .collect();
+        // The matmul inputs (step, slot) that read each root value.
+        let mut matmul_reads: HashMap<ValueId, Vec<(usize, usize)>> = HashMap::new();
+        for (s, step) in self.steps.iter().enumerate() {
+            if matches!(step.kernel, Kernel::Matmul { .. }) {
+                for (slot, &v) in step.inputs.iter().enumerate().take(2) {
+                    matmul_reads.entry(root(v)).or_default().push((s, slot));
+                }
+            }
+        }
+        let mut folds: Vec<(usize, usize, ValueId, RowWindow)> = Vec::new();
         let mut dropped = vec![false; self.steps.len()];
-        for s in 0..self.steps.len() {
-            if !matches!(self.steps[s].kernel, Kernel::Matmul { .. }) {
+        for (p, step) in self.steps.iter().enumerate() {
+            let Kernel::Slice { axes } = &step.kernel else { continue };
+            let (r, source) = (step.outputs[0], step.inputs[0]);
+            let Some(reads) = matmul_reads.get(&r) else { continue };
+            if reads.len() != readers[r] || matches!(self.values[source].storage, Storage::Const(_))
+            {
                 continue;
             }
-            for slot in 0..2 {
-                let Some(&v) = self.steps[s].inputs.get(slot) else { continue };
-                let r = root(v);
-                let Some(&p) = producer.get(&r) else { continue };
-                let Kernel::Slice { axes } = &self.steps[p].kernel else { continue };
-                let source = self.steps[p].inputs[0];
-                if readers[r] != 1
-                    || dropped[p]
-                    || matches!(self.values[source].storage, Storage::Const(_))
-                {
-                    continue;
-                }
-                let shape = self.values[v].ty.shape.clone();
+            let (base, walk) =
+                super::kernels::layout::slice_walk(&self.values[source].ty.shape, axes);
+            // Each reader's operand must be `rows` runs of `cols` contiguous elements of the
+            // slice, evenly spaced: one matrix, whatever reshapes it went through.
+            let window = |v: ValueId| -> Option<RowWindow> {
+                let shape = &self.values[v].ty.shape;
                 let rank = shape.len();
                 if rank < 2 || shape[..rank - 2].iter().product::<usize>() != 1 {
-                    continue;
+                    return None;
                 }
                 let (rows, cols) = (shape[rank - 2], shape[rank - 1]);
-                let (base, walk) =
-                    super::kernels::layout::slice_walk(&self.values[source].ty.shape, axes);
-                // The slice must be `rows` runs of `cols` contiguous elements, evenly spaced.
                 let row_stride = match walk[..] {
                     [(len, 1)] if len == cols && rows == 1 => cols,
                     [(n, step), (len, 1)] if n == rows && len == cols && step >= cols as isize => {
                         step as usize
                     }
-                    _ => continue,
+                    _ => return None,
                 };
-                let window = RowWindow { shape, offset: base as usize, row_stride };
-                if let Kernel::Matmul { windows, .. } = &mut self.steps[s].kernel {
-                    windows[slot] = Some(window);
-                }
-                self.steps[s].inputs[slot] = source;
-                dropped[p] = true;
+                Some(RowWindow { shape: shape.clone(), offset: base as usize, row_stride })
+            };
+            let windows: Option<Vec<RowWindow>> =
+                reads.iter().map(|&(s, slot)| window(self.steps[s].inputs[slot])).collect();
+            let Some(windows) = windows else { continue };
+            for (&(s, slot), w) in reads.iter().zip(windows) {
+                folds.push((s, slot, source, w));
             }
+            dropped[p] = true;
+        }
+        for (s, slot, source, window) in folds {
+            if let Kernel::Matmul { windows, .. } = &mut self.steps[s].kernel {
+                windows[slot] = Some(window);
+            }
+            self.steps[s].inputs[slot] = source;
         }
         let steps = std::mem::take(&mut self.steps);
         let widening = std::mem::take(&mut self.widening);
