@@ -250,8 +250,11 @@ impl Profile {
         let mut sum = 0.0;
         for (r, secs) in &rows {
             sum += secs;
+            // A fused row's time covers several ops: no one op's FLOP count fits it.
             let gflops = match (r.2, flops.get(r.0.as_str())) {
-                (None, Some(&f)) if f > 0 && *secs > 0.0 => format!("{:.1}", f as f64 / secs / 1e9),
+                (None, Some(&(kind, f))) if kind == r.1 && f > 0 && *secs > 0.0 => {
+                    format!("{:.1}", f as f64 / secs / 1e9)
+                }
                 _ => "-".to_string(),
             };
             let _ = writeln!(
@@ -277,6 +280,17 @@ impl Profile {
                 String::new()
             }
         );
+        let fused = |r: &(String, OpKind, Option<AddedStep>, f64)| {
+            flops.get(r.0.as_str()).is_some_and(|&(kind, _)| kind != r.1)
+        };
+        if rows.iter().any(|(r, _)| r.2.is_none() && fused(r)) {
+            let _ = writeln!(
+                out,
+                "a row whose type is not its op's is ops run fused under the last one's name: \
+                 scaled_dot_product_attention for attention spelled out as matmul, mul, \
+                 [add,] softmax, matmul"
+            );
+        }
         if rows.iter().any(|(r, _)| r.2.is_some()) {
             let _ = writeln!(
                 out,
@@ -288,12 +302,12 @@ impl Profile {
     }
 }
 
-/// The registry's FLOP count of every op of `function`, by op name (its `name` attribute,
-/// else its first result, as the profile names steps).
+/// The kind and the registry's FLOP count of every op of `function`, by op name (its `name`
+/// attribute, else its first result, as the profile names steps).
 fn op_flops<'a>(
     program: &'a anemone_mil::Program,
     function: &str,
-) -> std::collections::HashMap<&'a str, u64> {
+) -> std::collections::HashMap<&'a str, (OpKind, u64)> {
     let Some(f) = program.function(function) else { return Default::default() };
     validate::resolve_function(f)
         .ops
@@ -301,7 +315,7 @@ fn op_flops<'a>(
         .filter_map(|r| {
             let first = r.op.outputs.first().map(|o| o.name.name.as_str());
             let name = r.op.name_attribute().or(first)?;
-            Some((name, anemone_mil::ops::flops(&r.context).unwrap_or(0)))
+            Some((name, (r.context.kind, anemone_mil::ops::flops(&r.context).unwrap_or(0))))
         })
         .collect()
 }

@@ -442,11 +442,15 @@ fn profile_of_fixture_08_has_rows_that_add_up_to_the_evaluate_time() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
     let (rows, sum, total) = profile_table(&stdout);
-    // Every op that computes has a row; the slowest come first.
-    for op in ["qm", "km", "vm", "sm"] {
+    // Every op that computes has a row; the slowest come first. The attention the fixture
+    // spells out (matmul, mul, add, softmax, matmul) runs fused, under its last op's name.
+    for op in ["qm", "km", "vm", "mm2"] {
         assert!(rows.iter().any(|r| r.0 == op), "no row for {op}:\n{stdout}");
     }
     assert!(rows.iter().any(|r| r.0 == "qm" && r.1 == "matmul"), "{stdout}");
+    let fused = rows.iter().any(|r| r.0 == "mm2" && r.1 == "scaled_dot_product_attention");
+    assert!(fused && !rows.iter().any(|r| r.0 == "sm"), "{stdout}");
+    assert!(stdout.contains("ops run fused under the last one's name"), "{stdout}");
     assert!(rows.windows(2).all(|w| w[0].2 >= w[1].2), "{stdout}");
     // The footer is the sum of the rows (each printed to 0.001 ms), and that sum is the
     // measured evaluate time within 10%.

@@ -665,9 +665,9 @@ fn run_step(
             let f = float_dispatch!(in_dtype, "softmax", run_softmax);
             f(env, *axis, i[0], o0)
         }
-        Kernel::Attention { apply_mask } => {
+        Kernel::Attention { apply_mask, scale } => {
             let f = float_dispatch!(in_dtype, "scaled_dot_product_attention", run_attention);
-            f(env, *apply_mask, i, o0, scratch)
+            f(env, (*apply_mask, *scale), i, o0, scratch)
         }
         Kernel::Quantize(q) => {
             let f = float_dispatch!(in_dtype, "quantize", run_quantize);
@@ -890,7 +890,7 @@ fn run_softmax<T: Element + bytemuck::Pod>(
 
 fn run_attention<T: Element + bytemuck::Pod>(
     env: &Env,
-    apply_mask: bool,
+    (apply_mask, scale): (bool, Option<f32>),
     i: &[ValueId],
     out: &mut [u8],
     scratch: &mut Scratch,
@@ -906,7 +906,7 @@ fn run_attention<T: Element + bytemuck::Pod>(
         Some(&m) => return Err(unsupported("an attention mask", env.ty(m).dtype)),
         None => None,
     };
-    attention::scaled_dot_product_attention::<T>(
+    attention::attention_scaled::<T>(
         view(env.bytes(q)),
         &env.ty(q).shape,
         view(env.bytes(k)),
@@ -915,6 +915,7 @@ fn run_attention<T: Element + bytemuck::Pod>(
         &env.ty(v).shape,
         mask,
         apply_mask,
+        scale,
         view_mut(out),
         scratch,
     )
@@ -1016,6 +1017,7 @@ fn cast(src: &[u8], from: DType, dst: &mut [u8], to: DType) -> KResult {
 #[cfg(test)]
 mod tests {
     use anemone_mil::builder::{Builder, BuiltProgram};
+    use anemone_mil::ops::OpKind;
 
     use super::*;
 
@@ -1158,6 +1160,69 @@ mod tests {
         assert_eq!(model.output("y").unwrap().read_f32().unwrap(), y);
         let z = dense((&x, &[6, 8]), (&pick(32, 8), &[6, 8]), false, true, 36);
         assert_eq!(model.output("z").unwrap().read_f32().unwrap(), z);
+    }
+
+    /// Q [2, 3, 20, 16], K [2, 3, 24, 16], V [2, 3, 24, 8] through the attention a graph
+    /// spells out: matmul(Q, K^T), mul by `scale`, add a causal-style mask when `masked`,
+    /// softmax, matmul by V. With `keep_scores` the scaled scores are an output too, which
+    /// keeps every step of the graph. Returns the plan's step kinds and the result's bits.
+    fn spelled_attention(scale: f32, masked: bool, keep_scores: bool) -> (Vec<OpKind>, Vec<u16>) {
+        let (qs, ks, vs) = ([2, 3, 20, 16], [2, 3, 24, 16], [2, 3, 24, 8]);
+        let mut b = Builder::new();
+        let mut f = b.function("main");
+        let q = f.input("q", TensorType::new(DType::Fp16, qs));
+        let k = f.input("k", TensorType::new(DType::Fp16, ks));
+        let v = f.input("v", TensorType::new(DType::Fp16, vs));
+        let scores = f.matmul(&q, &k, false, true).unwrap();
+        let c = f.scalar_fp16("scale", scale);
+        let scaled = f.mul(&scores, &c).unwrap();
+        let mut logits = scaled.clone();
+        if masked {
+            let mask: Vec<f32> =
+                (0..20 * 24).map(|i| if i % 24 > i / 24 + 4 { -40000.0 } else { 0.0 }).collect();
+            let m = f.weight("mask", TensorType::new(DType::Fp16, [1, 1, 20, 24]), &mask).unwrap();
+            logits = f.add(&m, &scaled).unwrap();
+        }
+        let p = f.softmax(&logits, -1).unwrap();
+        let y = f.matmul(&p, &v, false, false).unwrap();
+        f.output_named(&y, "y").unwrap();
+        if keep_scores {
+            f.output_named(&scaled, "scaled").unwrap();
+        }
+        f.finish();
+        let built = b.build().unwrap();
+        let mut model = crate::Device::simulator().compile(&built.program, &built.weights).unwrap();
+        for (name, n, seed) in [("q", 1920, 1u32), ("k", 2304, 2), ("v", 1152, 3)] {
+            let values: Vec<f32> = (0..n)
+                .map(|i| (((i as u32 * 2_654_435_761) ^ seed) % 1000) as f32 / 150.0 - 3.3)
+                .collect();
+            model.input(name).unwrap().write_f32(&values).unwrap();
+        }
+        model.evaluate().unwrap();
+        let bits = model.output("y").unwrap().read_f32().unwrap();
+        let bits = bits.iter().map(|&x| f16::from_f32(x).to_bits()).collect();
+        let io =
+            |name: &str, shape: &[usize]| (name.to_string(), TensorType::new(DType::Fp16, shape));
+        let mut outputs = vec![io("y", &[2, 3, 20, 8])];
+        if keep_scores {
+            outputs.push(io("scaled", &[2, 3, 20, 24]));
+        }
+        let inputs = [io("q", &qs), io("k", &ks), io("v", &vs)];
+        let compiled = compile(&built, &inputs, &outputs, SimOptions::default());
+        (compiled.built.plan.steps.iter().map(|s| s.kind).collect(), bits)
+    }
+
+    #[test]
+    fn spelled_out_attention_runs_fused_with_the_same_bits() {
+        for scale in [0.25f32, 0.088388, -0.3] {
+            for masked in [false, true] {
+                let (fused_steps, fused) = spelled_attention(scale, masked, false);
+                assert_eq!(fused_steps, [OpKind::ScaledDotProductAttention], "{scale} {masked}");
+                let (steps, decomposed) = spelled_attention(scale, masked, true);
+                assert_eq!(steps.len(), if masked { 5 } else { 4 }, "{scale} {masked}");
+                assert_eq!(fused, decomposed, "scale {scale}, masked {masked}");
+            }
+        }
     }
 
     #[test]

@@ -144,11 +144,14 @@ pub enum Kernel {
         axis: usize,
     },
     /// scaled_dot_product_attention, fused; inputs query, key, value, then attn_mask when
-    /// given.
+    /// given. Also the attention a graph spells out in fp16 (see `fuse_spelled_attention`).
     Attention {
         /// Whether attn_mask is applied ([`SimOptions::apply_attention_mask`]); the ANE
-        /// ignores it.
+        /// ignores it. Always true for a spelled-out attention, whose mask is an `add`.
         apply_mask: bool,
+        /// The scores' scale when the graph gives its own (an fp16 value), else `None`:
+        /// fp16's nearest value to 1/sqrt(E).
+        scale: Option<f32>,
     },
     /// quantize: `clamp(round_half_even(x / scale) + zero_point)` to int8 or uint8.
     Quantize(Quant),
@@ -677,7 +680,7 @@ impl PlanBuilder<'_> {
             }
             OpKind::ScaledDotProductAttention => {
                 ops::AttentionParams::resolve(ctx).map_err(e)?;
-                Kernel::Attention { apply_mask: self.options.apply_attention_mask }
+                Kernel::Attention { apply_mask: self.options.apply_attention_mask, scale: None }
             }
             OpKind::Quantize | OpKind::Dequantize => {
                 let q = ops::QuantParams::resolve(ctx).map_err(e)?;
@@ -836,6 +839,119 @@ impl PlanBuilder<'_> {
         out
     }
 
+    /// Runs attention that a graph spells out in fp16 — `matmul(Q, K, transpose_y) ->
+    /// mul(scalar constant) -> [add(mask)] -> softmax(last axis) -> matmul(., V)`, as
+    /// converters and the fixtures write it — as the fused kernel, which rounds at the same
+    /// points and so gives the same bits (kernels::attention), when nothing else reads the
+    /// tensors in between and Q, K and V have the same batch dims. The last matmul's step
+    /// becomes the attention; the four before it go.
+    fn fuse_spelled_attention(&mut self, outputs: &[ValueId]) {
+        let root = |mut v: ValueId| {
+            while let Some(a) = self.alias_of[v] {
+                v = a;
+            }
+            v
+        };
+        let mut readers = vec![0usize; self.values.len()];
+        for &v in self.steps.iter().flat_map(|s| &s.inputs).chain(outputs) {
+            readers[root(v)] += 1;
+        }
+        // The one step (and input slot) that reads `v`, when exactly one does, directly.
+        let mut reader: HashMap<ValueId, (usize, usize)> = HashMap::new();
+        for (s, step) in self.steps.iter().enumerate() {
+            for (slot, &v) in step.inputs.iter().enumerate() {
+                reader.insert(v, (s, slot));
+            }
+        }
+        let only_reader = |v: ValueId| (readers[v] == 1).then(|| reader.get(&v).copied()).flatten();
+        let fp16 = |v: ValueId| self.values[v].ty.dtype == DType::Fp16;
+        let scalar_fp16 = |v: ValueId| -> Option<f32> {
+            let Storage::Const(c) = self.values[v].storage else { return None };
+            let bytes = self.constants[c].bytes();
+            if !fp16(v) || bytes.len() != 2 {
+                return None;
+            }
+            let c = f16::from_bits(u16::from_le_bytes([bytes[0], bytes[1]])).to_f32();
+            (c.is_finite() && c != 0.0).then_some(c)
+        };
+        let mut dropped = vec![false; self.steps.len()];
+        for m1 in 0..self.steps.len() {
+            let chain = (|| {
+                let step = &self.steps[m1];
+                let Kernel::Matmul { transpose_x: false, transpose_y: true, windows: [None, None] } =
+                    step.kernel
+                else {
+                    return None;
+                };
+                let (q, k) = (step.inputs[0], step.inputs[1]);
+                let (mul, slot) = only_reader(step.outputs[0])?;
+                if !matches!(self.steps[mul].kernel, Kernel::Binary(BinaryOp::Mul)) {
+                    return None;
+                }
+                let scale = scalar_fp16(self.steps[mul].inputs[1 - slot])?;
+                let mut next = only_reader(self.steps[mul].outputs[0])?;
+                let mut mask = None;
+                if matches!(self.steps[next.0].kernel, Kernel::Binary(BinaryOp::Add)) {
+                    let add = next.0;
+                    mask = Some((add, self.steps[add].inputs[1 - next.1]));
+                    next = only_reader(self.steps[add].outputs[0])?;
+                }
+                let softmax = next.0;
+                let scores = &self.values[self.steps[softmax].outputs[0]].ty.shape;
+                let Kernel::Softmax { axis } = self.steps[softmax].kernel else { return None };
+                if axis + 1 != scores.len() {
+                    return None;
+                }
+                let (m2, slot) = only_reader(self.steps[softmax].outputs[0])?;
+                let Kernel::Matmul {
+                    transpose_x: false,
+                    transpose_y: false,
+                    windows: [None, None],
+                } = self.steps[m2].kernel
+                else {
+                    return None;
+                };
+                let v = self.steps[m2].inputs[1];
+                let batch = |x: ValueId| {
+                    let shape = &self.values[x].ty.shape;
+                    (shape.len() >= 3).then(|| &shape[..shape.len() - 2])
+                };
+                let same_batch = batch(q).is_some() && batch(q) == batch(k) && batch(q) == batch(v);
+                // The mask must broadcast to the scores (the add's result is their shape).
+                let mask_fits = mask.is_none_or(|(add, m)| {
+                    fp16(m)
+                        && self.values[self.steps[add].outputs[0]].ty.shape == *scores
+                        && self.values[m].ty.shape.len() <= scores.len()
+                });
+                let all_fp16 = [q, k, v, self.steps[m2].outputs[0]].into_iter().all(fp16);
+                (slot == 0 && same_batch && mask_fits && all_fp16)
+                    .then_some((q, k, v, scale, mul, mask, softmax, m2))
+            })();
+            let Some((q, k, v, scale, mul, mask, softmax, m2)) = chain else { continue };
+            let mut inputs = vec![q, k, v];
+            for s in [m1, mul, softmax] {
+                dropped[s] = true;
+            }
+            if let Some((add, m)) = mask {
+                dropped[add] = true;
+                inputs.push(m);
+            }
+            let step = &mut self.steps[m2];
+            step.kind = OpKind::ScaledDotProductAttention;
+            step.kernel = Kernel::Attention { apply_mask: true, scale: Some(scale) };
+            step.inputs = inputs;
+        }
+        let steps = std::mem::take(&mut self.steps);
+        let widening = std::mem::take(&mut self.widening);
+        (self.steps, self.widening) = steps
+            .into_iter()
+            .zip(widening)
+            .zip(dropped)
+            .filter(|(_, dropped)| !dropped)
+            .map(|(kept, _)| kept)
+            .unzip();
+    }
+
     /// Lets matmuls read a sliced operand in place when the slice is a block of whole rows
     /// (each row contiguous, rows evenly spaced: a weight cut out of a wider input, as models
     /// with dynamic weights pass them) and only matmuls read it: each takes the sliced tensor
@@ -924,6 +1040,7 @@ impl PlanBuilder<'_> {
             }
             v
         };
+        self.fuse_spelled_attention(&outputs);
         self.read_slices_in_place(&outputs);
         // Widenings of fp16 results that no step and no output reads: their fp32 tensors are
         // never computed and get no buffer.

@@ -121,6 +121,35 @@ pub fn scaled_dot_product_attention<T: Element>(
     out: &mut [T],
     scratch: &mut Scratch,
 ) -> Result<()> {
+    attention_scaled(q, q_shape, k, k_shape, v, v_shape, mask, apply_mask, None, out, scratch)
+}
+
+/// [`scaled_dot_product_attention`] with the scores multiplied by `scale` (a value of `T`,
+/// finite and nonzero) instead of `T`'s nearest value to 1/sqrt(E) when it is given: the same
+/// bits as the decomposed graph with `mul(scale)`, for graphs that spell attention out with a
+/// scale of their own.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_scaled<T: Element>(
+    q: &[T],
+    q_shape: &[usize],
+    k: &[T],
+    k_shape: &[usize],
+    v: &[T],
+    v_shape: &[usize],
+    mask: Option<AttentionMask<'_, T>>,
+    apply_mask: bool,
+    scale: Option<f32>,
+    out: &mut [T],
+    scratch: &mut Scratch,
+) -> Result<()> {
+    if let Some(c) = scale
+        && (!c.is_finite() || c == 0.0 || T::round(c) != c)
+    {
+        return Err(KernelError::new(
+            KERNEL,
+            format!("scale {c} is not a finite, nonzero {} value", T::NAME),
+        ));
+    }
     check_len(KERNEL, "Q", q.len(), q_shape)?;
     check_len(KERNEL, "K", k.len(), k_shape)?;
     check_len(KERNEL, "V", v.len(), v_shape)?;
@@ -169,7 +198,7 @@ pub fn scaled_dot_product_attention<T: Element>(
     let (_, _, _, sw) = scratch.buffers(0, 0, 0, workers * per_worker);
     // fp16 operands are widened (NaN read as +inf) while the GEMM packs them.
     let (qe, ke, ve) = (gemm::elems(q)?, gemm::elems(k)?, gemm::elems(v)?);
-    let scale = T::round(1.0 / (e as f32).sqrt());
+    let scale = scale.unwrap_or_else(|| T::round(1.0 / (e as f32).sqrt()));
     let batch_rank = d.batch.len();
     // The matmuls' output port: fp16 saturates as the ANE's multiply-accumulate port does.
     let epilogue = if T::ANE_RULES { Epilogue::port(Port::AneSaturate) } else { Epilogue::PLAIN };
@@ -583,12 +612,27 @@ mod tests {
         vs: &[usize],
         mask: Option<(&[T], &[usize])>,
     ) -> Vec<T> {
+        let e = *qs.last().unwrap();
+        decomposed_scaled(q, qs, k, ks, v, vs, mask, T::from_f32(1.0 / (e as f32).sqrt()))
+    }
+
+    /// The decomposed graph with `mul(scale)`.
+    #[allow(clippy::too_many_arguments)]
+    fn decomposed_scaled<T: Element>(
+        q: &[T],
+        qs: &[usize],
+        k: &[T],
+        ks: &[usize],
+        v: &[T],
+        vs: &[usize],
+        mask: Option<(&[T], &[usize])>,
+        scale: T,
+    ) -> Vec<T> {
         let mut s = Scratch::new();
         let sshape = matmul_output_shape(qs, ks, false, true).unwrap();
         let mut scores = vec![T::default(); numel(&sshape)];
         matmul(q, qs, k, ks, false, true, &mut scores, &mut s).unwrap();
-        let e = *qs.last().unwrap();
-        let scale = [T::from_f32(1.0 / (e as f32).sqrt())];
+        let scale = [scale];
         let mut scaled = vec![T::default(); scores.len()];
         binary(BinaryOp::Mul, &scores, &sshape, &scale, &[], &mut scaled).unwrap();
         let mut masked = scaled.clone();
@@ -662,6 +706,70 @@ mod tests {
             );
             let g = decomposed(&q, qs, &k, ks, &v, vs, Some((&m, &ms)));
             assert_eq!(f, g, "masked {qs:?} {ks:?} {vs:?}");
+        }
+    }
+
+    #[test]
+    fn a_scale_of_the_graphs_own_gives_the_decomposed_bits() {
+        // fp16's 1/sqrt(128) as a graph writes it, a power of two, and an arbitrary negative
+        // value; with and without a mask; one and several workers.
+        let (qs, ks, vs): (&[usize], &[usize], &[usize]) =
+            (&[2, 3, 40, 24], &[2, 3, 50, 24], &[2, 3, 50, 16]);
+        let (q, k, v) = (data(qs, 11, 3.0), data(ks, 12, 3.0), data(vs, 13, 1.0));
+        let (l, s) = (qs[2], ks[2]);
+        let m: Vec<f16> =
+            (0..l * s).map(|i| f16::from_f32(if i % s > i / s { -40000.0 } else { 0.0 })).collect();
+        let ms = [1, 1, l, s];
+        for c in [0.088388f32, 0.25, -0.3] {
+            let c16 = f16::from_f32(c);
+            for mask in [false, true] {
+                let want = decomposed_scaled(
+                    &q,
+                    qs,
+                    &k,
+                    ks,
+                    &v,
+                    vs,
+                    mask.then_some((&m[..], &ms[..])),
+                    c16,
+                );
+                let mut got = vec![f16::ZERO; want.len()];
+                let am = mask.then_some(AttentionMask::Additive { values: &m, shape: &ms });
+                let (qsl, ksl, vsl) = (&q[..], &k[..], &v[..]);
+                attention_scaled(
+                    qsl,
+                    qs,
+                    ksl,
+                    ks,
+                    vsl,
+                    vs,
+                    am,
+                    true,
+                    Some(c16.to_f32()),
+                    &mut got,
+                    &mut Scratch::new(),
+                )
+                .unwrap();
+                assert_eq!(got, want, "scale {c} mask {mask}");
+            }
+        }
+        // A scale that is no fp16 value, or not finite, is refused.
+        let mut out = vec![f16::ZERO; numel(&attention_output_shape(qs, ks, vs).unwrap())];
+        for bad in [0.1f32, 0.0, f32::INFINITY, f32::NAN] {
+            let r = attention_scaled(
+                &q,
+                qs,
+                &k,
+                ks,
+                &v,
+                vs,
+                None,
+                true,
+                Some(bad),
+                &mut out,
+                &mut Scratch::new(),
+            );
+            assert!(r.is_err(), "{bad}");
         }
     }
 
