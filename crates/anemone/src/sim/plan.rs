@@ -846,16 +846,7 @@ impl PlanBuilder<'_> {
     /// tensors in between and Q, K and V have the same batch dims. The last matmul's step
     /// becomes the attention; the four before it go.
     fn fuse_spelled_attention(&mut self, outputs: &[ValueId]) {
-        let root = |mut v: ValueId| {
-            while let Some(a) = self.alias_of[v] {
-                v = a;
-            }
-            v
-        };
-        let mut readers = vec![0usize; self.values.len()];
-        for &v in self.steps.iter().flat_map(|s| &s.inputs).chain(outputs) {
-            readers[root(v)] += 1;
-        }
+        let readers = self.reader_counts(outputs);
         // The one step (and input slot) that reads `v`, when exactly one does, directly.
         let mut reader: HashMap<ValueId, (usize, usize)> = HashMap::new();
         for (s, step) in self.steps.iter().enumerate() {
@@ -941,15 +932,7 @@ impl PlanBuilder<'_> {
             step.kernel = Kernel::Attention { apply_mask: true, scale: Some(scale) };
             step.inputs = inputs;
         }
-        let steps = std::mem::take(&mut self.steps);
-        let widening = std::mem::take(&mut self.widening);
-        (self.steps, self.widening) = steps
-            .into_iter()
-            .zip(widening)
-            .zip(dropped)
-            .filter(|(_, dropped)| !dropped)
-            .map(|(kept, _)| kept)
-            .unzip();
+        self.drop_steps(&dropped);
     }
 
     /// Lets matmuls read a sliced operand in place when the slice is a block of whole rows
@@ -958,16 +941,8 @@ impl PlanBuilder<'_> {
     /// with a [`RowWindow`], and the slice step and its buffer go. Slices of constants stay,
     /// so that their matmuls can pack them ahead.
     fn read_slices_in_place(&mut self, outputs: &[ValueId]) {
-        let root = |mut v: ValueId| {
-            while let Some(a) = self.alias_of[v] {
-                v = a;
-            }
-            v
-        };
-        let mut readers = vec![0usize; self.values.len()];
-        for &v in self.steps.iter().flat_map(|s| &s.inputs).chain(outputs) {
-            readers[root(v)] += 1;
-        }
+        let root = |v: ValueId| self.root(v);
+        let readers = self.reader_counts(outputs);
         // The matmul inputs (step, slot) that read each root value.
         let mut matmul_reads: HashMap<ValueId, Vec<(usize, usize)>> = HashMap::new();
         for (s, step) in self.steps.iter().enumerate() {
@@ -1021,32 +996,48 @@ impl PlanBuilder<'_> {
             }
             self.steps[s].inputs[slot] = source;
         }
+        self.drop_steps(&dropped);
+    }
+
+    /// The value whose buffer `v` uses: itself, or what the reshapes it comes from alias.
+    fn root(&self, mut v: ValueId) -> ValueId {
+        while let Some(a) = self.alias_of[v] {
+            v = a;
+        }
+        v
+    }
+
+    /// How many step inputs and function outputs read each root value (through aliases).
+    fn reader_counts(&self, outputs: &[ValueId]) -> Vec<usize> {
+        let mut readers = vec![0usize; self.values.len()];
+        for &v in self.steps.iter().flat_map(|s| &s.inputs).chain(outputs) {
+            readers[self.root(v)] += 1;
+        }
+        readers
+    }
+
+    /// Removes the steps marked in `dropped` (one flag per step).
+    fn drop_steps(&mut self, dropped: &[bool]) {
         let steps = std::mem::take(&mut self.steps);
         let widening = std::mem::take(&mut self.widening);
         (self.steps, self.widening) = steps
             .into_iter()
             .zip(widening)
             .zip(dropped)
-            .filter(|(_, dropped)| !dropped)
+            .filter(|(_, dropped)| !**dropped)
             .map(|(kept, _)| kept)
             .unzip();
     }
 
     /// Assigns buffers by live range and returns the plan.
     fn finish(mut self, inputs: Vec<ValueId>, outputs: Vec<ValueId>) -> Plan {
-        let root = |mut v: ValueId, alias_of: &[Option<ValueId>]| {
-            while let Some(a) = alias_of[v] {
-                v = a;
-            }
-            v
-        };
         self.fuse_spelled_attention(&outputs);
         self.read_slices_in_place(&outputs);
         // Widenings of fp16 results that no step and no output reads: their fp32 tensors are
         // never computed and get no buffer.
         let mut read = vec![false; self.values.len()];
         for &v in self.steps.iter().flat_map(|s| &s.inputs).chain(&outputs) {
-            read[root(v, &self.alias_of)] = true;
+            read[self.root(v)] = true;
         }
         let steps = std::mem::take(&mut self.steps);
         self.steps = steps
@@ -1064,13 +1055,13 @@ impl PlanBuilder<'_> {
                 last[o] = last[o].max(s);
             }
             for &i in &step.inputs {
-                let r = root(i, &self.alias_of);
+                let r = self.root(i);
                 last[r] = last[r].max(s);
             }
         }
         let end = self.steps.len();
         for &o in &outputs {
-            let r = root(o, &self.alias_of);
+            let r = self.root(o);
             last[r] = end;
         }
         // A value no step produces is a dropped widening's: it needs no buffer.
@@ -1093,7 +1084,8 @@ impl PlanBuilder<'_> {
         }
         for v in 0..self.values.len() {
             if self.alias_of[v].is_some() {
-                self.values[v].storage = self.values[root(v, &self.alias_of)].storage;
+                let r = self.root(v);
+                self.values[v].storage = self.values[r].storage;
             }
         }
         let intermediate_bytes = lifetimes.iter().map(|l| l.bytes).sum();
