@@ -1194,7 +1194,9 @@ mod tests {
         let mut model = crate::Device::simulator().compile(&built.program, &built.weights).unwrap();
         for (name, n, seed) in [("q", 1920, 1u32), ("k", 2304, 2), ("v", 1152, 3)] {
             let values: Vec<f32> = (0..n)
-                .map(|i| (((i as u32 * 2_654_435_761) ^ seed) % 1000) as f32 / 150.0 - 3.3)
+                .map(|i| {
+                    (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 150.0 - 3.3
+                })
                 .collect();
             model.input(name).unwrap().write_f32(&values).unwrap();
         }
