@@ -498,15 +498,21 @@ pub fn slice<T: Copy + Send + Sync>(
         return Ok(());
     };
     let outer = &merged[..merged.len() - 1];
-    // Rows `r0..` of the output (each `inner_len` long) into `chunk`.
-    let rows_from = |r0: usize, chunk: &mut [T]| {
+    // The input offset of output row `r` (each row `inner_len` long), and its index per outer
+    // axis.
+    let row_start = |r: usize| -> (isize, Vec<usize>) {
         let mut idx = vec![0usize; outer.len()];
-        let (mut rest, mut off) = (r0, base);
+        let (mut rest, mut off) = (r, base);
         for d in (0..outer.len()).rev() {
             idx[d] = rest % outer[d].0;
             rest /= outer[d].0;
             off += idx[d] as isize * outer[d].1;
         }
+        (off, idx)
+    };
+    // Rows `r0..` of the output into `chunk`.
+    let rows_from = |r0: usize, chunk: &mut [T]| {
+        let (mut off, mut idx) = row_start(r0);
         for o in chunk.chunks_mut(inner_len) {
             copy_strided(x, off, inner_step, o);
             for d in (0..outer.len()).rev() {
@@ -532,12 +538,7 @@ pub fn slice<T: Copy + Send + Sync>(
     } else {
         // Long rows (the big slices of a weight or activation) are split themselves.
         for (r, row) in out.chunks_mut(inner_len).enumerate().take(rows) {
-            let mut off = base;
-            let mut rest = r;
-            for d in (0..outer.len()).rev() {
-                off += (rest % outer[d].0) as isize * outer[d].1;
-                rest /= outer[d].0;
-            }
+            let off = row_start(r).0;
             row.par_chunks_mut(PAR_CHUNK).enumerate().for_each(|(t, piece)| {
                 copy_strided(x, off + (t * PAR_CHUNK) as isize * inner_step, inner_step, piece);
             });
