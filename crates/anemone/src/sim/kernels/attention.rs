@@ -422,7 +422,7 @@ mod x86 {
     //! time. Multiplies and adds stay separate instructions (no FMA), as in the portable code.
     use super::{AttentionMask, Element, MaskRow, add_mask_row};
     use crate::sim::kernels::softmax::softmax_row;
-    use crate::sim::kernels::softmax::x86::{exp_normalize, lanes, round16, row_max};
+    use crate::sim::kernels::softmax::x86::{exp_normalize, round16, row_max, steps16};
     use std::arch::x86_64::*;
 
     /// The smallest magnitude `numerics::mac_saturate` turns into ±inf (it rounds to 2^15 in
@@ -470,14 +470,13 @@ mod x86 {
         let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
         let mut mn = _mm512_set1_ps(f32::INFINITY);
         let mut sum = _mm512_setzero_ps();
-        for i in (0..row.len()).step_by(16) {
-            let k = lanes(row.len() - i);
+        steps16(row.len(), |i, k| {
             // SAFETY: the mask stops the load at the end of the row.
             let x = unsafe { _mm512_maskz_loadu_ps(k, row.as_ptr().add(i)) };
             mx = _mm512_mask_max_ps(mx, k, mx, x);
             mn = _mm512_mask_min_ps(mn, k, mn, x);
             sum = _mm512_add_ps(sum, x);
-        }
+        });
         (_mm512_reduce_max_ps(mx), _mm512_reduce_min_ps(mn), _mm512_reduce_add_ps(sum))
     }
 
@@ -523,8 +522,7 @@ mod x86 {
         // The port, the rounding to fp16, times the scale, rounded.
         let sc = _mm512_set1_ps(scale);
         let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
-        for i in (0..n).step_by(16) {
-            let k = lanes(n - i);
+        steps16(n, |i, k| {
             // SAFETY: the mask keeps the load and the store inside the row.
             unsafe {
                 let x = round16(saturate16(_mm512_maskz_loadu_ps(k, ptr.add(i))));
@@ -532,7 +530,7 @@ mod x86 {
                 _mm512_mask_storeu_ps(ptr.add(i), k, x);
                 mx = _mm512_mask_max_ps(mx, k, mx, x);
             }
-        }
+        });
         let mut max = _mm512_reduce_max_ps(mx);
         if let Some((mk, off, ss, buf)) = mask {
             max = match mk {
@@ -574,8 +572,7 @@ mod x86 {
         let ptr = row.as_mut_ptr();
         let inf = _mm512_set1_ps(f32::INFINITY);
         let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
-        for i in (0..n).step_by(16) {
-            let k = lanes(n - i);
+        steps16(n, |i, k| {
             // SAFETY: the mask keeps the loads and the store inside the row and the mask row.
             unsafe {
                 let h = _mm256_maskz_loadu_epi16(k, mask.as_ptr().add(i).cast::<i16>());
@@ -587,7 +584,7 @@ mod x86 {
                 _mm512_mask_storeu_ps(ptr.add(i), k, y);
                 mx = _mm512_mask_max_ps(mx, k, mx, y);
             }
-        }
+        });
         _mm512_reduce_max_ps(mx)
     }
 }

@@ -1429,9 +1429,7 @@ mod x86 {
     pub(super) unsafe fn widen_f16_avx512(src: &[half::f16], dst: &mut [f32]) {
         let n = dst.len().min(src.len());
         let inf = _mm512_set1_ps(f32::INFINITY);
-        for i in (0..n).step_by(16) {
-            let left = n - i;
-            let mask: __mmask16 = if left >= 16 { 0xffff } else { ((1u32 << left) - 1) as u16 };
+        crate::sim::kernels::lanes16::steps16(n, |i, mask| {
             // SAFETY: the mask stops the load and the store at `n`, inside both slices.
             unsafe {
                 let h = _mm256_maskz_loadu_epi16(mask, src.as_ptr().add(i).cast::<i16>());
@@ -1439,7 +1437,7 @@ mod x86 {
                 let v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v), inf);
                 _mm512_mask_storeu_ps(dst.as_mut_ptr().add(i), mask, v);
             }
-        }
+        });
     }
 
     /// Fills `count` 16-lane halves of im2col panel rows, half `i` at `dst + i * dst_step` of

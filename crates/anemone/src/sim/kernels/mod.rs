@@ -468,6 +468,33 @@ pub(crate) fn with_wide_simd<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// The steps of 16-lane AVX-512 loops over a row: whole steps with a constant mask, then the
+/// tail with its own.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod lanes16 {
+    use std::arch::x86_64::__mmask16;
+
+    /// The lanes of a 16-wide step that lie inside `left` remaining elements.
+    #[inline(always)]
+    pub(crate) fn lanes(left: usize) -> __mmask16 {
+        if left >= 16 { 0xffff } else { ((1u32 << left) - 1) as u16 }
+    }
+
+    /// Calls `step(i, mask)` for each 16-lane step of a row of `n`: the whole steps with every
+    /// lane (a constant the compiler folds, so no mask is computed per step), then the tail
+    /// with its own lanes.
+    #[inline(always)]
+    pub(crate) fn steps16(n: usize, mut step: impl FnMut(usize, __mmask16)) {
+        let full = n / 16 * 16;
+        for i in (0..full).step_by(16) {
+            step(i, 0xffff);
+        }
+        if full < n {
+            step(full, lanes(n - full));
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod wide {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]

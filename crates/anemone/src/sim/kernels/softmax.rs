@@ -243,13 +243,8 @@ pub(crate) mod x86 {
     //! instructions (no FMA), as in the portable code, and exponentials too small to matter
     //! are flushed (see `exp16`), so the fp16 results have the same bits.
     use crate::sim::kernels::exp_f32;
+    pub(crate) use crate::sim::kernels::lanes16::steps16;
     use std::arch::x86_64::*;
-
-    /// The lanes of a 16-wide step that lie inside `left` remaining elements.
-    #[inline(always)]
-    pub(crate) fn lanes(left: usize) -> __mmask16 {
-        if left >= 16 { 0xffff } else { ((1u32 << left) - 1) as u16 }
-    }
 
     /// Rounds to fp16 and back (to nearest even, ±inf beyond the fp16 range): the bits of
     /// `numerics::round_f16` for every value but NaN, which these rows never hold.
@@ -322,12 +317,11 @@ pub(crate) mod x86 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
     pub(crate) fn row_max(row: &[f32]) -> f32 {
         let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
-        for i in (0..row.len()).step_by(16) {
-            let k = lanes(row.len() - i);
+        steps16(row.len(), |i, k| {
             // SAFETY: the mask stops the load at the end of the row.
             let x = unsafe { _mm512_maskz_loadu_ps(k, row.as_ptr().add(i)) };
             mx = _mm512_mask_max_ps(mx, k, mx, x);
-        }
+        });
         _mm512_reduce_max_ps(mx)
     }
 
@@ -403,14 +397,13 @@ pub(crate) mod x86 {
             sum += *x;
         }
         let inv = _mm512_set1_ps(1.0 / sum);
-        for i in (0..n).step_by(16) {
-            let k = lanes(n - i);
+        steps16(n, |i, k| {
             // SAFETY: the mask keeps the load and the store inside the row.
             unsafe {
                 let x = _mm512_maskz_loadu_ps(k, ptr.add(i));
                 _mm512_mask_storeu_ps(ptr.add(i), k, round16(_mm512_mul_ps(x, inv)));
             }
-        }
+        });
     }
 }
 
