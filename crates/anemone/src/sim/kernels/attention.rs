@@ -22,6 +22,8 @@ use super::{
 use crate::sim::numerics;
 
 const KERNEL: &str = "scaled_dot_product_attention";
+/// Runs of blocks per core at most (see the comment on the split in [`attention_scaled`]).
+const RUNS_PER_WORKER: usize = 3;
 
 /// The attention mask of MIL's sdpa.
 #[derive(Debug, Clone, Copy)]
@@ -181,6 +183,7 @@ pub fn attention_scaled<T: Element>(
     // Work is cut into blocks of query rows, each running QK^T -> scale/mask/softmax -> PV for
     // its rows while their scores are still in cache; each query row sees its whole key row, so
     // the softmax is the one of the decomposed graph. Blocks go to the cores in contiguous runs,
+    // a few per core so that a core slowed by other work hands its last runs to the others,
     // and each block's two products run on one core: the GEMM packs K and V once per block, so
     // large blocks (a whole head when it fits) waste the least time packing.
     let work = nb.saturating_mul(l * s * (e + ev));
@@ -190,12 +193,13 @@ pub fn attention_scaled<T: Element>(
     let blocks_per_batch = l.div_ceil(rows);
     let blocks = nb * blocks_per_batch;
     let workers = workers.min(blocks);
+    let runs = if workers == 1 { 1 } else { (workers * RUNS_PER_WORKER).min(blocks) };
     // The scores' rows lie a whole block of K apart when they fit one, so that the PV product
     // reads them in place as its packed left operand.
     let sr = if s > 0 && s <= gemm::KC { gemm::KC } else { s };
-    // Per worker: scores of a block and one widened mask row.
-    let per_worker = rows * sr + s;
-    let (_, _, _, sw) = scratch.buffers(0, 0, 0, workers * per_worker);
+    // Per run: scores of a block and one widened mask row.
+    let per_run = rows * sr + s;
+    let (_, _, _, sw) = scratch.buffers(0, 0, 0, runs * per_run);
     // fp16 operands are widened (NaN read as +inf) while the GEMM packs them.
     let (qe, ke, ve) = (gemm::elems(q)?, gemm::elems(k)?, gemm::elems(v)?);
     let scale = scale.unwrap_or_else(|| T::round(1.0 / (e as f32).sqrt()));
@@ -284,18 +288,18 @@ pub fn attention_scaled<T: Element>(
         }
         Ok(())
     };
-    if workers == 1 {
-        return run(0, blocks, out, &mut sw[..per_worker]);
+    if runs == 1 {
+        return run(0, blocks, out, &mut sw[..per_run]);
     }
-    let mut results: Vec<Result<()>> = (0..workers).map(|_| Ok(())).collect();
+    let mut results: Vec<Result<()>> = (0..runs).map(|_| Ok(())).collect();
     rayon::scope(|scope| {
         let (mut out_rest, mut buf_rest) = (&mut *out, &mut *sw);
         let run = &run;
         for (w, result) in results.iter_mut().enumerate() {
-            let (t0, t1) = (blocks * w / workers, blocks * (w + 1) / workers);
+            let (t0, t1) = (blocks * w / runs, blocks * (w + 1) / runs);
             let len = (first_row(t1) - first_row(t0)) * ev;
             let (o, orest) = std::mem::take(&mut out_rest).split_at_mut(len);
-            let (bf, brest) = std::mem::take(&mut buf_rest).split_at_mut(per_worker);
+            let (bf, brest) = std::mem::take(&mut buf_rest).split_at_mut(per_run);
             out_rest = orest;
             buf_rest = brest;
             scope.spawn(move |_| *result = run(t0, t1, o, bf));

@@ -758,7 +758,8 @@ pub(crate) fn gemm_on(
         && threads > 1
         && rayon::current_thread_index().is_none()
         && m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MACS;
-    let regions = if split { split_regions(m, n, threads) } else { vec![(0, m, 0, n)] };
+    let packed = (matches!(job.a, Operand::Packed(_)), matches!(job.b, Operand::Packed(_)));
+    let regions = if split { split_regions(m, n, threads, packed) } else { vec![(0, m, 0, n)] };
     if regions.len() == 1 {
         run_region(isa, &job, regions[0]);
     } else {
@@ -768,12 +769,28 @@ pub(crate) fn gemm_on(
     Ok(())
 }
 
-/// Rectangles `(m0, m1, n0, n1)` of the output, one per thread: along the columns in whole
-/// panels when there are enough of them, else along the rows in whole tiles.
-fn split_regions(m: usize, n: usize, threads: usize) -> Vec<(usize, usize, usize, usize)> {
+/// How many rectangles each thread gets at most: more than one, so that a thread slowed by
+/// other work on the machine (or a slower core) hands the rest to the others through rayon's
+/// work stealing instead of holding up the product.
+const REGIONS_PER_THREAD: usize = 4;
+
+/// Rectangles `(m0, m1, n0, n1)` of the output for the threads to share: along the columns in
+/// whole panels when there are enough of them, else along the rows in whole tiles.
+///
+/// Each rectangle packs the operand it does not cut for itself: cutting the columns repacks
+/// A for every rectangle, cutting the rows repacks B. So there is one rectangle per thread,
+/// unless that operand was packed ahead (`a_packed`, `b_packed`: a constant weight), when up
+/// to `REGIONS_PER_THREAD` per thread cost nothing more.
+fn split_regions(
+    m: usize,
+    n: usize,
+    threads: usize,
+    (a_packed, b_packed): (bool, bool),
+) -> Vec<(usize, usize, usize, usize)> {
     let (col_panels, row_panels) = (n.div_ceil(NR), m.div_ceil(MR));
-    let cut = |units: usize, unit: usize, len: usize| -> Vec<(usize, usize)> {
-        let parts = threads.min(units);
+    let most = threads * REGIONS_PER_THREAD;
+    let cut = |units: usize, parts: usize, unit: usize, len: usize| -> Vec<(usize, usize)> {
+        let parts = parts.clamp(1, units);
         (0..parts)
             .map(|t| {
                 ((t * units / parts * unit).min(len), ((t + 1) * units / parts * unit).min(len))
@@ -782,9 +799,11 @@ fn split_regions(m: usize, n: usize, threads: usize) -> Vec<(usize, usize, usize
             .collect()
     };
     if col_panels >= 2 * threads || col_panels >= row_panels {
-        cut(col_panels, NR, n).into_iter().map(|(a, b)| (0, m, a, b)).collect()
+        let parts = if a_packed { most } else { threads };
+        cut(col_panels, parts, NR, n).into_iter().map(|(a, b)| (0, m, a, b)).collect()
     } else {
-        cut(row_panels, MR, m).into_iter().map(|(a, b)| (a, b, 0, n)).collect()
+        let parts = if b_packed { most } else { threads };
+        cut(row_panels, parts, MR, m).into_iter().map(|(a, b)| (a, b, 0, n)).collect()
     }
 }
 
@@ -1994,6 +2013,45 @@ mod tests {
             let split = run(Isa::detect(), (m, n, k), &a, &b, true, false, true);
             assert!(one.iter().zip(&split).all(|(x, y)| x.to_bits() == y.to_bits()));
             assert_close(&split, &reference(m, n, k, &a, &b), k, "split");
+        }
+    }
+
+    #[test]
+    fn regions_cover_the_output_in_whole_panels_and_respect_packing() {
+        for (m, n, threads, packed) in [
+            (256, 2048, 2, (false, false)),
+            (256, 2048, 2, (true, false)),
+            (64, 3136, 2, (true, false)),
+            (2048, 256, 2, (true, false)),
+            (2048, 40, 2, (false, false)),
+            (2048, 40, 2, (false, true)),
+            (30, 70, 3, (false, false)),
+            (13, 33, 8, (true, true)),
+        ] {
+            let regions = split_regions(m, n, threads, packed);
+            let what = format!("{m} x {n}, {threads} threads, packed {packed:?}");
+            assert!(!regions.is_empty() && regions.len() <= threads * REGIONS_PER_THREAD, "{what}");
+            let mut covered = vec![0u8; m * n];
+            for &(m0, m1, n0, n1) in &regions {
+                assert!(m0 < m1 && m1 <= m && n0 < n1 && n1 <= n, "{what}: {regions:?}");
+                // Cuts fall on whole tiles and panels.
+                assert!(m0 % MR == 0 && n0 % NR == 0, "{what}: {regions:?}");
+                for i in m0..m1 {
+                    for j in n0..n1 {
+                        covered[i * n + j] += 1;
+                    }
+                }
+            }
+            assert!(covered.iter().all(|&c| c == 1), "{what}: {regions:?}");
+            // Each rectangle repacks the operand it does not cut, unless that was packed
+            // ahead: then it gets several per thread, else one.
+            let by_cols = regions.iter().all(|r| (r.0, r.1) == (0, m));
+            let uncut_packed = if by_cols { packed.0 } else { packed.1 };
+            let most = if uncut_packed { threads * REGIONS_PER_THREAD } else { threads };
+            assert!(regions.len() <= most, "{what}: {regions:?}");
+            if uncut_packed && by_cols {
+                assert!(regions.len() >= (n.div_ceil(NR)).min(most), "{what}: {regions:?}");
+            }
         }
     }
 
