@@ -250,16 +250,16 @@ pub fn attention_scaled<T: Element>(
             off
         });
         // (With no keys there are no scores, and PV is the port's image of zero.)
-        for (i, row) in scores.chunks_mut(sr.max(1)).enumerate().take(if s == 0 { 0 } else { m }) {
-            let sc = &mut row[..s];
-            let mask_row = match (&mask, &mask_strides, mask_base) {
-                (Some(mk), Some(st), Some(base)) => {
-                    let (sl, ss) = (st[batch_rank], st[batch_rank + 1]);
-                    Some((mk, base + (r0 + i) * sl, ss, &mut *mask_row))
+        match (&mask, &mask_strides, mask_base) {
+            _ if s == 0 => {}
+            (Some(mk), Some(st), Some(base)) => {
+                let (sl, ss) = (st[batch_rank], st[batch_rank + 1]);
+                for (i, row) in scores.chunks_mut(sr).enumerate() {
+                    let mask_row = Some((mk, base + (r0 + i) * sl, ss, &mut *mask_row));
+                    fast_rows.probabilities::<T>(&mut row[..s], scale, mask_row);
                 }
-                _ => None,
-            };
-            fast_rows.probabilities::<T>(sc, scale, mask_row);
+            }
+            _ => fast_rows.unmasked_rows::<T>(scores, sr, m, s, scale),
         }
         let p_view =
             View { data: Elems::F32(scores), offset: 0, row_stride: sr as isize, col_stride: 1 };
@@ -348,6 +348,28 @@ impl RowKernel {
         self != RowKernel::Portable
     }
 
+    /// [`Self::probabilities`] without a mask on `m` rows of `s` scores lying `stride` apart
+    /// in `block`.
+    #[inline(always)]
+    fn unmasked_rows<T: Element>(
+        self,
+        block: &mut [f32],
+        stride: usize,
+        m: usize,
+        s: usize,
+        scale: f32,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if self == RowKernel::Avx512F16 {
+            // SAFETY: as in `probabilities`; the caller's block holds the m rows.
+            unsafe { x86::probabilities_f16_rows::<T>(block, stride, m, s, scale) };
+            return;
+        }
+        for row in block.chunks_mut(stride).take(m) {
+            self.probabilities::<T>(&mut row[..s], scale, None);
+        }
+    }
+
     /// The decomposed graph between the matmuls, on one row of QK^T (the raw sums when
     /// [`Self::applies_port`], else the port's output): round the matmul output to `T`,
     /// mul(scale), add(mask), softmax, each result rounded to `T`; the row ends up holding the
@@ -425,8 +447,11 @@ mod x86 {
     //! loops (`numerics::round_f16`, `softmax_row`, `exp_f32`) one for one, 16 lanes at a
     //! time. Multiplies and adds stay separate instructions (no FMA), as in the portable code.
     use super::{AttentionMask, Element, MaskRow, add_mask_row};
+    use crate::sim::kernels::lanes16::steps16;
     use crate::sim::kernels::softmax::softmax_row;
-    use crate::sim::kernels::softmax::x86::{exp_normalize, round16, row_max, steps16};
+    use crate::sim::kernels::softmax::x86::{
+        exp_normalize, exp_sum, normalize16, round16, row_max,
+    };
     use std::arch::x86_64::*;
 
     /// The smallest magnitude `numerics::mac_saturate` turns into ±inf (it rounds to 2^15 in
@@ -467,10 +492,11 @@ mod x86 {
     }
 
     /// Largest, smallest and sum of a row (the sum is not finite when the row holds NaN or
-    /// inf).
+    /// inf). `also(i, k)` runs in each 16-lane step of the loop, for work on another row of
+    /// the same length that can share it.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-    fn row_stats(row: &[f32]) -> (f32, f32, f32) {
+    fn row_stats(row: &[f32], mut also: impl FnMut(usize, __mmask16)) -> (f32, f32, f32) {
         let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
         let mut mn = _mm512_set1_ps(f32::INFINITY);
         let mut sum = _mm512_setzero_ps();
@@ -480,8 +506,91 @@ mod x86 {
             mx = _mm512_mask_max_ps(mx, k, mx, x);
             mn = _mm512_mask_min_ps(mn, k, mn, x);
             sum = _mm512_add_ps(sum, x);
+            also(i, k);
         });
         (_mm512_reduce_max_ps(mx), _mm512_reduce_min_ps(mn), _mm512_reduce_add_ps(sum))
+    }
+
+    /// The common case of an unmasked row, given its [`row_stats`]: when the port does
+    /// nothing to the row (every sum finite and below the threshold), turns it into the
+    /// exponentials of its scores less their max and returns their sum (the softmax's
+    /// normalizing pass is left to the caller); else leaves the row as it is and returns None.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F, BW and VL, AVX2, FMA and F16C.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    unsafe fn unmasked_exp_sum<T: Element>(
+        row: &mut [f32],
+        scale: f32,
+        (hi, lo, sum): (f32, f32, f32),
+    ) -> Option<f32> {
+        if !(sum.is_finite() && hi < SATURATION_THRESHOLD && lo > -SATURATION_THRESHOLD) {
+            return None;
+        }
+        // The steps up to the softmax are monotonic, so the row's max is the image of the
+        // largest sum: one pass computes the scaled scores and their exponentials.
+        let max = T::round(T::round(hi) * scale);
+        let sc = _mm512_set1_ps(scale);
+        let one = |x: f32| T::round(T::round(x) * scale);
+        // SAFETY: the CPU features are the caller's guarantee.
+        Some(unsafe {
+            if scale.to_bits() & 0x007f_ffff == 0 {
+                exp_sum(row, max, |x| scaled::<true>(x, sc), one)
+            } else {
+                exp_sum(row, max, |x| scaled::<false>(x, sc), one)
+            }
+        })
+    }
+
+    /// [`probabilities_f16`] without a mask on `m` rows of `s` raw sums lying `stride` apart
+    /// in `block`, with the same bits.
+    ///
+    /// The rows are pipelined: each row's normalizing pass runs inside the next row's
+    /// statistics pass, by which time the row's sum and its reciprocal are long known. Done a
+    /// row at a time, both passes wait for results at the end of a long chain of dependent
+    /// adds (the sum in its fixed order), and the core has little else to do meanwhile.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F, BW and VL, AVX2, FMA and F16C; `block` must hold the rows.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    pub(super) unsafe fn probabilities_f16_rows<T: Element>(
+        block: &mut [f32],
+        stride: usize,
+        m: usize,
+        s: usize,
+        scale: f32,
+    ) {
+        // The row whose exponentials wait for their normalizing pass, and 1 / their sum.
+        let mut pending: Option<(usize, __m512)> = None;
+        for r in 0..m {
+            let (before, rest) = block.split_at_mut(r * stride);
+            let row = &mut rest[..s];
+            let stats = match pending.take() {
+                Some((p, inv)) => {
+                    let prev = before[p * stride..p * stride + s].as_mut_ptr();
+                    row_stats(row, |i, k| {
+                        // SAFETY: the lanes k at i lie inside row p, as in `row`.
+                        unsafe { normalize16(prev.add(i), k, inv) }
+                    })
+                }
+                None => row_stats(row, |_, _| {}),
+            };
+            // SAFETY: the CPU features are the caller's guarantee.
+            match unsafe { unmasked_exp_sum::<T>(row, scale, stats) } {
+                Some(sum) => pending = Some((r, _mm512_set1_ps(1.0 / sum))),
+                // SAFETY: as above.
+                None => unsafe { probabilities_f16::<T>(row, scale, None) },
+            }
+        }
+        if let Some((p, inv)) = pending {
+            let prev = block[p * stride..p * stride + s].as_mut_ptr();
+            steps16(s, |i, k| {
+                // SAFETY: the lanes k at i lie inside row p.
+                unsafe { normalize16(prev.add(i), k, inv) }
+            });
+        }
     }
 
     /// `RowKernel::probabilities` for fp16 `T` and a finite, nonzero `scale`, on the raw sums
@@ -502,22 +611,14 @@ mod x86 {
         mask: MaskRow<'_, '_, T>,
     ) {
         if mask.is_none() {
-            let (hi, lo, sum) = row_stats(row);
-            if sum.is_finite() && hi < SATURATION_THRESHOLD && lo > -SATURATION_THRESHOLD {
-                // The port does nothing to this row, and the steps up to the softmax are
-                // monotonic, so the row's max is the image of the largest sum: one pass
-                // computes the scaled scores and their exponentials.
-                let max = T::round(T::round(hi) * scale);
-                let sc = _mm512_set1_ps(scale);
-                let one = |x: f32| T::round(T::round(x) * scale);
-                // SAFETY: the CPU features are the caller's guarantee.
-                unsafe {
-                    if scale.to_bits() & 0x007f_ffff == 0 {
-                        exp_normalize(row, max, |x| scaled::<true>(x, sc), one)
-                    } else {
-                        exp_normalize(row, max, |x| scaled::<false>(x, sc), one)
-                    }
-                };
+            let stats = row_stats(row, |_, _| {});
+            // SAFETY: the CPU features are the caller's guarantee.
+            if let Some(sum) = unsafe { unmasked_exp_sum::<T>(row, scale, stats) } {
+                let inv = _mm512_set1_ps(1.0 / sum);
+                steps16(row.len(), |i, k| {
+                    // SAFETY: the lanes k at i lie inside the row.
+                    unsafe { normalize16(row.as_mut_ptr().add(i), k, inv) }
+                });
                 return;
             }
         }
@@ -816,6 +917,32 @@ mod tests {
             let g = decomposed(&q, qs, &k, ks, &v, vs, Some((&m, &ms)));
             assert_eq!(f, g, "masked {qs:?} {ks:?} {vs:?} x {scale}");
         }
+    }
+
+    #[test]
+    fn rows_that_saturate_among_rows_that_do_not_keep_the_bits() {
+        // Unmasked rows are pipelined (a row is normalized in the next one's first pass);
+        // rows whose sums saturate the port take the general path in between, and a
+        // saturating row comes first and last too.
+        let (qs, ks, vs) = ([2usize, 9, 16], [2usize, 40, 16], [2usize, 40, 8]);
+        let mut q = data(&qs, 31, 3.0);
+        for (i, x) in q.iter_mut().enumerate() {
+            let row = i / 16 % 9;
+            if [0, 3, 4, 8].contains(&row) {
+                *x = f16::from_f32(x.to_f32() * 4000.0);
+            }
+        }
+        let k = data(&ks, 32, 3.0);
+        let v = data(&vs, 33, 1.0);
+        // The chosen rows, and only they, hold sums that the port turns into ±inf.
+        let mut scores = vec![f16::ZERO; 2 * 9 * 40];
+        matmul(&q, &qs, &k, &ks, false, true, &mut scores, &mut Scratch::new()).unwrap();
+        for (i, row) in scores.chunks(40).enumerate() {
+            let saturated = row.iter().any(|x| x.is_infinite());
+            assert_eq!(saturated, [0, 3, 4, 8].contains(&(i % 9)), "row {i}");
+        }
+        let f = fused(&q, &qs, &k, &ks, &v, &vs, None);
+        assert_eq!(f, decomposed(&q, &qs, &k, &ks, &v, &vs, None));
     }
 
     #[test]
