@@ -34,6 +34,10 @@ pub fn softmax<T: Element>(x: &[T], shape: &[usize], axis: usize, out: &mut [T])
         super::with_wide_simd(
             #[inline(always)]
             || {
+                let first_x = &x[first * slab..first * slab + outs.len()];
+                if inner == 1 && rows.fp16_rows(first_x, outs, n) {
+                    return;
+                }
                 let mut buf = vec![0.0f32; slab];
                 let mut cols = vec![0.0f32; if inner == 1 { 0 } else { 2 * inner }];
                 for (i, o) in outs.chunks_mut(slab).enumerate() {
@@ -141,6 +145,23 @@ impl RowKernel {
         RowKernel::Portable
     }
 
+    /// softmax of the contiguous rows of `n` fp16 values in `x` into `out`, the bits of
+    /// loading, [`Self::softmax_row`] and storing each row, when this is the vector kernel and
+    /// the rows are fp16 (returns whether it ran).
+    #[inline(always)]
+    fn fp16_rows<T: Element>(self, x: &[T], out: &mut [T], n: usize) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if self == RowKernel::Avx512F16
+            && let (Some(x), Some(out)) = (T::as_f16(x), T::as_f16_mut(out))
+        {
+            // SAFETY: as in `softmax_row`.
+            unsafe { x86::softmax_rows_f16(x, out, n) };
+            return true;
+        }
+        let _ = (x, out, n);
+        false
+    }
+
     /// [`softmax_row`] on `row`; the result is rounded to `T` by the caller's store (the
     /// vector form rounds it already, which the store keeps).
     #[inline(always)]
@@ -242,8 +263,9 @@ pub(crate) mod x86 {
     //! one, 16 lanes at a time, each result rounded to fp16. Multiplies and adds stay separate
     //! instructions (no FMA), as in the portable code, and exponentials too small to matter
     //! are flushed (see `exp16`), so the fp16 results have the same bits.
-    use crate::sim::kernels::exp_f32;
     use crate::sim::kernels::lanes16::steps16;
+    use crate::sim::kernels::{Element, exp_f32};
+    use half::f16;
     use std::arch::x86_64::*;
 
     /// Rounds to fp16 and back (to nearest even, ±inf beyond the fp16 range): the bits of
@@ -349,6 +371,85 @@ pub(crate) mod x86 {
             // SAFETY: the mask keeps the load and the store inside the row.
             unsafe { normalize16(row.as_mut_ptr().add(i), k, inv) };
         });
+    }
+
+    /// The softmax of the rows of `n` values in `x` (as many as `out` holds) into `out`, with
+    /// the bits of widening each row (NaN read as +inf, the ANE's rule), `softmax_row` and
+    /// the store to fp16.
+    ///
+    /// Two passes per row instead of five (widen, max, exponentials, normalize, store), and
+    /// pipelined: the pass that widens a row and takes its max also normalizes and stores the
+    /// row before it, whose sum has long been known by then; the second pass computes the
+    /// exponentials and their sum. Rows whose max is not finite take the portable loops.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F, BW and VL, AVX2, FMA and F16C.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    pub(crate) unsafe fn softmax_rows_f16(x: &[f16], out: &mut [f16], n: usize) {
+        let rows = out.len().min(x.len()).checked_div(n).unwrap_or(0);
+        let mut bufs = vec![0.0f32; 2 * n];
+        let inf = _mm512_set1_ps(f32::INFINITY);
+        // The row whose exponentials wait in a buffer for their normalizing pass, and 1 / sum.
+        let mut pending: Option<(usize, __m512)> = None;
+        for r in 0..rows {
+            let (even, odd) = bufs.split_at_mut(n);
+            let (buf, other) = if r % 2 == 0 { (even, odd) } else { (odd, even) };
+            let src = x[r * n..(r + 1) * n].as_ptr();
+            let dst = buf.as_mut_ptr();
+            let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
+            let mut widen = |i: usize, k: __mmask16| {
+                // SAFETY: the mask keeps the load inside row r of x and the store inside buf.
+                unsafe {
+                    let v = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, src.add(i).cast()));
+                    let v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v), inf);
+                    _mm512_mask_storeu_ps(dst.add(i), k, v);
+                    mx = _mm512_mask_max_ps(mx, k, mx, v);
+                }
+            };
+            match pending.take() {
+                Some((p, inv)) => {
+                    let (e, o) = (other.as_ptr(), out[p * n..(p + 1) * n].as_mut_ptr());
+                    steps16(n, |i, k| {
+                        widen(i, k);
+                        // SAFETY: the lanes k at i lie inside the other buffer and row p.
+                        unsafe { normalize_store16(e.add(i), o.add(i), k, inv) };
+                    });
+                }
+                None => steps16(n, widen),
+            }
+            let max = _mm512_reduce_max_ps(mx);
+            if max.is_finite() {
+                // SAFETY: the CPU features are the caller's guarantee.
+                let sum = unsafe { exp_sum(buf, max, |x| x, |x| x) };
+                pending = Some((r, _mm512_set1_ps(1.0 / sum)));
+            } else {
+                super::softmax_row::<f16>(buf);
+                f16::store(buf, &mut out[r * n..(r + 1) * n]);
+            }
+        }
+        if let Some((p, inv)) = pending {
+            let (e, o) = (bufs[(p % 2) * n..].as_ptr(), out[p * n..(p + 1) * n].as_mut_ptr());
+            steps16(n, |i, k| {
+                // SAFETY: the lanes k at i lie inside the buffer and row p.
+                unsafe { normalize_store16(e.add(i), o.add(i), k, inv) };
+            });
+        }
+    }
+
+    /// [`normalize16`] with the result stored as fp16 at `to`: `x * inv` rounded to fp16 once.
+    ///
+    /// # Safety
+    /// The lanes `k` at `from` and at `to` must lie inside slices; the CPU must have
+    /// AVX-512F, BW, VL and F16C.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    unsafe fn normalize_store16(from: *const f32, to: *mut f16, k: __mmask16, inv: __m512) {
+        // SAFETY: the caller's guarantee.
+        unsafe {
+            let y = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, from), inv);
+            let h = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(y);
+            _mm256_mask_storeu_epi16(to.cast(), k, h);
+        }
     }
 
     /// Rounds `x * inv` to fp16 for the lanes `k` of the 16 floats at `p`: the last step of
@@ -516,6 +617,7 @@ mod tests {
             // path).
             let cases =
                 [(0, 1.0f32), (1, 30.0), (2, 3000.0), (3, 30.0), (4, 1.0), (5, 1.0), (6, 200.0)];
+            let mut rows = Vec::new();
             for (case, scale) in cases {
                 let mut x: Vec<f16> = values(n, (n * 7 + case) as u64)
                     .iter()
@@ -539,7 +641,17 @@ mod tests {
                 softmax(&x, &[n], 0, &mut out).unwrap();
                 let got: Vec<u16> = out.iter().map(|v| v.to_bits()).collect();
                 assert_eq!(got, want, "row of {n}, case {case}");
+                rows.push((x, want));
             }
+            // All the cases as the rows of one tensor, each row the same as alone (the vector
+            // path pipelines rows), the portable cases (+inf, NaN) first, between and last.
+            let order = [4, 0, 1, 2, 5, 3, 6, 4];
+            let x: Vec<f16> = order.iter().flat_map(|&c| rows[c].0.clone()).collect();
+            let want: Vec<u16> = order.iter().flat_map(|&c| rows[c].1.clone()).collect();
+            let mut out = vec![f16::ZERO; x.len()];
+            softmax(&x, &[order.len(), n], 1, &mut out).unwrap();
+            let got: Vec<u16> = out.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(got, want, "rows of {n}");
         }
     }
 
