@@ -52,6 +52,9 @@ const MC: usize = 192;
 /// The smallest magnitude `numerics::mac_saturate` turns into ±inf (it rounds to 2^15 in
 /// fp16), for the vector epilogue; a test holds it to the scalar rule.
 const SATURATION_THRESHOLD: f32 = 32760.0;
+/// How many rows ahead of the packing a row-major B is prefetched: a row takes some 50 ns to
+/// pack, a miss to memory a few times that.
+const B_ROWS_AHEAD: usize = 8;
 /// Products with at least this many multiply-adds split across rayon threads.
 const PARALLEL_MACS: usize = 1 << 21;
 
@@ -70,6 +73,31 @@ impl Elems<'_> {
             Elems::F32(s) => s.len(),
             Elems::F16(s) => s.len(),
         }
+    }
+
+    /// Asks the CPU to bring the `len` consecutive elements from `start` into its caches: a
+    /// hint for a run read soon, which changes no result. Runs that reach past the data are
+    /// left out.
+    #[inline(always)]
+    fn prefetch_run(&self, start: usize, len: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            let (base, size) = match self {
+                Elems::F32(s) => (s.as_ptr().cast::<i8>(), 4),
+                Elems::F16(s) => (s.as_ptr().cast::<i8>(), 2),
+            };
+            if start.saturating_add(len) > self.len() {
+                return;
+            }
+            for byte in (start * size..(start + len) * size).step_by(64) {
+                // SAFETY: the address lies inside the slice (checked above); a prefetch
+                // reads nothing the program sees and cannot fault.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(base.add(byte)) };
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (start, len);
     }
 
     /// Widens `dst.len()` consecutive elements from `start`.
@@ -1181,8 +1209,13 @@ fn drive<K: Micro>(
                 }
                 Operand::View(v) if v.col_stride == 1 => {
                     // Row by row across all the panels: the source is read in long
-                    // contiguous runs, which the hardware prefetches.
+                    // contiguous runs. The hardware prefetches within a run, but a row of a
+                    // wider tensor (a weight sliced from a packed input) starts on another
+                    // page, where it stops: each row is asked for a few rows ahead.
                     for p in 0..kc {
+                        if p + B_ROWS_AHEAD < kc {
+                            v.data.prefetch_run(v.at(p0 + p + B_ROWS_AHEAD, jc), nc);
+                        }
                         for jp in 0..panels {
                             let j0 = jc + jp * NR;
                             let cols = NR.min(n1 - j0);
