@@ -47,7 +47,7 @@ pub fn softmax<T: Element>(x: &[T], shape: &[usize], axis: usize, out: &mut [T])
                         numerics::ane_read_slice(&mut buf);
                     }
                     if inner == 1 {
-                        rows.softmax_row::<T>(&mut buf);
+                        softmax_row::<T>(&mut buf);
                     } else {
                         softmax_columns::<T>(&mut buf, n, inner, &mut cols);
                     }
@@ -146,7 +146,7 @@ impl RowKernel {
     }
 
     /// softmax of the contiguous rows of `n` fp16 values in `x` into `out`, the bits of
-    /// loading, [`Self::softmax_row`] and storing each row, when this is the vector kernel and
+    /// widening, [`softmax_row`] and storing each row, when this is the vector kernel and
     /// the rows are fp16 (returns whether it ran).
     #[inline(always)]
     fn fp16_rows<T: Element>(self, x: &[T], out: &mut [T], n: usize) -> bool {
@@ -154,31 +154,13 @@ impl RowKernel {
         if self == RowKernel::Avx512F16
             && let (Some(x), Some(out)) = (T::as_f16(x), T::as_f16_mut(out))
         {
-            // SAFETY: as in `softmax_row`.
+            // SAFETY: Avx512F16 is picked only on CPUs with AVX-512F, BW and VL, AVX2, FMA and
+            // F16C (gemm::Isa::detect).
             unsafe { x86::softmax_rows_f16(x, out, n) };
             return true;
         }
         let _ = (x, out, n);
         false
-    }
-
-    /// [`softmax_row`] on `row`; the result is rounded to `T` by the caller's store (the
-    /// vector form rounds it already, which the store keeps).
-    #[inline(always)]
-    fn softmax_row<T: Element>(self, row: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if self == RowKernel::Avx512F16 {
-            // SAFETY: Avx512F16 is picked only on CPUs with AVX-512F, BW and VL, AVX2, FMA and
-            // F16C (gemm::Isa::detect).
-            let max = unsafe { x86::row_max(row) };
-            // Rows holding +inf (the ANE's rule for them) or only -inf take the portable path.
-            if max.is_finite() {
-                // SAFETY: as above.
-                unsafe { x86::exp_normalize(row, max, |x| x, |x| x) };
-                return;
-            }
-        }
-        softmax_row::<T>(row);
     }
 }
 
