@@ -450,7 +450,7 @@ mod x86 {
     use crate::sim::kernels::lanes16::steps16;
     use crate::sim::kernels::softmax::softmax_row;
     use crate::sim::kernels::softmax::x86::{
-        exp_normalize, exp_sum, normalize16, round16, row_max,
+        exp_normalize, exp_sum, normalize_row, normalize16, round16, row_max,
     };
     use std::arch::x86_64::*;
 
@@ -585,16 +585,14 @@ mod x86 {
             }
         }
         if let Some((p, inv)) = pending {
-            let prev = block[p * stride..p * stride + s].as_mut_ptr();
-            steps16(s, |i, k| {
-                // SAFETY: the lanes k at i lie inside row p.
-                unsafe { normalize16(prev.add(i), k, inv) }
-            });
+            // SAFETY: the CPU features are the caller's guarantee.
+            unsafe { normalize_row(&mut block[p * stride..p * stride + s], inv) };
         }
     }
 
     /// `RowKernel::probabilities` for fp16 `T` and a finite, nonzero `scale`, on the raw sums
-    /// of QK^T.
+    /// of QK^T: the general path, for masked rows and for rows whose sums the port changes
+    /// (unmasked rows take [`probabilities_f16_rows`], which comes here for the others).
     ///
     /// No NaN can arise past the port, so the `ane_result` steps of the portable loops are
     /// left out: a finite nonzero scale times a non-NaN value is not NaN, the mask step applies
@@ -610,18 +608,6 @@ mod x86 {
         scale: f32,
         mask: MaskRow<'_, '_, T>,
     ) {
-        if mask.is_none() {
-            let stats = row_stats(row, |_, _| {});
-            // SAFETY: the CPU features are the caller's guarantee.
-            if let Some(sum) = unsafe { unmasked_exp_sum::<T>(row, scale, stats) } {
-                let inv = _mm512_set1_ps(1.0 / sum);
-                steps16(row.len(), |i, k| {
-                    // SAFETY: the lanes k at i lie inside the row.
-                    unsafe { normalize16(row.as_mut_ptr().add(i), k, inv) }
-                });
-                return;
-            }
-        }
         let n = row.len();
         let ptr = row.as_mut_ptr();
         // The port, the rounding to fp16, times the scale, rounded.

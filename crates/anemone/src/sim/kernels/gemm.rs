@@ -808,7 +808,8 @@ const REGIONS_PER_THREAD: usize = 4;
 /// Each rectangle packs the operand it does not cut for itself: cutting the columns repacks
 /// A for every rectangle, cutting the rows repacks B. So there is one rectangle per thread,
 /// unless that operand was packed ahead (`a_packed`, `b_packed`: a constant weight), when up
-/// to `REGIONS_PER_THREAD` per thread cost nothing more.
+/// to `REGIONS_PER_THREAD` per thread cost no extra packing (each rectangle still reads the
+/// packed operand through the caches once).
 fn split_regions(
     m: usize,
     n: usize,

@@ -347,11 +347,24 @@ pub(crate) mod x86 {
         score_one: impl Fn(f32) -> f32,
     ) {
         // SAFETY: the CPU features are the caller's guarantee.
-        let sum = unsafe { exp_sum(row, max, score, score_one) };
-        let inv = _mm512_set1_ps(1.0 / sum);
+        unsafe {
+            let sum = exp_sum(row, max, score, score_one);
+            normalize_row(row, _mm512_set1_ps(1.0 / sum));
+        }
+    }
+
+    /// [`normalize16`] over a whole row: each value times `inv` (the reciprocal of the row's
+    /// sum in every lane), rounded to fp16.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F, BW, VL and F16C.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    pub(crate) unsafe fn normalize_row(row: &mut [f32], inv: __m512) {
+        let ptr = row.as_mut_ptr();
         steps16(row.len(), |i, k| {
             // SAFETY: the mask keeps the load and the store inside the row.
-            unsafe { normalize16(row.as_mut_ptr().add(i), k, inv) };
+            unsafe { normalize16(ptr.add(i), k, inv) };
         });
     }
 
