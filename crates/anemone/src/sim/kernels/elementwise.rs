@@ -494,6 +494,8 @@ fn f16_table(op: UnaryOp) -> Result<F16Table> {
     let inputs: Vec<half::f16> = (0..=u16::MAX).map(half::f16::from_bits).collect();
     let mut values = vec![half::f16::ZERO; inputs.len()];
     unary_direct(op, &inputs, &mut values)?;
+    // One entry of padding: the vector look-up reads 4 bytes at each entry.
+    values.push(half::f16::ZERO);
     let table: F16Table = values.into();
     let mut tables = tables.lock().unwrap_or_else(|e| e.into_inner());
     if !tables.iter().any(|(k, _)| *k == key) {
@@ -502,17 +504,81 @@ fn f16_table(op: UnaryOp) -> Result<F16Table> {
     Ok(table)
 }
 
-/// `out[i] = table[x[i]]`, over both cores when it pays.
+/// `out[i] = table[x[i]]`, over both cores when it pays. `table` holds an entry for each of
+/// the 65,536 bit patterns and one of padding.
 fn look_up(table: &[half::f16], x: &[half::f16], out: &mut [half::f16]) {
+    assert!(table.len() > 1 << 16, "a look-up table of {} entries", table.len());
     let run = |start: usize, chunk: &mut [half::f16]| {
-        for (o, v) in chunk.iter_mut().zip(&x[start..]) {
-            *o = table[v.to_bits() as usize];
+        let x = &x[start..start + chunk.len()];
+        #[cfg(target_arch = "x86_64")]
+        if x86::gathers_pay() {
+            // SAFETY: gathers_pay checked the CPU features; the table has its padding entry
+            // (asserted above).
+            unsafe { x86::look_up(table, x, chunk) };
+            return;
         }
+        look_up_one_by_one(table, x, chunk);
     };
     if parallel_worth_it(out.len()) {
         out.par_chunks_mut(PAR_CHUNK).enumerate().for_each(|(i, c)| run(i * PAR_CHUNK, c));
     } else {
         run(0, out);
+    }
+}
+
+/// [`look_up`]'s loop for any CPU, one element at a time.
+fn look_up_one_by_one(table: &[half::f16], x: &[half::f16], out: &mut [half::f16]) {
+    for (o, v) in out.iter_mut().zip(x) {
+        *o = table[v.to_bits() as usize];
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use half::f16;
+    use std::arch::x86_64::*;
+
+    /// Whether [`look_up`] runs here: the CPU has AVX-512F and BW, and its gathers are not
+    /// slowed by the microcode mitigation of Gather Data Sampling (Intel's INTEL-SA-00828),
+    /// which makes them several times slower on the cores it affects (Skylake to Tiger Lake),
+    /// enough to lose to the one-by-one loop. Linux says which applies in sysfs; elsewhere
+    /// gathers are used.
+    pub(super) fn gathers_pay() -> bool {
+        static PAY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *PAY.get_or_init(|| {
+            let mitigated = std::fs::read_to_string(
+                "/sys/devices/system/cpu/vulnerabilities/gather_data_sampling",
+            )
+            .is_ok_and(|s| s.starts_with("Mitigation: Microcode"));
+            is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && !mitigated
+        })
+    }
+
+    /// [`super::look_up`]'s loop with 16-lane gathers: each lane reads the 4 bytes that start
+    /// at its entry and keeps the low two (the entry, on little-endian x86). Measured at 1.6
+    /// to 2.7 times the speed of the one-by-one loop on an fp16 gelu over 786,432 elements.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F and BW; `table` must hold more than 65,536 entries, so that
+    /// the 4 bytes read at the last entry stay inside it.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn look_up(table: &[f16], x: &[f16], out: &mut [f16]) {
+        let n = out.len().min(x.len());
+        let full = n / 16 * 16;
+        let base = table.as_ptr().cast::<i32>();
+        for i in (0..full).step_by(16) {
+            // SAFETY: i + 16 <= n, so the load and the store stay inside x and out; a gather
+            // lane reads bytes 2e..2e + 4 of the table for an entry e <= 65,535, inside a table
+            // of more than 65,536 two-byte entries (the caller's guarantee).
+            unsafe {
+                let bits = _mm256_loadu_si256(x.as_ptr().add(i).cast());
+                let got = _mm512_i32gather_epi32::<2>(_mm512_cvtepu16_epi32(bits), base);
+                _mm256_storeu_si256(out.as_mut_ptr().add(i).cast(), _mm512_cvtepi32_epi16(got));
+            }
+        }
+        super::look_up_one_by_one(table, &x[full..n], &mut out[full..n]);
     }
 }
 
@@ -741,6 +807,29 @@ mod tests {
         unary(UnaryOp::ScaledTanh { alpha: -0.0, beta: 1.0 }, &ones, &mut minus).unwrap();
         assert_eq!(plus[0].to_bits(), 0x0000);
         assert_eq!(minus[0].to_bits(), 0x8000);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn gathered_look_ups_match_one_by_one_at_every_length() {
+        if !(std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw"))
+        {
+            return;
+        }
+        let table = f16_table(UnaryOp::Silu).unwrap();
+        assert_eq!(table.len(), (1 << 16) + 1, "one entry of padding");
+        // The last bit patterns (NaNs) read the padding entry's bytes; every pattern appears.
+        let x: Vec<f16> = (0..=u16::MAX).rev().map(f16::from_bits).collect();
+        for len in [0, 1, 15, 16, 17, 33, 1000, x.len()] {
+            let mut gathered = vec![f16::ZERO; len];
+            let mut one_by_one = vec![f16::ONE; len];
+            // SAFETY: checked features above; the table has its padding entry.
+            unsafe { x86::look_up(&table, &x[..len], &mut gathered) };
+            look_up_one_by_one(&table, &x[..len], &mut one_by_one);
+            let bits = |v: &[f16]| v.iter().map(|h| h.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&gathered), bits(&one_by_one), "length {len}");
+        }
     }
 
     #[test]
