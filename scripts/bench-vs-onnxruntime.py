@@ -32,8 +32,9 @@ fairest comparison, since anemone's graphs are fp16. --ort-ops prints the op typ
 onnxruntime's optimized graph for each timed variant (where the casts went).
 
 Output: a table of case, anemone us, onnxruntime us (and which graph that was), ratio =
-onnxruntime us / anemone us (> 1: anemone is faster); with --json FILE, the same as a JSON
-document. Needs onnx, onnxruntime and numpy.
+onnxruntime us / anemone us (> 1: anemone is faster); with --ort-fp32 also the ratio to
+onnxruntime on the fp16 graphs alone (the graphs anemone runs); with --json FILE, the same
+as a JSON document (ratio_fp16_graphs per case). Needs onnx, onnxruntime and numpy.
 """
 import argparse
 import json
@@ -644,24 +645,39 @@ def main():
             sys.exit(f"bench-vs-onnxruntime: onnxruntime ran no graph of {name!r}")
         label = min(per, key=per.get)
         a_us, o_us = best_a[name], per[label]
+        # The same graphs as anemone's (fp16), whichever way of writing them was fastest.
+        fp16_us = min((us for lb, us in per.items() if lb.startswith("fp16 ")), default=None)
         slowest = anemone_cases[name].get("slowest_op")
         rows.append(dict(case=name, anemone_us=a_us, onnxruntime_us=o_us,
                          onnxruntime_graph=label, ratio=o_us / a_us,
+                         ratio_fp16_graphs=None if fp16_us is None else fp16_us / a_us,
                          onnxruntime_all_us=per,
                          anemone_slowest_op=slowest))
 
     head = ("case", "anemone us", "onnxruntime us", "ratio", "onnxruntime graph")
     table = [(r["case"], f"{r['anemone_us']:.1f}", f"{r['onnxruntime_us']:.1f}",
               f"{r['ratio']:.2f}", r["onnxruntime_graph"]) for r in rows]
+    label_col = 4
+    if args.ort_fp32:
+        # Both comparisons side by side: against onnxruntime on the very graphs anemone runs,
+        # and against the faster of those and their fp32 versions.
+        head = head[:4] + ("fp16 graphs",) + head[4:]
+        table = [t[:4] + ("-" if r["ratio_fp16_graphs"] is None
+                          else f"{r['ratio_fp16_graphs']:.2f}",) + t[4:]
+                 for t, r in zip(table, rows)]
+        label_col = 5
     widths = [max(len(t[i]) for t in table + [head]) for i in range(len(head))]
 
     def fmt(t):
-        return "  ".join(c.ljust(w) if i in (0, 4) else c.rjust(w)
+        return "  ".join(c.ljust(w) if i in (0, label_col) else c.rjust(w)
                          for i, (c, w) in enumerate(zip(t, widths))).rstrip()
 
     print()
     print(f"median evaluate time, best of {args.rounds} rounds per engine; "
           f"ratio = onnxruntime us / anemone us (> 1: anemone faster)")
+    if args.ort_fp32:
+        print("ratio: against onnxruntime's faster graph, fp16 or fp32; fp16 graphs: against "
+              "its time on the fp16 graphs alone")
     print(fmt(head))
     print(fmt(tuple("-" * w for w in widths)))
     for t in table:
