@@ -392,12 +392,7 @@ pub fn binary_with<T: Element, F>(
 where
     F: Fn(f32, f32) -> f32 + Sync,
 {
-    const KERNEL: &str = "elementwise";
-    check_len(KERNEL, "a", a.len(), a_shape)?;
-    check_len(KERNEL, "b", b.len(), b_shape)?;
-    let shape = broadcast_shapes(a_shape, b_shape)?;
-    check_len(KERNEL, "out", out.len(), &shape)?;
-    let plan = Broadcast2::new(&shape, a_shape, b_shape);
+    let plan = Broadcast2::checked((a.len(), a_shape), (b.len(), b_shape), out.len())?;
     let run = |start: usize, chunk: &mut [T]| {
         super::with_wide_simd(
             #[inline(always)]
@@ -448,12 +443,7 @@ fn binary_f16_lanes(
     b_shape: &[usize],
     out: &mut [half::f16],
 ) -> Result<()> {
-    const KERNEL: &str = "elementwise";
-    check_len(KERNEL, "a", a.len(), a_shape)?;
-    check_len(KERNEL, "b", b.len(), b_shape)?;
-    let shape = broadcast_shapes(a_shape, b_shape)?;
-    check_len(KERNEL, "out", out.len(), &shape)?;
-    let plan = Broadcast2::new(&shape, a_shape, b_shape);
+    let plan = Broadcast2::checked((a.len(), a_shape), (b.len(), b_shape), out.len())?;
     fn lanes(src: &[half::f16], run: Run, len: usize) -> x86::Lanes<'_> {
         match run {
             Run::Contiguous(at) => x86::Lanes::Slice(&src[at..at + len]),
@@ -786,6 +776,17 @@ struct Broadcast2 {
 }
 
 impl Broadcast2 {
+    /// The broadcast of operands of `a.0` and `b.0` elements (of shapes `a.1`, `b.1`) into an
+    /// output of `out_len`, after checking that every length matches its shape.
+    fn checked(a: (usize, &[usize]), b: (usize, &[usize]), out_len: usize) -> Result<Self> {
+        const KERNEL: &str = "elementwise";
+        check_len(KERNEL, "a", a.0, a.1)?;
+        check_len(KERNEL, "b", b.0, b.1)?;
+        let shape = broadcast_shapes(a.1, b.1)?;
+        check_len(KERNEL, "out", out_len, &shape)?;
+        Ok(Broadcast2::new(&shape, a.1, b.1))
+    }
+
     fn new(out: &[usize], a: &[usize], b: &[usize]) -> Self {
         let sa = broadcast_strides(a, out);
         let sb = broadcast_strides(b, out);
