@@ -402,8 +402,7 @@ where
                 for (i, block) in chunk.chunks_mut(BLOCK).enumerate() {
                     let n = block.len();
                     let begin = start + i * BLOCK;
-                    plan.gather(a, 0, begin, &mut ba[..n]);
-                    plan.gather(b, 1, begin, &mut bb[..n]);
+                    plan.gather(a, b, begin, &mut ba[..n], &mut bb[..n]);
                     if T::ANE_RULES {
                         for (x, y) in ba[..n].iter_mut().zip(&mut bb[..n]) {
                             *x = numerics::ane_result(f(
@@ -635,33 +634,33 @@ mod x86 {
     /// The CPU must have AVX-512F, BW and VL and F16C; a `Lanes::Slice` holds `out.len()`
     /// elements.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-    pub(super) unsafe fn binary_f16(arith: Arith, a: Lanes<'_>, b: Lanes<'_>, out: &mut [f16]) {
+    pub(super) unsafe fn binary_f16<'a>(arith: Arith, a: Lanes<'a>, b: Lanes<'a>, out: &mut [f16]) {
         let inf = _mm512_set1_ps(f32::INFINITY);
         // NaN read as +inf.
         let read = |v: __m512| _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v), inf);
-        let splat = |h: f16| read(_mm512_set1_ps(h.to_f32()));
-        let (sa, sb) = (
-            match a {
-                Lanes::Splat(h) => Some(splat(h)),
-                Lanes::Slice(_) => None,
-            },
-            match b {
-                Lanes::Splat(h) => Some(splat(h)),
-                Lanes::Slice(_) => None,
-            },
-        );
+        /// An operand as the loop reads it: a splat already widened and read once.
+        enum Wide<'a> {
+            Slice(&'a [f16]),
+            Splat(__m512),
+        }
+        let wide = |lanes: Lanes<'a>| -> Wide<'a> {
+            match lanes {
+                Lanes::Slice(s) => Wide::Slice(s),
+                Lanes::Splat(h) => Wide::Splat(read(_mm512_set1_ps(h.to_f32()))),
+            }
+        };
+        let (a, b) = (wide(a), wide(b));
         let n = out.len();
         crate::sim::kernels::lanes16::steps16(n, |i, k| {
             // SAFETY: the mask k keeps every load and the store inside the n elements from i.
             unsafe {
-                let load = |lanes: &Lanes<'_>, splat: Option<__m512>| match (lanes, splat) {
-                    (Lanes::Slice(s), _) => {
+                let load = |w: &Wide<'_>| match w {
+                    Wide::Slice(s) => {
                         read(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, s.as_ptr().add(i).cast())))
                     }
-                    (Lanes::Splat(_), Some(v)) => v,
-                    (Lanes::Splat(_), None) => unreachable!("splats are widened above"),
+                    Wide::Splat(v) => *v,
                 };
-                let (x, y) = (load(&a, sa), load(&b, sb));
+                let (x, y) = (load(&a), load(&b));
                 let z = match arith {
                     Arith::Add => _mm512_add_ps(x, y),
                     Arith::Sub => _mm512_sub_ps(x, y),
@@ -820,14 +819,18 @@ impl Broadcast2 {
         Broadcast2 { dims, strides }
     }
 
-    /// Writes operand `which`'s values for output positions `begin..begin + dst.len()`.
-    fn gather<T: Element>(&self, src: &[T], which: usize, begin: usize, dst: &mut [f32]) {
-        self.for_each_run(begin, dst.len(), |filled, len, runs| {
-            let out = &mut dst[filled..filled + len];
-            match runs[which] {
+    /// Writes both operands' values for output positions `begin..begin + da.len()` (`db` is
+    /// as long), in one walk over the runs.
+    fn gather<T: Element>(&self, a: &[T], b: &[T], begin: usize, da: &mut [f32], db: &mut [f32]) {
+        fn fill<T: Element>(src: &[T], run: Run, out: &mut [f32]) {
+            match run {
                 Run::Broadcast(at) => out.fill(src[at].to_f32()),
-                Run::Contiguous(at) => T::load(&src[at..at + len], out),
+                Run::Contiguous(at) => T::load(&src[at..at + out.len()], out),
             }
+        }
+        self.for_each_run(begin, da.len(), |filled, len, [ra, rb]| {
+            fill(a, ra, &mut da[filled..filled + len]);
+            fill(b, rb, &mut db[filled..filled + len]);
         });
     }
 
