@@ -1227,6 +1227,59 @@ mod tests {
         }
     }
 
+    /// `transpose(matmul(transpose(a), b))` over a batch of 2, with a [2, 64, 48] and b
+    /// [2, 64, 200] fp16 (the folded product's A is 200 x 64, more rows than one block of the
+    /// GEMM). With `keep` the transposed operand and the product are outputs too, which keeps
+    /// both transposes. Returns the plan's step kinds and the result's bits.
+    fn transposed_product(keep: bool) -> (Vec<OpKind>, Vec<u16>) {
+        let (a_shape, b_shape) = ([2, 64, 48], [2, 64, 200]);
+        let mut b = Builder::new();
+        let mut f = b.function("main");
+        let a = f.input("a", TensorType::new(DType::Fp16, a_shape));
+        let bx = f.input("b", TensorType::new(DType::Fp16, b_shape));
+        let at = f.transpose(&a, &[0, 2, 1]).unwrap();
+        let p = f.matmul(&at, &bx, false, false).unwrap();
+        let y = f.transpose(&p, &[0, 2, 1]).unwrap();
+        f.output_named(&y, "y").unwrap();
+        if keep {
+            f.output_named(&at, "at").unwrap();
+            f.output_named(&p, "p").unwrap();
+        }
+        f.finish();
+        let built = b.build().unwrap();
+        let mut model = crate::Device::simulator().compile(&built.program, &built.weights).unwrap();
+        for (name, n, seed) in [("a", 2 * 64 * 48, 5u32), ("b", 2 * 64 * 200, 6)] {
+            let values: Vec<f32> = (0..n)
+                .map(|i| {
+                    (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 250.0 - 2.0
+                })
+                .collect();
+            model.input(name).unwrap().write_f32(&values).unwrap();
+        }
+        model.evaluate().unwrap();
+        let y = model.output("y").unwrap().read_f32().unwrap();
+        let bits = y.iter().map(|&x| f16::from_f32(x).to_bits()).collect();
+        let io =
+            |name: &str, shape: &[usize]| (name.to_string(), TensorType::new(DType::Fp16, shape));
+        let mut outputs = vec![io("y", &[2, 200, 48])];
+        if keep {
+            outputs.extend([io("at", &[2, 48, 64]), io("p", &[2, 48, 200])]);
+        }
+        let inputs = [io("a", &a_shape), io("b", &b_shape)];
+        let compiled = compile(&built, &inputs, &outputs, SimOptions::default());
+        (compiled.built.plan.steps.iter().map(|s| s.kind).collect(), bits)
+    }
+
+    #[test]
+    fn transposes_beside_a_matmul_fold_into_it_with_the_same_bits() {
+        let (folded_steps, folded) = transposed_product(false);
+        assert_eq!(folded_steps, [OpKind::Matmul]);
+        let (steps, kept) = transposed_product(true);
+        assert_eq!(steps, [OpKind::Transpose, OpKind::Matmul, OpKind::Transpose]);
+        assert_eq!(folded, kept);
+        assert!(kept.iter().any(|&b| b != 0), "the product is not all zeros");
+    }
+
     #[test]
     fn an_overwrite_replaces_the_executables_file_in_either_model() {
         for reload in SimReload::ALL {

@@ -1,8 +1,9 @@
 //! Compiling a MIL function for the simulator: every operation becomes a kernel step with
 //! its parameters resolved by the op registry, constants are decoded once (weights are
 //! snapshotted here, as the ANE compiler does), reshapes alias their input, a matmul reads a
-//! slice of whole rows in place from the sliced tensor, and every intermediate tensor gets a
-//! buffer from the live-range memory plan.
+//! slice of whole rows in place from the sliced tensor, transposes of the last two dims fold
+//! into the matmuls beside them, and every intermediate tensor gets a buffer from the
+//! live-range memory plan.
 //!
 //! Arithmetic typed fp32 runs as on the ANE, in fp16 ([`Fp32Arithmetic::AsAne`]): the plan
 //! narrows the op's fp32 operands to fp16 (constants once at compile time, other tensors by a
@@ -839,6 +840,94 @@ impl PlanBuilder<'_> {
         out
     }
 
+    /// Folds transposes of the last two dims into the matmuls beside them, which read their
+    /// operands through strides anyway (graphs converted from channel-first layouts are full
+    /// of them):
+    /// - `transpose(matmul(x, y, tx, ty))` becomes `matmul(y, x, !ty, !tx)` writing the
+    ///   transpose's result, when the transpose is the product's only reader: `(x y)^T =
+    ///   y^T x^T`, each element the same products summed in the same order, so the same bits;
+    /// - a matmul operand `transpose(z)` becomes `z` with the operand's transpose flag flipped,
+    ///   when only matmuls read the transposed tensor, each directly (not through a reshape).
+    ///
+    /// The transpose steps go, and their buffers with them.
+    fn fold_transposes_into_matmuls(&mut self, outputs: &[ValueId]) {
+        let swaps_last_two = |kernel: &Kernel| match kernel {
+            Kernel::Transpose { perm } => {
+                let r = perm.len();
+                r >= 2
+                    && perm[..r - 2].iter().enumerate().all(|(i, &p)| i == p)
+                    && (perm[r - 2], perm[r - 1]) == (r - 1, r - 2)
+            }
+            _ => false,
+        };
+        let rank_two_or_more = |v: ValueId| self.values[v].ty.shape.len() >= 2;
+        let mut dropped = vec![false; self.steps.len()];
+        // Transposed products: the matmul takes over the transpose's output.
+        let readers = self.reader_counts(outputs);
+        let mut producer: HashMap<ValueId, usize> = HashMap::new();
+        for (s, step) in self.steps.iter().enumerate() {
+            for &o in &step.outputs {
+                producer.insert(o, s);
+            }
+        }
+        for (t, drop) in dropped.iter_mut().enumerate() {
+            if !swaps_last_two(&self.steps[t].kernel) {
+                continue;
+            }
+            let product = self.steps[t].inputs[0];
+            let Some(&s) = producer.get(&product) else { continue };
+            let Kernel::Matmul { transpose_x, transpose_y, windows: [None, None] } =
+                self.steps[s].kernel
+            else {
+                continue;
+            };
+            let (x, y) = (self.steps[s].inputs[0], self.steps[s].inputs[1]);
+            if readers[product] != 1 || !rank_two_or_more(x) || !rank_two_or_more(y) {
+                continue;
+            }
+            let result = self.steps[t].outputs[0];
+            let step = &mut self.steps[s];
+            step.kernel = Kernel::Matmul {
+                transpose_x: !transpose_y,
+                transpose_y: !transpose_x,
+                windows: [None, None],
+            };
+            step.inputs = vec![y, x];
+            step.outputs = vec![result];
+            *drop = true;
+        }
+        // Transposed operands: each matmul reads the tensor before the transpose.
+        let readers = self.reader_counts(outputs);
+        let mut matmul_reads: HashMap<ValueId, Vec<(usize, usize)>> = HashMap::new();
+        for (s, step) in self.steps.iter().enumerate() {
+            if !dropped[s] && matches!(step.kernel, Kernel::Matmul { windows: [None, None], .. }) {
+                for (slot, &v) in step.inputs.iter().enumerate().take(2) {
+                    matmul_reads.entry(v).or_default().push((s, slot));
+                }
+            }
+        }
+        for (t, drop) in dropped.iter_mut().enumerate() {
+            if *drop || !swaps_last_two(&self.steps[t].kernel) {
+                continue;
+            }
+            let (source, transposed) = (self.steps[t].inputs[0], self.steps[t].outputs[0]);
+            let Some(reads) = matmul_reads.get(&transposed) else { continue };
+            if reads.len() != readers[transposed] {
+                continue;
+            }
+            for &(s, slot) in reads {
+                let step = &mut self.steps[s];
+                if let Kernel::Matmul { transpose_x, transpose_y, .. } = &mut step.kernel {
+                    let flag = if slot == 0 { transpose_x } else { transpose_y };
+                    *flag = !*flag;
+                }
+                step.inputs[slot] = source;
+            }
+            *drop = true;
+        }
+        self.drop_steps(&dropped);
+    }
+
     /// Runs attention that a graph spells out in fp16 — `matmul(Q, K, transpose_y) ->
     /// mul(scalar constant) -> [add(mask)] -> softmax(last axis) -> matmul(., V)`, as
     /// converters and the fixtures write it — as the fused kernel, which rounds at the same
@@ -1032,6 +1121,7 @@ impl PlanBuilder<'_> {
     /// Assigns buffers by live range and returns the plan.
     fn finish(mut self, inputs: Vec<ValueId>, outputs: Vec<ValueId>) -> Plan {
         self.fuse_spelled_attention(&outputs);
+        self.fold_transposes_into_matmuls(&outputs);
         self.read_slices_in_place(&outputs);
         // Widenings of fp16 results that no step and no output reads: their fp32 tensors are
         // never computed and get no buffer.

@@ -803,10 +803,13 @@ pub(crate) fn gemm_on(
 const REGIONS_PER_THREAD: usize = 4;
 
 /// Rectangles `(m0, m1, n0, n1)` of the output for the threads to share: along the columns in
-/// whole panels when there are enough of them, else along the rows in whole tiles.
+/// whole panels when there are enough of them, else along the rows in whole tiles; but along
+/// the rows when neither operand was packed ahead and A is the larger (`m > n`), with enough
+/// rows for every thread.
 ///
 /// Each rectangle packs the operand it does not cut for itself: cutting the columns repacks
-/// A for every rectangle, cutting the rows repacks B. So there is one rectangle per thread,
+/// A for every rectangle, cutting the rows repacks B (hence the rows when A is the larger:
+/// a product computed transposed, whose A is a big weight). So there is one rectangle per thread,
 /// unless that operand was packed ahead (`a_packed`, `b_packed`: a constant weight), when up
 /// to `REGIONS_PER_THREAD` per thread cost no extra packing (each rectangle still reads the
 /// packed operand through the caches once).
@@ -827,7 +830,8 @@ fn split_regions(
             .filter(|(a, b)| a < b)
             .collect()
     };
-    if col_panels >= 2 * threads || col_panels >= row_panels {
+    let rows_pack_less = !a_packed && !b_packed && m > n && row_panels >= 2 * threads;
+    if !rows_pack_less && (col_panels >= 2 * threads || col_panels >= row_panels) {
         let parts = if a_packed { most } else { threads };
         cut(col_panels, parts, NR, n).into_iter().map(|(a, b)| (0, m, a, b)).collect()
     } else {
@@ -1048,6 +1052,31 @@ fn pack_a(
     }
 }
 
+/// Packs rows `i0..i0 + rows` (<= MC), K `p0..p0 + kc` of a column-major `v` (`row_stride`
+/// 1: a transposed operand) as consecutive `Col` A panels of `MR * KC` floats: each step of
+/// K is one contiguous run across all the panels, widened once and dealt out MR at a time
+/// (the same values [`pack_a`] writes panel by panel). The steps lie a column stride apart,
+/// often on different pages, so each is asked for a few steps ahead.
+fn pack_a_col_major(v: &View<'_>, i0: usize, rows: usize, p0: usize, kc: usize, out: &mut [f32]) {
+    let mut run = [0.0f32; MC];
+    for p in 0..kc {
+        if p + B_ROWS_AHEAD < kc {
+            v.data.prefetch_run(v.at(i0, p0 + p + B_ROWS_AHEAD), rows);
+        }
+        v.data.widen_run(v.at(i0, p0 + p), &mut run[..rows]);
+        let whole = rows / MR;
+        for ip in 0..whole {
+            // (A fixed length, so the copy is a few vector moves, not a call.)
+            let at = ip * MR * KC + p * MR;
+            out[at..at + MR].copy_from_slice(&run[ip * MR..(ip + 1) * MR]);
+        }
+        if !rows.is_multiple_of(MR) {
+            let at = whole * MR * KC + p * MR;
+            out[at..at + rows % MR].copy_from_slice(&run[whole * MR..rows]);
+        }
+    }
+}
+
 /// Packs K `p0..p0 + kc`, columns `j0..j0 + cols` (<= NR) of `v` as a `[kc][NR]` B panel,
 /// zero past `cols`.
 #[inline(always)]
@@ -1248,7 +1277,12 @@ fn drive<K: Micro>(
             let (load, last) = (bi > 0, bi == last_block);
             for ic in (m0..m1).step_by(MC) {
                 let mc_end = (ic + MC).min(m1);
-                if let (Operand::View(v), None) = (job.a, a_in_place) {
+                if let (Operand::View(v), None) = (job.a, a_in_place)
+                    && a_layout == Layout::Col
+                    && v.row_stride == 1
+                {
+                    pack_a_col_major(&v, ic, mc_end - ic, p0, kc, a_buf);
+                } else if let (Operand::View(v), None) = (job.a, a_in_place) {
                     for (ip, i0) in (ic..mc_end).step_by(MR).enumerate() {
                         let panel = &mut a_buf[ip * MR * KC..(ip + 1) * MR * KC];
                         pack_a(&v, i0, MR.min(mc_end - i0), p0, kc, a_layout, panel);
@@ -2008,7 +2042,10 @@ mod tests {
     #[test]
     fn transposed_and_strided_operands_fp16_and_packed() {
         let stores = [Store::Rows, Store::Transposed, Store::Strided];
-        for (m, n, k) in [(17, 33, 65), (13, 70, 300), (1, 40, 7), (40, 1, 17), (25, 9, 600)] {
+        // (200 rows: a whole block of MC rows and a part of one.)
+        let shapes =
+            [(17, 33, 65), (13, 70, 300), (1, 40, 7), (40, 1, 17), (25, 9, 600), (200, 5, 40)];
+        for (m, n, k) in shapes {
             for sa in stores {
                 for sb in stores {
                     let a = Stored::new(m, k, sa, 3);
@@ -2057,6 +2094,8 @@ mod tests {
             (256, 2048, 2, (true, false)),
             (64, 3136, 2, (true, false)),
             (2048, 256, 2, (true, false)),
+            (2048, 256, 2, (false, false)),
+            (1024, 256, 2, (false, false)),
             (2048, 40, 2, (false, false)),
             (2048, 40, 2, (false, true)),
             (30, 70, 3, (false, false)),
@@ -2085,6 +2124,10 @@ mod tests {
             assert!(regions.len() <= most, "{what}: {regions:?}");
             if uncut_packed && by_cols {
                 assert!(regions.len() >= (n.div_ceil(NR)).min(most), "{what}: {regions:?}");
+            }
+            // With nothing packed ahead, the larger operand is the one cut, not repacked.
+            if packed == (false, false) && m > n && m.div_ceil(MR) >= 2 * threads {
+                assert!(!by_cols, "{what}: {regions:?}");
             }
         }
     }
