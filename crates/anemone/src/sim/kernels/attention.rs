@@ -10,6 +10,10 @@
 //! matmuls go through the ANE's output port (saturation at 2^15). Only the f32 buffers between
 //! those points are saved.
 //!
+//! Under a causal-style mask, each query row computes only the keys it can see (the rest of
+//! its scores and their PV terms are exact zeros in the decomposed graph, under conditions
+//! [`live_keys`] checks on every block), which nearly halves a causal attention's products.
+//!
 //! The real ANE ignores `attn_mask` (REFERENCE.md §2), so `apply_mask` lets the runtime choose:
 //! `true` follows MIL semantics, `false` mimics the hardware.
 
@@ -220,6 +224,47 @@ pub fn attention_scaled<T: Element>(
         let m = rows.min(l - r0);
         let (scores, mask_row) = buf.split_at_mut(rows * sr);
         let scores = &mut scores[..m * sr];
+        let mask_base = mask_strides.as_ref().map(|st| {
+            let mut rest = b;
+            let mut off = 0;
+            for i in (0..batch_rank).rev() {
+                off += (rest % d.batch[i]) * st[i];
+                rest /= d.batch[i];
+            }
+            off
+        });
+        // A causal-style mask: each row computes only the keys it can see (see `live_keys`).
+        let live = match (&mask, &mask_strides, mask_base) {
+            (Some(mk), Some(st), Some(base)) if fast_rows.applies_port() && s > 0 => live_keys(
+                Block {
+                    q: (q, d.q_b[b] * l * e + r0 * e),
+                    k: (k, d.k_b[b] * s * e),
+                    v: (v, d.v_b[b] * s * ev),
+                    rows: m,
+                    dims: (s, e, ev),
+                },
+                mk,
+                (base + r0 * st[batch_rank], st[batch_rank], st[batch_rank + 1]),
+                scale,
+            ),
+            _ => None,
+        };
+        if let (Some(lens), Some(mk), Some(st), Some(base)) =
+            (live, &mask, &mask_strides, mask_base)
+        {
+            return live_block::<T>(
+                &lens,
+                (qe, d.q_b[b] * l * e + r0 * e),
+                (ke, d.k_b[b] * s * e),
+                (ve, d.v_b[b] * s * ev),
+                (s, e, ev, sr),
+                scores,
+                mask_row,
+                (mk, base + r0 * st[batch_rank], st[batch_rank]),
+                (fast_rows, scale, scores_epilogue, epilogue, gemm_parallel),
+                out_rows,
+            );
+        }
         // Q rows r0.. times K^T, read in place (K^T(p, j) = K(j, p)).
         let q_view = View {
             data: qe,
@@ -240,15 +285,6 @@ pub fn attention_scaled<T: Element>(
             scores_epilogue,
             gemm_parallel,
         )?;
-        let mask_base = mask_strides.as_ref().map(|st| {
-            let mut rest = b;
-            let mut off = 0;
-            for i in (0..batch_rank).rev() {
-                off += (rest % d.batch[i]) * st[i];
-                rest /= d.batch[i];
-            }
-            off
-        });
         // (With no keys there are no scores, and PV is the port's image of zero.)
         match (&mask, &mask_strides, mask_base) {
             _ if s == 0 => {}
@@ -306,6 +342,181 @@ pub fn attention_scaled<T: Element>(
         }
     });
     results.into_iter().collect()
+}
+
+/// A block of query rows of one batch: each operand's elements and the offset of its first
+/// row there, the block's row count, and (S, E, EV).
+struct Block<'a, T> {
+    q: (&'a [T], usize),
+    k: (&'a [T], usize),
+    v: (&'a [T], usize),
+    rows: usize,
+    dims: (usize, usize, usize),
+}
+
+/// A mask value at or below this one (-inf included) marks a dead key.
+const DEAD_KEY: half::f16 = half::f16::from_f32_const(-30000.0);
+/// The last live key of a row must have a mask value of at least this.
+const LIVE_FLOOR: f32 = -10000.0;
+/// Keys per QK^T product, and query rows per PV product, when a block skips dead keys.
+const KEY_CHUNK: usize = 64;
+const ROW_CHUNK: usize = 8 * gemm::MR;
+
+/// For a block whose mask hides a tail of keys from each row (a causal mask), the number of
+/// scores each row computes: its live keys rounded up to a whole 16-lane step (or all S),
+/// non-decreasing down the block. `None` when the block must compute every score.
+///
+/// A key is dead for a row when its mask value is -30000 or less (the fixtures and the
+/// training kernels mask with -40000; -inf counts too), and every key after it is dead. The
+/// probabilities of dead keys are then exactly +0 in the decomposed graph, and the fused
+/// kernel may skip them, when what follows holds (all checked here, else `None`):
+/// - Q, K and V are fp16 and finite (fp16 NaN is read as +inf), and E * max|q| * max|k| is at
+///   most 2^14 with its image under the scale at most 2^12: every score is finite, far below
+///   the port's saturation, and at most 2^12 in magnitude once scaled;
+/// - the mask is additive fp16, contiguous along S, and each row's last live key has a mask
+///   value of at least -10^4. So the row's max is at least -14100 while a dead score is at
+///   most -25900: the exponential of a dead score less the max is exactly +0 (both
+///   `exp_f32` and the 16-lane steps give +0 below -104), so it adds nothing to the sum, and
+///   its probability is +0;
+/// - V is finite, so each skipped product term of PV, +0 times a finite value, is a zero that
+///   leaves the f32 accumulator's bits as they are (the accumulator starts at +0 and is never
+///   -0).
+///
+/// Rounding each row's length up to a whole 16-lane step keeps the order of the row sum's
+/// adds (`exp_sum` adds 16-lane steps into 8 partial sums, then a tail one by one): the
+/// steps past the length only add zeros. A row that would reach past the last whole step
+/// computes all S.
+fn live_keys<T: Element>(
+    block: Block<'_, T>,
+    mask: &AttentionMask<'_, T>,
+    (mask_off, mask_row_stride, mask_col_stride): (usize, usize, usize),
+    scale: f32,
+) -> Option<Vec<usize>> {
+    let (s, e, ev) = block.dims;
+    let m = block.rows;
+    let AttentionMask::Additive { values, .. } = mask else { return None };
+    let values = T::as_f16(values)?;
+    if mask_col_stride != 1 || m == 0 {
+        return None;
+    }
+    fn part<T: Element>((x, off): (&[T], usize), len: usize) -> Option<&[half::f16]> {
+        T::as_f16(x)?.get(off..off.checked_add(len)?)
+    }
+    let (q, k, v) = (part(block.q, m * e)?, part(block.k, s * e)?, part(block.v, s * ev)?);
+    // The largest magnitude as fp16 bits (which order magnitudes as integers do); None when
+    // a value is inf or NaN.
+    let largest = |x: &[half::f16]| -> Option<f32> {
+        let bits = x.iter().fold(0u16, |acc, h| acc.max(h.to_bits() & 0x7fff));
+        (bits < 0x7c00).then(|| half::f16::from_bits(bits).to_f32())
+    };
+    let bound = e as f32 * largest(q)? * largest(k)? * 1.01;
+    largest(v)?;
+    if !(bound <= 16384.0 && bound * scale.abs() <= 4096.0) {
+        return None;
+    }
+    let dead = |h: &half::f16| {
+        let b = h.to_bits();
+        (0x8000 | DEAD_KEY.to_bits() & 0x7fff..=0xfc00).contains(&b)
+    };
+    let full = s / 16 * 16;
+    let mut lens = Vec::with_capacity(m);
+    for i in 0..m {
+        let row = values.get(mask_off + i * mask_row_stride..)?.get(..s)?;
+        // Skip whole chunks of dead keys from the end, then single keys.
+        let mut live = s;
+        while live >= 32 && row[live - 32..live].iter().fold(true, |all, h| all & dead(h)) {
+            live -= 32;
+        }
+        while live > 0 && dead(&row[live - 1]) {
+            live -= 1;
+        }
+        if live == 0 || row[live - 1].to_f32() < LIVE_FLOOR {
+            return None;
+        }
+        let len = live.div_ceil(16) * 16;
+        let len = if len <= full { len } else { s };
+        if lens.last().is_some_and(|&prev| len < prev) {
+            return None;
+        }
+        lens.push(len);
+    }
+    (lens[0] < s).then_some(lens)
+}
+
+/// One block of query rows whose rows compute only their first `lens[i]` scores
+/// ([`live_keys`]): QK^T in chunks of keys, each for the rows that reach it; the rows between
+/// the products on their live scores, the rest of each row set to +0; PV in chunks of rows,
+/// each over the keys its last row reaches. The same bits as the whole block.
+#[allow(clippy::too_many_arguments)]
+fn live_block<T: Element>(
+    lens: &[usize],
+    (qe, q_off): (Elems<'_>, usize),
+    (ke, k_off): (Elems<'_>, usize),
+    (ve, v_off): (Elems<'_>, usize),
+    (s, e, ev, sr): (usize, usize, usize, usize),
+    scores: &mut [f32],
+    mask_buf: &mut [f32],
+    (mask, mask_off, mask_row_stride): (&AttentionMask<'_, T>, usize, usize),
+    (rows, scale, scores_epilogue, epilogue, parallel): (
+        RowKernel,
+        f32,
+        Epilogue<'_>,
+        Epilogue<'_>,
+        bool,
+    ),
+    out_rows: &mut [T],
+) -> Result<()> {
+    let m = lens.len();
+    for c0 in (0..s).step_by(KEY_CHUNK) {
+        // The rows that reach key c0 (the lengths never decrease down the block).
+        let first = lens.partition_point(|&len| len <= c0);
+        if first == m {
+            break;
+        }
+        let q_view =
+            View { data: qe, offset: q_off + first * e, row_stride: e as isize, col_stride: 1 };
+        let kt_view =
+            View { data: ke, offset: k_off + c0 * e, row_stride: 1, col_stride: e as isize };
+        gemm::gemm(
+            m - first,
+            KEY_CHUNK.min(s - c0),
+            e,
+            Operand::View(q_view),
+            Operand::View(kt_view),
+            gemm::Out::F32(&mut scores[first * sr + c0..]),
+            sr,
+            scores_epilogue,
+            parallel,
+        )?;
+    }
+    for (i, row) in scores.chunks_mut(sr).enumerate().take(m) {
+        let mask_row = Some((mask, mask_off + i * mask_row_stride, 1, &mut *mask_buf));
+        rows.probabilities::<T>(&mut row[..lens[i]], scale, mask_row);
+        row[lens[i]..s].fill(0.0);
+    }
+    for r0 in (0..m).step_by(ROW_CHUNK) {
+        let r1 = (r0 + ROW_CHUNK).min(m);
+        let keys = lens[r1 - 1];
+        let p_view = View {
+            data: Elems::F32(&scores[r0 * sr..]),
+            offset: 0,
+            row_stride: sr as isize,
+            col_stride: 1,
+        };
+        let v_view = View { data: ve, offset: v_off, row_stride: ev as isize, col_stride: 1 };
+        gemm::gemm(
+            r1 - r0,
+            ev,
+            keys,
+            Operand::View(p_view),
+            Operand::View(v_view),
+            gemm::out(&mut out_rows[r0 * ev..r1 * ev])?,
+            ev,
+            epilogue,
+            parallel,
+        )?;
+    }
+    Ok(())
 }
 
 /// Query rows per block: the block's f32 scores stay within 512 KiB (in L2 next to the packed
@@ -978,6 +1189,111 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A causal mask of `l` x `s` with `dead` above the diagonal (shifted by `shift` keys).
+    fn causal(l: usize, s: usize, shift: usize, dead: f32) -> Vec<f16> {
+        (0..l * s).map(|i| f16::from_f32(if i % s > i / s + shift { dead } else { 0.0 })).collect()
+    }
+
+    #[test]
+    fn dead_keys_are_skipped_with_the_bits_of_whole_rows() {
+        // Dead keys by -40000 and by -inf, several chunks of keys and rows, lengths that are
+        // and are not whole 16-lane steps; then blocks the skip must not touch: an inf in V
+        // (0 x inf is NaN), scores large enough to saturate, a dead row.
+        let cases: &[(usize, usize, usize, f32)] =
+            &[(256, 256, 0, -40000.0), (200, 200, 3, f32::NEG_INFINITY), (97, 300, 40, -30000.0)];
+        for &(l, s, shift, dead) in cases {
+            let (qs, ks, vs) = ([2, l, 64], [2, s, 64], [2, s, 48]);
+            let (q, k, mut v) = (data(&qs, 11, 3.0), data(&ks, 12, 3.0), data(&vs, 13, 1.0));
+            let m = causal(l, s, shift, dead);
+            let ms = [l, s];
+            let mask = Some(AttentionMask::Additive { values: &m[..], shape: &ms[..] });
+            let what = format!("{l} x {s}, shift {shift}, dead {dead}");
+            assert_eq!(
+                fused(&q, &qs, &k, &ks, &v, &vs, mask),
+                decomposed(&q, &qs, &k, &ks, &v, &vs, Some((&m, &ms))),
+                "{what}"
+            );
+            // A dead key's value is inf.
+            v[(s - 1) * 48] = f16::INFINITY;
+            assert_eq!(
+                fused(&q, &qs, &k, &ks, &v, &vs, mask),
+                decomposed(&q, &qs, &k, &ks, &v, &vs, Some((&m, &ms))),
+                "{what}, inf in V"
+            );
+        }
+        let (l, s) = (64, 64);
+        let (qs, ks, vs) = ([1, l, 32], [1, s, 32], [1, s, 16]);
+        let (k, v) = (data(&ks, 2, 3.0), data(&vs, 3, 1.0));
+        let m = causal(l, s, 0, -40000.0);
+        let ms = [l, s];
+        let mask = Some(AttentionMask::Additive { values: &m[..], shape: &ms[..] });
+        // Scores past the port's saturation.
+        let q = data(&qs, 1, 2000.0);
+        assert_eq!(
+            fused(&q, &qs, &k, &ks, &v, &vs, mask),
+            decomposed(&q, &qs, &k, &ks, &v, &vs, Some((&m, &ms))),
+            "saturating scores"
+        );
+        // A row with every key dead.
+        let mut m2 = m.clone();
+        m2[5 * s..6 * s].fill(f16::from_f32(-40000.0));
+        let mask2 = Some(AttentionMask::Additive { values: &m2[..], shape: &ms[..] });
+        let q = data(&qs, 1, 3.0);
+        assert_eq!(
+            fused(&q, &qs, &k, &ks, &v, &vs, mask2),
+            decomposed(&q, &qs, &k, &ks, &v, &vs, Some((&m2, &ms))),
+            "a dead row"
+        );
+    }
+
+    #[test]
+    fn live_keys_are_found_only_when_skipping_keeps_the_bits() {
+        let (l, s, e) = (40, 100, 16);
+        let q = data(&[l, e], 1, 3.0);
+        let k = data(&[s, e], 2, 3.0);
+        let v = data(&[s, 8], 3, 1.0);
+        let m = causal(l, s, 0, -40000.0);
+        let ms = [l, s];
+        let mask = AttentionMask::Additive { values: &m[..], shape: &ms[..] };
+        let live = |q: &[f16], v: &[f16], mask: &AttentionMask<'_, f16>, scale: f32| {
+            let block = Block { q: (q, 0), k: (&k[..], 0), v: (v, 0), rows: l, dims: (s, e, 8) };
+            live_keys(block, mask, (0, s, 1), scale)
+        };
+        // Row i sees keys 0..=i: its length is that rounded up to a 16-lane step, and all
+        // 100 keys once that passes 96, the last whole step.
+        let want: Vec<usize> = (0..l).map(|i| (i + 1).div_ceil(16) * 16).collect();
+        assert_eq!(live(&q, &v, &mask, 0.25), Some(want));
+        let mut tail = causal(l, s, 90, -40000.0);
+        assert_eq!(
+            live(&q, &v, &AttentionMask::Additive { values: &tail[..], shape: &ms[..] }, 0.25)
+                .map(|lens| lens[20]),
+            Some(s)
+        );
+        // Each of these keeps every score.
+        let mut inf_q = q.clone();
+        inf_q[7] = f16::NAN;
+        assert_eq!(live(&inf_q, &v, &mask, 0.25), None, "NaN in Q");
+        let mut inf_v = v.clone();
+        inf_v[3] = f16::NEG_INFINITY;
+        assert_eq!(live(&q, &inf_v, &mask, 0.25), None, "inf in V");
+        assert_eq!(live(&data(&[l, e], 1, 1000.0), &v, &mask, 0.25), None, "large scores");
+        assert_eq!(live(&q, &v, &mask, 100.0), None, "large scale");
+        tail.iter_mut().for_each(|x| *x = f16::from_f32(-20000.0));
+        assert_eq!(
+            live(&q, &v, &AttentionMask::Additive { values: &tail[..], shape: &ms[..] }, 0.25),
+            None,
+            "no live key above the floor"
+        );
+        let rising: Vec<f16> = (0..l * s)
+            .map(|i| f16::from_f32(if i % s > s - 1 - i / s { -40000.0 } else { 0.0 }))
+            .collect();
+        assert_eq!(
+            live(&q, &v, &AttentionMask::Additive { values: &rising[..], shape: &ms[..] }, 0.25),
+            None,
+            "rows that see fewer keys further down"
+        );
     }
 
     #[test]
