@@ -1162,6 +1162,32 @@ mod tests {
         assert_eq!(model.output("z").unwrap().read_f32().unwrap(), z);
     }
 
+    /// `built` on a simulator, each input `(name, elements, seed)` filled with scrambled
+    /// values in [-3.3, 3.3]; the bits of fp16 output `output`.
+    fn evaluate_fp16(
+        built: &BuiltProgram,
+        inputs: &[(&str, usize, u32)],
+        output: &str,
+    ) -> Vec<u16> {
+        let mut model = crate::Device::simulator().compile(&built.program, &built.weights).unwrap();
+        for &(name, n, seed) in inputs {
+            let values: Vec<f32> = (0..n)
+                .map(|i| {
+                    (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 150.0 - 3.3
+                })
+                .collect();
+            model.input(name).unwrap().write_f32(&values).unwrap();
+        }
+        model.evaluate().unwrap();
+        let y = model.output(output).unwrap().read_f32().unwrap();
+        y.iter().map(|&x| f16::from_f32(x).to_bits()).collect()
+    }
+
+    /// An fp16 input or output of `shape`, as a compile job names it.
+    fn fp16_io(name: &str, shape: &[usize]) -> (String, TensorType) {
+        (name.to_string(), TensorType::new(DType::Fp16, shape))
+    }
+
     /// Q [2, 3, 20, 16], K [2, 3, 24, 16], V [2, 3, 24, 8] through the attention a graph
     /// spells out: matmul(Q, K^T), mul by `scale`, add a causal-style mask when `masked`,
     /// softmax, matmul by V. With `keep_scores` the scaled scores are an output too, which
@@ -1191,25 +1217,12 @@ mod tests {
         }
         f.finish();
         let built = b.build().unwrap();
-        let mut model = crate::Device::simulator().compile(&built.program, &built.weights).unwrap();
-        for (name, n, seed) in [("q", 1920, 1u32), ("k", 2304, 2), ("v", 1152, 3)] {
-            let values: Vec<f32> = (0..n)
-                .map(|i| {
-                    (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 150.0 - 3.3
-                })
-                .collect();
-            model.input(name).unwrap().write_f32(&values).unwrap();
-        }
-        model.evaluate().unwrap();
-        let bits = model.output("y").unwrap().read_f32().unwrap();
-        let bits = bits.iter().map(|&x| f16::from_f32(x).to_bits()).collect();
-        let io =
-            |name: &str, shape: &[usize]| (name.to_string(), TensorType::new(DType::Fp16, shape));
-        let mut outputs = vec![io("y", &[2, 3, 20, 8])];
+        let bits = evaluate_fp16(&built, &[("q", 1920, 1), ("k", 2304, 2), ("v", 1152, 3)], "y");
+        let mut outputs = vec![fp16_io("y", &[2, 3, 20, 8])];
         if keep_scores {
-            outputs.push(io("scaled", &[2, 3, 20, 24]));
+            outputs.push(fp16_io("scaled", &[2, 3, 20, 24]));
         }
-        let inputs = [io("q", &qs), io("k", &ks), io("v", &vs)];
+        let inputs = [fp16_io("q", &qs), fp16_io("k", &ks), fp16_io("v", &vs)];
         let compiled = compile(&built, &inputs, &outputs, SimOptions::default());
         (compiled.built.plan.steps.iter().map(|s| s.kind).collect(), bits)
     }
@@ -1247,25 +1260,12 @@ mod tests {
         }
         f.finish();
         let built = b.build().unwrap();
-        let mut model = crate::Device::simulator().compile(&built.program, &built.weights).unwrap();
-        for (name, n, seed) in [("a", 2 * 64 * 48, 5u32), ("b", 2 * 64 * 200, 6)] {
-            let values: Vec<f32> = (0..n)
-                .map(|i| {
-                    (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 250.0 - 2.0
-                })
-                .collect();
-            model.input(name).unwrap().write_f32(&values).unwrap();
-        }
-        model.evaluate().unwrap();
-        let y = model.output("y").unwrap().read_f32().unwrap();
-        let bits = y.iter().map(|&x| f16::from_f32(x).to_bits()).collect();
-        let io =
-            |name: &str, shape: &[usize]| (name.to_string(), TensorType::new(DType::Fp16, shape));
-        let mut outputs = vec![io("y", &[2, 200, 48])];
+        let bits = evaluate_fp16(&built, &[("a", 2 * 64 * 48, 5), ("b", 2 * 64 * 200, 6)], "y");
+        let mut outputs = vec![fp16_io("y", &[2, 200, 48])];
         if keep {
-            outputs.extend([io("at", &[2, 48, 64]), io("p", &[2, 48, 200])]);
+            outputs.extend([fp16_io("at", &[2, 48, 64]), fp16_io("p", &[2, 48, 200])]);
         }
-        let inputs = [io("a", &a_shape), io("b", &b_shape)];
+        let inputs = [fp16_io("a", &a_shape), fp16_io("b", &b_shape)];
         let compiled = compile(&built, &inputs, &outputs, SimOptions::default());
         (compiled.built.plan.steps.iter().map(|s| s.kind).collect(), bits)
     }

@@ -1198,6 +1198,19 @@ mod tests {
 
     #[test]
     fn dead_keys_are_skipped_with_the_bits_of_whole_rows() {
+        // The fused kernel against the decomposed graph, under an additive mask of [L, S].
+        fn same(
+            (q, qs): (&[f16], &[usize]),
+            (k, ks): (&[f16], &[usize]),
+            (v, vs): (&[f16], &[usize]),
+            m: &[f16],
+            what: &str,
+        ) {
+            let ms = [qs[qs.len() - 2], ks[ks.len() - 2]];
+            let mask = Some(AttentionMask::Additive { values: m, shape: &ms[..] });
+            let want = decomposed(q, qs, k, ks, v, vs, Some((m, &ms)));
+            assert_eq!(fused(q, qs, k, ks, v, vs, mask), want, "{what}");
+        }
         // Dead keys by -40000 and by -inf, several chunks of keys and rows, lengths that are
         // and are not whole 16-lane steps; then blocks the skip must not touch: an inf in V
         // (0 x inf is NaN), scores large enough to saturate, a dead row.
@@ -1207,45 +1220,22 @@ mod tests {
             let (qs, ks, vs) = ([2, l, 64], [2, s, 64], [2, s, 48]);
             let (q, k, mut v) = (data(&qs, 11, 3.0), data(&ks, 12, 3.0), data(&vs, 13, 1.0));
             let m = causal(l, s, shift, dead);
-            let ms = [l, s];
-            let mask = Some(AttentionMask::Additive { values: &m[..], shape: &ms[..] });
             let what = format!("{l} x {s}, shift {shift}, dead {dead}");
-            assert_eq!(
-                fused(&q, &qs, &k, &ks, &v, &vs, mask),
-                decomposed(&q, &qs, &k, &ks, &v, &vs, Some((&m, &ms))),
-                "{what}"
-            );
+            same((&q, &qs), (&k, &ks), (&v, &vs), &m, &what);
             // A dead key's value is inf.
             v[(s - 1) * 48] = f16::INFINITY;
-            assert_eq!(
-                fused(&q, &qs, &k, &ks, &v, &vs, mask),
-                decomposed(&q, &qs, &k, &ks, &v, &vs, Some((&m, &ms))),
-                "{what}, inf in V"
-            );
+            same((&q, &qs), (&k, &ks), (&v, &vs), &m, &format!("{what}, inf in V"));
         }
         let (l, s) = (64, 64);
         let (qs, ks, vs) = ([1, l, 32], [1, s, 32], [1, s, 16]);
         let (k, v) = (data(&ks, 2, 3.0), data(&vs, 3, 1.0));
         let m = causal(l, s, 0, -40000.0);
-        let ms = [l, s];
-        let mask = Some(AttentionMask::Additive { values: &m[..], shape: &ms[..] });
-        // Scores past the port's saturation.
-        let q = data(&qs, 1, 2000.0);
-        assert_eq!(
-            fused(&q, &qs, &k, &ks, &v, &vs, mask),
-            decomposed(&q, &qs, &k, &ks, &v, &vs, Some((&m, &ms))),
-            "saturating scores"
-        );
-        // A row with every key dead.
-        let mut m2 = m.clone();
-        m2[5 * s..6 * s].fill(f16::from_f32(-40000.0));
-        let mask2 = Some(AttentionMask::Additive { values: &m2[..], shape: &ms[..] });
+        let big_q = data(&qs, 1, 2000.0);
+        same((&big_q, &qs), (&k, &ks), (&v, &vs), &m, "scores past the port's saturation");
+        let mut dead_row = m.clone();
+        dead_row[5 * s..6 * s].fill(f16::from_f32(-40000.0));
         let q = data(&qs, 1, 3.0);
-        assert_eq!(
-            fused(&q, &qs, &k, &ks, &v, &vs, mask2),
-            decomposed(&q, &qs, &k, &ks, &v, &vs, Some((&m2, &ms))),
-            "a dead row"
-        );
+        same((&q, &qs), (&k, &ks), (&v, &vs), &dead_row, "a row with every key dead");
     }
 
     #[test]
