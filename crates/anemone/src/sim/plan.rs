@@ -896,8 +896,8 @@ impl PlanBuilder<'_> {
             step.outputs = vec![result];
             *drop = true;
         }
-        // Transposed operands: each matmul reads the tensor before the transpose.
-        let readers = self.reader_counts(outputs);
+        // Transposed operands: each matmul reads the tensor before the transpose. (Folding a
+        // product moved no read from one value to another, so `readers` still holds.)
         let mut matmul_reads: HashMap<ValueId, Vec<(usize, usize)>> = HashMap::new();
         for (s, step) in self.steps.iter().enumerate() {
             if !dropped[s] && matches!(step.kernel, Kernel::Matmul { windows: [None, None], .. }) {

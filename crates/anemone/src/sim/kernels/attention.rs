@@ -234,36 +234,30 @@ pub fn attention_scaled<T: Element>(
             off
         });
         // A causal-style mask: each row computes only the keys it can see (see `live_keys`).
-        let live = match (&mask, &mask_strides, mask_base) {
-            (Some(mk), Some(st), Some(base)) if fast_rows.applies_port() && s > 0 => live_keys(
-                Block {
-                    q: (q, d.q_b[b] * l * e + r0 * e),
-                    k: (k, d.k_b[b] * s * e),
-                    v: (v, d.v_b[b] * s * ev),
-                    rows: m,
-                    dims: (s, e, ev),
-                },
-                mk,
-                (base + r0 * st[batch_rank], st[batch_rank], st[batch_rank + 1]),
-                scale,
-            ),
-            _ => None,
-        };
-        if let (Some(lens), Some(mk), Some(st), Some(base)) =
-            (live, &mask, &mask_strides, mask_base)
+        if let (Some(mk), Some(st), Some(base)) = (&mask, &mask_strides, mask_base)
+            && fast_rows.applies_port()
+            && s > 0
         {
-            return live_block::<T>(
-                &lens,
-                (qe, d.q_b[b] * l * e + r0 * e),
-                (ke, d.k_b[b] * s * e),
-                (ve, d.v_b[b] * s * ev),
-                (s, e, ev, sr),
-                scores,
-                mask_row,
-                (mk, base + r0 * st[batch_rank], st[batch_rank]),
-                (fast_rows, scale, scores_epilogue, epilogue, gemm_parallel),
-                out_rows,
-            );
+            let ops = BlockOperands {
+                q: (qe, d.q_b[b] * l * e + r0 * e),
+                k: (ke, d.k_b[b] * s * e),
+                v: (ve, d.v_b[b] * s * ev),
+            };
+            let (sl, ss) = (st[batch_rank], st[batch_rank + 1]);
+            let mask_at = (mk, base + r0 * sl, sl);
+            if let Some(lens) = live_keys(&ops, (m, s, e, ev), mask_at, ss, scale) {
+                let kernels = (fast_rows, scale, scores_epilogue, epilogue, gemm_parallel);
+                return live_block(
+                    &lens,
+                    &ops,
+                    (s, e, ev, sr),
+                    scores,
+                    mask_row,
+                    mask_at,
+                    kernels,
+                    out_rows,
+                );
+            }
         }
         // Q rows r0.. times K^T, read in place (K^T(p, j) = K(j, p)).
         let q_view = View {
@@ -344,14 +338,12 @@ pub fn attention_scaled<T: Element>(
     results.into_iter().collect()
 }
 
-/// A block of query rows of one batch: each operand's elements and the offset of its first
-/// row there, the block's row count, and (S, E, EV).
-struct Block<'a, T> {
-    q: (&'a [T], usize),
-    k: (&'a [T], usize),
-    v: (&'a [T], usize),
-    rows: usize,
-    dims: (usize, usize, usize),
+/// Q, K and V of a block of query rows: each operand's elements and the offset of the
+/// block's first row (Q) or the batch's first key (K, V) in them.
+struct BlockOperands<'a> {
+    q: (Elems<'a>, usize),
+    k: (Elems<'a>, usize),
+    v: (Elems<'a>, usize),
 }
 
 /// A mask value at or below this one (-inf included) marks a dead key.
@@ -387,22 +379,22 @@ const ROW_CHUNK: usize = 8 * gemm::MR;
 /// steps past the length only add zeros. A row that would reach past the last whole step
 /// computes all S.
 fn live_keys<T: Element>(
-    block: Block<'_, T>,
-    mask: &AttentionMask<'_, T>,
-    (mask_off, mask_row_stride, mask_col_stride): (usize, usize, usize),
+    ops: &BlockOperands<'_>,
+    (m, s, e, ev): (usize, usize, usize, usize),
+    (mask, mask_off, mask_row_stride): (&AttentionMask<'_, T>, usize, usize),
+    mask_col_stride: usize,
     scale: f32,
 ) -> Option<Vec<usize>> {
-    let (s, e, ev) = block.dims;
-    let m = block.rows;
     let AttentionMask::Additive { values, .. } = mask else { return None };
     let values = T::as_f16(values)?;
     if mask_col_stride != 1 || m == 0 {
         return None;
     }
-    fn part<T: Element>((x, off): (&[T], usize), len: usize) -> Option<&[half::f16]> {
-        T::as_f16(x)?.get(off..off.checked_add(len)?)
+    fn part<'a>((x, off): (Elems<'a>, usize), len: usize) -> Option<&'a [half::f16]> {
+        let Elems::F16(x) = x else { return None };
+        x.get(off..off.checked_add(len)?)
     }
-    let (q, k, v) = (part(block.q, m * e)?, part(block.k, s * e)?, part(block.v, s * ev)?);
+    let (q, k, v) = (part(ops.q, m * e)?, part(ops.k, s * e)?, part(ops.v, s * ev)?);
     // The largest magnitude as fp16 bits (which order magnitudes as integers do); None when
     // a value is inf or NaN.
     let largest = |x: &[half::f16]| -> Option<f32> {
@@ -450,9 +442,7 @@ fn live_keys<T: Element>(
 #[allow(clippy::too_many_arguments)]
 fn live_block<T: Element>(
     lens: &[usize],
-    (qe, q_off): (Elems<'_>, usize),
-    (ke, k_off): (Elems<'_>, usize),
-    (ve, v_off): (Elems<'_>, usize),
+    ops: &BlockOperands<'_>,
     (s, e, ev, sr): (usize, usize, usize, usize),
     scores: &mut [f32],
     mask_buf: &mut [f32],
@@ -466,6 +456,7 @@ fn live_block<T: Element>(
     ),
     out_rows: &mut [T],
 ) -> Result<()> {
+    let ((qe, q_off), (ke, k_off), (ve, v_off)) = (ops.q, ops.k, ops.v);
     let m = lens.len();
     for c0 in (0..s).step_by(KEY_CHUNK) {
         // The rows that reach key c0 (the lengths never decrease down the block).
@@ -1248,8 +1239,8 @@ mod tests {
         let ms = [l, s];
         let mask = AttentionMask::Additive { values: &m[..], shape: &ms[..] };
         let live = |q: &[f16], v: &[f16], mask: &AttentionMask<'_, f16>, scale: f32| {
-            let block = Block { q: (q, 0), k: (&k[..], 0), v: (v, 0), rows: l, dims: (s, e, 8) };
-            live_keys(block, mask, (0, s, 1), scale)
+            let (q, k, v) = ((Elems::F16(q), 0), (Elems::F16(&k[..]), 0), (Elems::F16(v), 0));
+            live_keys(&BlockOperands { q, k, v }, (l, s, e, 8), (mask, 0, s), 1, scale)
         };
         // Row i sees keys 0..=i: its length is that rounded up to a 16-lane step, and all
         // 100 keys once that passes 96, the last whole step.

@@ -808,11 +808,11 @@ const REGIONS_PER_THREAD: usize = 4;
 /// rows for every thread.
 ///
 /// Each rectangle packs the operand it does not cut for itself: cutting the columns repacks
-/// A for every rectangle, cutting the rows repacks B (hence the rows when A is the larger:
-/// a product computed transposed, whose A is a big weight). So there is one rectangle per thread,
-/// unless that operand was packed ahead (`a_packed`, `b_packed`: a constant weight), when up
-/// to `REGIONS_PER_THREAD` per thread cost no extra packing (each rectangle still reads the
-/// packed operand through the caches once).
+/// A for every rectangle, cutting the rows repacks B (hence the rows when A is the larger: a
+/// product computed transposed, whose A is a big weight). So there is one rectangle per
+/// thread, unless that operand was packed ahead (`a_packed`, `b_packed`: a constant weight),
+/// when up to `REGIONS_PER_THREAD` per thread cost no extra packing (each rectangle still
+/// reads the packed operand through the caches once).
 fn split_regions(
     m: usize,
     n: usize,
@@ -1059,12 +1059,12 @@ fn pack_a(
 /// often on different pages, so each is asked for a few steps ahead.
 fn pack_a_col_major(v: &View<'_>, i0: usize, rows: usize, p0: usize, kc: usize, out: &mut [f32]) {
     let mut run = [0.0f32; MC];
+    let whole = rows / MR;
     for p in 0..kc {
         if p + B_ROWS_AHEAD < kc {
             v.data.prefetch_run(v.at(i0, p0 + p + B_ROWS_AHEAD), rows);
         }
         v.data.widen_run(v.at(i0, p0 + p), &mut run[..rows]);
-        let whole = rows / MR;
         for ip in 0..whole {
             // (A fixed length, so the copy is a few vector moves, not a call.)
             let at = ip * MR * KC + p * MR;
@@ -1277,15 +1277,14 @@ fn drive<K: Micro>(
             let (load, last) = (bi > 0, bi == last_block);
             for ic in (m0..m1).step_by(MC) {
                 let mc_end = (ic + MC).min(m1);
-                if let (Operand::View(v), None) = (job.a, a_in_place)
-                    && a_layout == Layout::Col
-                    && v.row_stride == 1
-                {
-                    pack_a_col_major(&v, ic, mc_end - ic, p0, kc, a_buf);
-                } else if let (Operand::View(v), None) = (job.a, a_in_place) {
-                    for (ip, i0) in (ic..mc_end).step_by(MR).enumerate() {
-                        let panel = &mut a_buf[ip * MR * KC..(ip + 1) * MR * KC];
-                        pack_a(&v, i0, MR.min(mc_end - i0), p0, kc, a_layout, panel);
+                if let (Operand::View(v), None) = (job.a, a_in_place) {
+                    if a_layout == Layout::Col && v.row_stride == 1 {
+                        pack_a_col_major(&v, ic, mc_end - ic, p0, kc, a_buf);
+                    } else {
+                        for (ip, i0) in (ic..mc_end).step_by(MR).enumerate() {
+                            let panel = &mut a_buf[ip * MR * KC..(ip + 1) * MR * KC];
+                            pack_a(&v, i0, MR.min(mc_end - i0), p0, kc, a_layout, panel);
+                        }
                     }
                 }
                 for jp in 0..panels {
