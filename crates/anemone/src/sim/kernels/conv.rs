@@ -2,11 +2,14 @@
 //! `[Cout, Cin / groups, *kernel]`, 1 to 3 spatial dims, strides, dilations, explicit padding
 //! before and after each spatial dim (the caller resolves MIL's pad_type), groups, optional bias.
 //!
-//! Three paths, all accumulating in f32:
+//! Four paths, all accumulating in f32:
 //! - pointwise (1x1, stride 1, no padding): one GEMM per image and group straight on the
 //!   `[Cin, H*W]` layout, `out[Cout, HW] = W[Cout, Cin] x X[Cin, HW]`, no copy (the GEMM widens
 //!   fp16 input while it packs);
 //! - depthwise (one input channel per group): a direct loop over taps, vectorized along rows;
+//! - stride 1 in one or two spatial dims, with a weight packed ahead, on a CPU with AVX-512:
+//!   the direct kernel of [`super::conv_direct`] on the input padded once, output channels
+//!   along the vector lanes, with the bits of the im2col GEMM below;
 //! - everything else: one GEMM per image and group on the im2col matrix
 //!   `[Cin/g * k, out spatial]`, which is never built: the GEMM packs its B panels straight
 //!   from the input ([`gemm::Im2col`]), each thread its own, so no scratch matrix is written
@@ -22,6 +25,7 @@
 //! single-tap conv keeps the full fp16 range, as measured). A bias is added in fp16 after the
 //! accumulator output is rounded, so there are two roundings when a bias is present.
 
+use super::conv_direct;
 use super::gemm::{self, Epilogue, Operand, PackedMatrix, Port, Side, View};
 use super::{Element, KernelError, Result, Scratch, check_len, parallel_worth_it};
 use crate::sim::numerics;
@@ -231,13 +235,15 @@ pub fn conv_packed<X: Element, O: Element>(
 
 /// A constant convolution weight packed once for the GEMM: one packed `[Cout/g, Cin/g * taps]`
 /// matrix per group, plus the weights widened to f32 when a depthwise conv may read them
-/// directly (one input channel per group).
+/// directly (one input channel per group), plus each group's weight in output-channel lanes
+/// when a stride-1 convolution of one or two spatial dims may run on the direct kernel.
 #[derive(Clone, Debug)]
 pub struct PackedConvWeight {
     shape: Vec<usize>,
     groups: usize,
     matrices: Vec<PackedMatrix>,
     depthwise: Option<Vec<f32>>,
+    lanes: Option<Vec<Vec<f32>>>,
 }
 
 impl PackedConvWeight {
@@ -245,6 +251,7 @@ impl PackedConvWeight {
     pub fn bytes(&self) -> usize {
         self.matrices.iter().map(PackedMatrix::bytes).sum::<usize>()
             + self.depthwise.as_ref().map_or(0, |d| d.len() * 4)
+            + self.lanes.iter().flatten().map(|l| l.len() * 4).sum::<usize>()
     }
 }
 
@@ -272,12 +279,23 @@ pub fn pack_weight<W: Element>(
             PackedMatrix::pack(Side::Lhs, cout_g, ktot, view)
         })
         .collect::<Result<Vec<_>>>()?;
-    let depthwise = (w_shape[1] == 1).then(|| {
+    let widened = || {
         let mut w = vec![0.0; weight.len()];
         super::load_ane(weight, &mut w);
         w
-    });
-    Ok(PackedConvWeight { shape: w_shape.to_vec(), groups, matrices, depthwise })
+    };
+    let depthwise = (w_shape[1] == 1).then(widened);
+    let taps = ktot / w_shape[1].max(1);
+    let lanes = (w_shape.len() <= 4 && w_shape[1] >= 2 && taps >= 2 && conv_direct::available())
+        .then(|| {
+            let w = widened();
+            (0..groups)
+                .map(|g| {
+                    conv_direct::lay_out_weight(cout_g, ktot, |o, p| w[(g * cout_g + o) * ktot + p])
+                })
+                .collect()
+        });
+    Ok(PackedConvWeight { shape: w_shape.to_vec(), groups, matrices, depthwise, lanes })
 }
 
 /// The weight as a kernel gets it.
@@ -317,6 +335,10 @@ fn conv_with<X: Element, W: Element, O: Element>(
         let x = gemm::elems(x)?;
         if geo.pointwise() {
             pointwise(&geo, x, &weight, bias, port, out)?;
+        } else if let (GemmWeight::Packed(p), Some(shape)) = (&weight, direct_shape(&geo))
+            && let Some(lanes) = &p.lanes
+        {
+            direct(&geo, &shape, x, lanes, bias, port, out)?;
         } else {
             implicit_gemm(&geo, x, &weight, bias, port, out)?;
         }
@@ -504,6 +526,67 @@ fn depthwise(geo: &Geometry, x: &[f32], w: &[f32], acc: &mut [f32]) {
             channel(row, dst);
         }
     }
+}
+
+/// How [`conv_direct`] sees each image and group of a convolution it runs: stride 1, one or
+/// two spatial dims, on a CPU that has its kernel.
+fn direct_shape(geo: &Geometry) -> Option<conv_direct::Shape> {
+    let flat = geo.input[0] == 1 && geo.kernel[0] == 1 && geo.output[0] == 1 && geo.pad[0] == 0;
+    (geo.stride == [1; 3] && flat && conv_direct::available()).then(|| conv_direct::Shape {
+        channels: geo.cin_g(),
+        outputs: geo.cout_g(),
+        input: [geo.input[1], geo.input[2]],
+        output: [geo.output[1], geo.output[2]],
+        kernel: [geo.kernel[1], geo.kernel[2]],
+        dilation: [geo.dilation[1], geo.dilation[2]],
+        pad: [geo.pad[1], geo.pad[2]],
+    })
+}
+
+thread_local! {
+    /// The padded input of [`direct`], kept between calls so that its pages stay mapped.
+    static PADDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The direct kernel per image and group, with `lanes` the packed weight's lanes per group.
+fn direct<O: Element>(
+    geo: &Geometry,
+    shape: &conv_direct::Shape,
+    x: gemm::Elems<'_>,
+    lanes: &[Vec<f32>],
+    bias: Option<&[f32]>,
+    port: Port,
+    out: &mut [O],
+) -> Result<()> {
+    let (p_in, p_out) = (geo.in_spatial(), geo.out_spatial());
+    let (cin_g, cout_g) = (geo.cin_g(), geo.cout_g());
+    PADDED.with(|cell| {
+        // A convolution run while this thread's buffer is in use (from inside a rayon task)
+        // gets a fresh one.
+        let mut fresh = Vec::new();
+        let mut borrowed = cell.try_borrow_mut();
+        let padded = match borrowed {
+            Ok(ref mut b) => &mut **b,
+            Err(_) => &mut fresh,
+        };
+        for n in 0..geo.n {
+            for (g, lanes) in lanes.iter().enumerate().take(geo.groups) {
+                let first = (n * geo.cin + g * cin_g) * p_in;
+                let dst = (n * geo.cout + g * cout_g) * p_out;
+                conv_direct::conv(
+                    shape,
+                    x,
+                    (first, p_in),
+                    lanes,
+                    bias.map(|b| &b[g * cout_g..(g + 1) * cout_g]),
+                    port,
+                    &mut out[dst..dst + cout_g * p_out],
+                    padded,
+                )?;
+            }
+        }
+        Ok(())
+    })
 }
 
 /// A GEMM per image and group on the im2col matrix of the input, packed by the GEMM from the
@@ -889,6 +972,71 @@ mod tests {
                 let mut got = vec![0.0f32; n_out];
                 let xe = gemm::elems(&x32).unwrap();
                 implicit_gemm(&geo, xe, &weight, bias, Port::Ieee, &mut got).unwrap();
+                let same = got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
+                assert!(same, "f32 {what} bias {}", bias.is_some());
+            }
+        }
+    }
+
+    /// Stride-1 convolutions with a packed weight run on the direct kernel (where the CPU has
+    /// it) and give the bits of the GEMM on the built im2col matrix: fp16 through the
+    /// accumulator port and f32, partial channel blocks, tiles narrower than 12 positions,
+    /// padding on either side, dilation, groups, several images, one spatial dim, NaN inputs
+    /// and weights, and sums that saturate.
+    #[test]
+    fn direct_kernel_gives_the_bits_of_the_built_matrix() {
+        let asym = ConvParams {
+            strides: vec![1, 1],
+            dilations: vec![1, 2],
+            pad_before: vec![0, 2],
+            pad_after: vec![1, 0],
+            groups: 1,
+        };
+        let cases: [(&[usize], &[usize], ConvParams); 7] = [
+            (&[1, 40, 37, 41], &[24, 40, 3, 3], params(2, 1, 1, 1, 1, 1)),
+            (&[2, 6, 15, 17], &[40, 6, 3, 3], params(2, 1, 2, 2, 2, 1)),
+            (&[1, 4, 17, 13], &[70, 2, 3, 2], params(2, 1, 2, 2, 1, 2)),
+            (&[1, 3, 10, 13], &[5, 3, 3, 2], asym),
+            (&[1, 5, 6, 3], &[33, 5, 3, 3], params(2, 1, 1, 2, 0, 1)),
+            (&[1, 3, 300], &[4, 3, 7], params(1, 1, 1, 3, 3, 1)),
+            (&[1, 64, 20, 28], &[64, 64, 3, 3], params(2, 1, 1, 1, 1, 1)),
+        ];
+        for (x_shape, w_shape, p) in cases {
+            let geo = Geometry::new(x_shape, w_shape, &p).unwrap();
+            let what = format!("{x_shape:?} {w_shape:?} {p:?}");
+            assert!(direct_shape(&geo).is_some() || !conv_direct::available(), "{what}");
+            let mut x = values_f16(numel(x_shape), 51);
+            x[7] = f16::NAN;
+            // Large values where the first sums are taken: some saturate to ±inf.
+            for v in x.iter_mut().take(40) {
+                *v = f16::from_f32(v.to_f32() * 3000.0);
+            }
+            let mut w = values_f16(numel(w_shape), 52);
+            w[5] = f16::NAN;
+            let b: Vec<f32> = values(w_shape[0], 53);
+            let x32: Vec<f32> = x.iter().map(|v| numerics::ane_read(v.to_f32())).collect();
+            let w32: Vec<f32> = w.iter().map(|v| numerics::ane_read(v.to_f32())).collect();
+            let packed = pack_weight(&w, w_shape, p.groups).unwrap();
+            assert_eq!(packed.lanes.is_some(), conv_direct::available(), "{what}");
+            let n_out = numel(&geo.out_shape);
+            let mut col = vec![0.0; geo.cin_g() * geo.taps() * geo.out_spatial()];
+            let mut s = Scratch::new();
+            for bias in [None, Some(&b[..])] {
+                let weight = GemmWeight::Values(gemm::elems(&w32).unwrap());
+                let mut want = vec![f16::ZERO; n_out];
+                im2col_gemm(&geo, &x32, &weight, bias, Port::AneSaturate, &mut want, &mut col)
+                    .unwrap();
+                let mut got = vec![f16::ZERO; n_out];
+                conv_packed(&x, x_shape, &packed, bias, &p, &mut got, &mut s).unwrap();
+                let same = got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
+                assert!(same, "fp16 {what} bias {}", bias.is_some());
+                assert!(want.iter().any(|v| v.is_infinite()), "{what}: nothing saturated");
+                // f32 throughout, IEEE.
+                let mut want = vec![0.0f32; n_out];
+                im2col_gemm(&geo, &x32, &weight, bias, Port::Ieee, &mut want, &mut col).unwrap();
+                let packed32 = pack_weight(&w32, w_shape, p.groups).unwrap();
+                let mut got = vec![0.0f32; n_out];
+                conv_packed(&x32, x_shape, &packed32, bias, &p, &mut got, &mut s).unwrap();
                 let same = got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
                 assert!(same, "f32 {what} bias {}", bias.is_some());
             }

@@ -38,6 +38,11 @@ use super::{Element, KernelError, Result};
 use crate::aligned::AlignedBytes;
 use crate::sim::numerics;
 
+/// The GEMM's epilogue on 16 lanes of f32 sums (port, then bias), for kernels that finish
+/// sums of their own the same way.
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::finish16;
+
 /// Rows of C per micro-kernel tile.
 pub const MR: usize = 12;
 /// Columns of C per micro-kernel tile (two AVX-512 vectors).
@@ -102,7 +107,7 @@ impl Elems<'_> {
 
     /// Widens `dst.len()` consecutive elements from `start`.
     #[inline(always)]
-    fn widen_run(&self, start: usize, dst: &mut [f32]) {
+    pub(crate) fn widen_run(&self, start: usize, dst: &mut [f32]) {
         match self {
             Elems::F32(s) => dst.copy_from_slice(&s[start..start + dst.len()]),
             Elems::F16(s) => widen_f16(&s[start..start + dst.len()], dst),
@@ -1731,7 +1736,7 @@ mod x86 {
     /// The epilogue on 16 lanes: the same operations as `finish_row`, in the same order.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn finish16(port: Port, bias: Option<f32>, v: __m512) -> __m512 {
+    pub(crate) fn finish16(port: Port, bias: Option<f32>, v: __m512) -> __m512 {
         let nan_to_zero =
             |v: __m512| _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(v, v), v);
         let v = match port {

@@ -16,6 +16,7 @@
 
 pub mod attention;
 pub mod conv;
+mod conv_direct;
 pub mod elementwise;
 pub mod gemm;
 pub mod index;
