@@ -543,11 +543,6 @@ fn direct_shape(geo: &Geometry) -> Option<conv_direct::Shape> {
     })
 }
 
-thread_local! {
-    /// The padded input of [`direct`], kept between calls so that its pages stay mapped.
-    static PADDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// The direct kernel per image and group, with `lanes` the packed weight's lanes per group.
 fn direct<O: Element>(
     geo: &Geometry,
@@ -560,33 +555,22 @@ fn direct<O: Element>(
 ) -> Result<()> {
     let (p_in, p_out) = (geo.in_spatial(), geo.out_spatial());
     let (cin_g, cout_g) = (geo.cin_g(), geo.cout_g());
-    PADDED.with(|cell| {
-        // A convolution run while this thread's buffer is in use (from inside a rayon task)
-        // gets a fresh one.
-        let mut fresh = Vec::new();
-        let mut borrowed = cell.try_borrow_mut();
-        let padded = match borrowed {
-            Ok(ref mut b) => &mut **b,
-            Err(_) => &mut fresh,
-        };
-        for n in 0..geo.n {
-            for (g, lanes) in lanes.iter().enumerate().take(geo.groups) {
-                let first = (n * geo.cin + g * cin_g) * p_in;
-                let dst = (n * geo.cout + g * cout_g) * p_out;
-                conv_direct::conv(
-                    shape,
-                    x,
-                    (first, p_in),
-                    lanes,
-                    bias.map(|b| &b[g * cout_g..(g + 1) * cout_g]),
-                    port,
-                    &mut out[dst..dst + cout_g * p_out],
-                    padded,
-                )?;
-            }
+    for n in 0..geo.n {
+        for (g, lanes) in lanes.iter().enumerate().take(geo.groups) {
+            let first = (n * geo.cin + g * cin_g) * p_in;
+            let dst = (n * geo.cout + g * cout_g) * p_out;
+            conv_direct::conv(
+                shape,
+                x,
+                (first, p_in),
+                lanes,
+                bias.map(|b| &b[g * cout_g..(g + 1) * cout_g]),
+                port,
+                &mut out[dst..dst + cout_g * p_out],
+            )?;
         }
-        Ok(())
-    })
+    }
+    Ok(())
 }
 
 /// A GEMM per image and group on the im2col matrix of the input, packed by the GEMM from the

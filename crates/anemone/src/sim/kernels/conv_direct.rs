@@ -1,26 +1,31 @@
 //! Stride-1 convolutions of one or two spatial dims on AVX-512, computed directly instead of
-//! as a GEMM on the im2col matrix: the input is padded once into f32 planes, output channels
-//! run along the vector lanes, and output positions are broadcast from the padded rows where
-//! they lie. Nothing of the input is packed per tap, so a 3x3 convolution reads each input
-//! element once instead of nine times.
+//! as a GEMM on the im2col matrix: the input rows a chunk of output rows reads are padded
+//! into f32 planes, output channels run along the vector lanes, and output positions are
+//! broadcast from the padded rows where they lie. Nothing of the input is packed per tap, so
+//! a 3x3 convolution copies each input element about once instead of nine times.
 //!
 //! A tile is 12 neighbouring positions of one output row by 32 output channels (24 zmm
 //! accumulators). One step of K is one input channel and tap, in the im2col matrix's order
 //! (`channel * taps + tap`): two loads of the weight's lanes, twelve broadcasts of the
 //! padded input, 24 multiply-adds. All of K runs in registers, from +0, step by step, so each
 //! sum is the GEMM's sum of the same products in the same order: the bits of
-//! [`super::conv`]'s im2col path, which the tests hold it to. The finished tile is turned so
-//! that each output channel's 12 positions are stored together, through the GEMM's epilogue
-//! (port, bias, rounding).
+//! [`super::conv`]'s im2col path, which the tests hold it to. The finished tile goes through
+//! the GEMM's epilogue (port, bias) and is turned in registers so that each output channel's
+//! positions are stored together, rounded to the output type.
 
 use super::gemm::{self, Elems, Port};
 use super::{Element, Result, parallel_worth_it};
 use rayon::prelude::*;
+use std::any::TypeId;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Output channels per block of weight lanes (two AVX-512 vectors).
 pub(crate) const BLOCK: usize = 32;
 /// Output positions per tile.
 const TILE: usize = 12;
+/// The fewest output rows a chunk has (each pads the kernel's height more than its rows).
+const MIN_CHUNK_ROWS: usize = 2;
 /// How many steps of K ahead the input a tile reads is asked for: each input channel and
 /// kernel row starts a new run of the padded input, which the hardware does not fetch ahead.
 const PREFETCH_STEPS: usize = 16;
@@ -46,10 +51,9 @@ pub(crate) struct Shape {
 }
 
 impl Shape {
-    /// The padded plane: with stride 1, the input's extents plus both paddings.
-    fn padded(&self) -> (usize, usize) {
-        let [oh, ow] = self.output;
-        (oh + (self.kernel[0] - 1) * self.dilation[0], ow + (self.kernel[1] - 1) * self.dilation[1])
+    /// The padded rows' width: with stride 1, the input's plus both paddings.
+    fn padded_width(&self) -> usize {
+        self.output[1] + (self.kernel[1] - 1) * self.dilation[1]
     }
 
     /// Rows of the im2col matrix: channels times taps.
@@ -96,12 +100,21 @@ struct Rows<O> {
 // every channel's plane), and nothing reads the output while they run.
 unsafe impl<O: Send> Sync for Rows<O> {}
 
+thread_local! {
+    /// Each thread's padded input rows, kept between calls so that their pages stay mapped.
+    static PADDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
 /// `out [outputs][oh * ow] = port(conv(x) + bias)` for one image and group. `x` holds the
 /// group's input channels from `x_offset`, `channel_stride` apart; `lanes` is the weight as
-/// [`lay_out_weight`] lays it out; `padded` is scratch for the padded input. The caller checks
-/// the input's and the bias's extents (as for the GEMM path); an error on a CPU without the
-/// kernel ([`available`]).
-#[allow(clippy::too_many_arguments)]
+/// [`lay_out_weight`] lays it out. The caller checks the input's and the bias's extents (as
+/// for the GEMM path); an error on a CPU without the kernel ([`available`]).
+///
+/// The output rows go in chunks that the threads claim in order, each chunk a fraction of
+/// the rows left, so that the last are small and no thread waits long for another (nor for
+/// one slowed by other work on the machine). A thread pads the input rows its chunk reads
+/// (the kernel's height more than the chunk) into its own buffer, then runs the chunk's tiles
+/// on them while they are in that core's caches.
 pub(crate) fn conv<O: Element>(
     shape: &Shape,
     x: Elems<'_>,
@@ -110,10 +123,15 @@ pub(crate) fn conv<O: Element>(
     bias: Option<&[f32]>,
     port: Port,
     out: &mut [O],
-    padded: &mut Vec<f32>,
 ) -> Result<()> {
-    let (hp, wp) = shape.padded();
-    let plane = hp * wp;
+    let err = |m: String| Err(super::KernelError::new("conv", format!("direct: {m}")));
+    if !available() {
+        return err("this CPU has no AVX-512".into());
+    }
+    let out_type = TypeId::of::<O>();
+    if out_type != TypeId::of::<f32>() && out_type != TypeId::of::<half::f16>() {
+        return err(format!("{} output", O::NAME));
+    }
     let depth = shape.depth();
     let [kh, kw] = shape.kernel;
     let [oh, ow] = shape.output;
@@ -121,84 +139,113 @@ pub(crate) fn conv<O: Element>(
     if lanes.len() != shape.outputs.div_ceil(BLOCK) * depth * BLOCK
         || out.len() < shape.outputs * p_out
     {
-        return Err(super::KernelError::new("conv", "direct: weight lanes or output do not fit"));
+        return err("weight lanes or output do not fit".into());
     }
-    if !available() {
-        return Err(super::KernelError::new("conv", "direct: this CPU has no AVX-512"));
-    }
-    let out_type = std::any::TypeId::of::<O>();
-    if out_type != std::any::TypeId::of::<f32>() && out_type != std::any::TypeId::of::<half::f16>()
-    {
-        return Err(super::KernelError::new("conv", format!("direct: {} output", O::NAME)));
-    }
-    if padded.len() < shape.channels * plane {
-        padded.resize(shape.channels * plane, 0.0);
-    }
-    pad_planes(
-        shape,
-        (hp, wp),
-        x,
-        (x_offset, channel_stride),
-        &mut padded[..shape.channels * plane],
-    );
-    // Where step p of K reads, from a position's place in the padded channel 0.
+    let wp = shape.padded_width();
+    let halo = (kh - 1) * shape.dilation[0];
+    let work = shape.outputs * p_out * depth;
+    let parallel = parallel_worth_it(work / 64);
+    let threads = if parallel { rayon::current_num_threads() } else { 1 };
+    // The first chunk is the largest.
+    let chunk_for = |left: usize| left.div_ceil(2 * threads).max(MIN_CHUNK_ROWS).min(left);
+    let chunk = if parallel { chunk_for(oh) } else { oh };
+    // Every chunk's channel planes lie this far apart, so one list of offsets serves all.
+    let plane = (chunk + halo) * wp;
+    // Where step p of K reads, from a position's place in the chunk's channel 0.
     let offsets: Vec<usize> = (0..depth)
         .map(|p| {
             let (c, t) = (p / (kh * kw), p % (kh * kw));
             c * plane + (t / kw) * shape.dilation[0] * wp + (t % kw) * shape.dilation[1]
         })
         .collect();
-    let padded = &padded[..shape.channels * plane];
     let rows = Rows { ptr: out.as_mut_ptr(), len: out.len() };
-    let row = |y: usize| {
+    let task = |(y0, y1): (usize, usize)| {
         let rows = &rows;
-        for x0 in (0..ow).step_by(TILE) {
-            let r = TILE.min(ow - x0);
-            for (b, block) in lanes.chunks_exact(depth * BLOCK).enumerate() {
-                let channels = BLOCK.min(shape.outputs - b * BLOCK);
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: `available` (checked above) means AVX-512F, BW and VL; the
-                // tile reads padded[y * wp + x0 + offsets[p] + i] for i < r <= ow - x0, inside
-                // the padded planes since y + (kh - 1) * dil < hp and x0 + r - 1 + (kw - 1) * dil
-                // < wp; it writes rows y of the block's channels, positions x0..x0 + r, this
-                // thread's own.
-                unsafe {
-                    x86::tile(
-                        r,
-                        (padded, y * wp + x0, &offsets),
-                        block,
-                        (bias.map(|b0| &b0[b * BLOCK..b * BLOCK + channels]), port),
-                        (rows.ptr, rows.len),
-                        (b * BLOCK, channels, p_out, y * ow + x0),
-                    )
-                };
-                #[cfg(not(target_arch = "x86_64"))]
-                let _ = (r, block, channels, rows);
+        PADDED.with(|cell| {
+            // A task run while this thread's buffer is in use (a rayon task started from a
+            // waiting thread) gets a fresh one.
+            let mut fresh = Vec::new();
+            let mut borrowed = cell.try_borrow_mut();
+            let buf = match borrowed {
+                Ok(ref mut b) => &mut **b,
+                Err(_) => &mut fresh,
+            };
+            let len = shape.channels * plane;
+            if buf.len() < len {
+                buf.resize(len, 0.0);
             }
-        }
+            let buf = &mut buf[..len];
+            pad_rows(shape, x, (x_offset, channel_stride), (y0, y1 - y0 + halo), plane, buf);
+            for y in y0..y1 {
+                for x0 in (0..ow).step_by(TILE) {
+                    let r = TILE.min(ow - x0);
+                    for (b, block) in lanes.chunks_exact(depth * BLOCK).enumerate() {
+                        let channels = BLOCK.min(shape.outputs - b * BLOCK);
+                        #[cfg(target_arch = "x86_64")]
+                        // SAFETY: `available` (checked above) means AVX-512F, BW and VL; the
+                        // tile reads buf[(y - y0) * wp + x0 + offsets[p] + i] for i < r <= ow - x0,
+                        // inside the chunk's planes since its row is at most y1 - 1 - y0 + halo
+                        // and its column at most x0 + r - 1 + (kw - 1) * dilation < wp; it
+                        // writes row y of the block's channels, positions x0..x0 + r, which
+                        // belong to this chunk alone.
+                        unsafe {
+                            x86::tile(
+                                r,
+                                (&buf[..], (y - y0) * wp + x0, &offsets),
+                                block,
+                                (bias.map(|b0| &b0[b * BLOCK..b * BLOCK + channels]), port),
+                                (rows.ptr, rows.len),
+                                (b * BLOCK, channels, p_out, y * ow + x0),
+                            )
+                        };
+                        #[cfg(not(target_arch = "x86_64"))]
+                        let _ = (r, block, channels, rows);
+                    }
+                }
+            }
+        })
     };
-    if parallel_worth_it(shape.outputs * p_out * depth / 64) {
-        (0..oh).into_par_iter().for_each(row);
+    if parallel {
+        let next = AtomicUsize::new(0);
+        let claim = || {
+            let mut y0 = next.load(Ordering::Relaxed);
+            while y0 < oh {
+                let y1 = y0 + chunk_for(oh - y0);
+                match next.compare_exchange_weak(y0, y1, Ordering::Relaxed, Ordering::Relaxed) {
+                    Ok(_) => return Some((y0, y1)),
+                    Err(now) => y0 = now,
+                }
+            }
+            None
+        };
+        (0..threads).into_par_iter().for_each(|_| {
+            while let Some(rows) = claim() {
+                task(rows);
+            }
+        });
     } else {
-        (0..oh).for_each(row);
+        task((0, oh));
     }
     Ok(())
 }
 
-/// Copies the group's channels of `x` into `buf`, each as a `hp x wp` plane with the
-/// convolution's zero padding around it (fp16 widened, NaN read as +inf, as the GEMM reads it).
-fn pad_planes(
+/// Copies padded rows `y0..y0 + count` of the group's channels of `x` into `buf`, channel `c`
+/// from `c * plane`, each row `wp` wide with the convolution's zero padding around the input
+/// (fp16 widened, NaN read as +inf, as the GEMM reads it).
+fn pad_rows(
     shape: &Shape,
-    (hp, wp): (usize, usize),
     x: Elems<'_>,
     (x_offset, channel_stride): (usize, usize),
+    (y0, count): (usize, usize),
+    plane: usize,
     buf: &mut [f32],
 ) {
     let [ih, iw] = shape.input;
     let [top, left] = shape.pad;
-    let plane = |c: usize, dst: &mut [f32]| {
-        for (y, row) in dst.chunks_exact_mut(wp).enumerate() {
-            match y.checked_sub(top).filter(|&r| r < ih) {
+    let wp = shape.padded_width();
+    for (c, dst) in buf.chunks_exact_mut(plane).enumerate() {
+        for (i, row) in dst[..count * wp].chunks_exact_mut(wp).enumerate() {
+            match (y0 + i).checked_sub(top).filter(|&r| r < ih) {
                 Some(r) => {
                     row[..left].fill(0.0);
                     x.widen_run(x_offset + c * channel_stride + r * iw, &mut row[left..left + iw]);
@@ -207,13 +254,6 @@ fn pad_planes(
                 None => row.fill(0.0),
             }
         }
-    };
-    if parallel_worth_it(buf.len()) {
-        buf.par_chunks_mut(hp * wp).enumerate().for_each(|(c, dst)| plane(c, dst));
-    } else {
-        for (c, dst) in buf.chunks_mut(hp * wp).enumerate() {
-            plane(c, dst);
-        }
     }
 }
 
@@ -221,7 +261,7 @@ fn pad_planes(
 mod x86 {
     //! The AVX-512 tile and its transposing epilogue.
     use super::{BLOCK, Element, PREFETCH_STEPS, Port, TILE};
-    use crate::sim::kernels::gemm::finish16;
+    use crate::sim::kernels::gemm::{finish16, transpose16};
     use std::any::TypeId;
     use std::arch::x86_64::*;
 
@@ -321,8 +361,9 @@ mod x86 {
         }
     }
 
-    /// Each channel's `r` positions gathered from the tile's sums, finished by the GEMM's
-    /// epilogue and stored in the output type.
+    /// The tile's sums finished by the GEMM's epilogue (a lane per channel, with its bias),
+    /// turned 16 channels at a time so that each channel's `r` positions lie in one vector,
+    /// and stored in the output type.
     ///
     /// # Safety
     /// As `tile`, with the first r rows of BLOCK floats of `sums` written.
@@ -336,29 +377,34 @@ mod x86 {
         (first, channels, p_out, at): (usize, usize, usize, usize),
     ) {
         let mask: __mmask16 = ((1u32 << r) - 1) as u16;
-        let index = _mm512_mullo_epi32(
-            _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-            _mm512_set1_epi32(BLOCK as i32),
-        );
-        for c in 0..channels {
-            let dst = (first + c) * p_out + at;
-            debug_assert!(dst + r <= out_len);
-            // SAFETY: the gather reads lanes < r of column c of sums (r <= TILE rows); the
-            // stores write r elements at dst, inside the output (caller's contract).
-            unsafe {
-                let v = _mm512_mask_i32gather_ps::<4>(
-                    _mm512_setzero_ps(),
-                    mask,
-                    index,
-                    sums.add(c).cast(),
-                );
-                let v = finish16(port, bias.map(|b| b[c]), v);
-                if TypeId::of::<O>() == TypeId::of::<f32>() {
-                    _mm512_mask_storeu_ps(out.add(dst).cast::<f32>(), mask, v);
-                } else {
-                    let halves =
-                        _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
-                    _mm256_mask_storeu_epi16(out.add(dst).cast::<i16>(), mask, halves);
+        for h in 0..BLOCK / 16 {
+            let count = channels.saturating_sub(16 * h).min(16);
+            if count == 0 {
+                break;
+            }
+            let lanes = ((1u32 << count) - 1) as u16;
+            // SAFETY: the mask stops the load at `channels`, the bias's length.
+            let bias = bias
+                .map(|b| unsafe { _mm512_maskz_loadu_ps(lanes, b.as_ptr().wrapping_add(16 * h)) });
+            let mut rows = [_mm512_setzero_ps(); 16];
+            for (i, row) in rows.iter_mut().enumerate().take(r) {
+                // SAFETY: row i < r of sums is written (caller's contract).
+                *row =
+                    finish16(port, bias, unsafe { _mm512_loadu_ps(sums.add(i * BLOCK + 16 * h)) });
+            }
+            for (c, v) in transpose16(rows).into_iter().enumerate().take(count) {
+                let dst = (first + 16 * h + c) * p_out + at;
+                debug_assert!(dst + r <= out_len);
+                // SAFETY: the store writes r elements at dst, inside the output and this
+                // thread's own (caller's contract).
+                unsafe {
+                    if TypeId::of::<O>() == TypeId::of::<f32>() {
+                        _mm512_mask_storeu_ps(out.add(dst).cast::<f32>(), mask, v);
+                    } else {
+                        let halves =
+                            _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+                        _mm256_mask_storeu_epi16(out.add(dst).cast::<i16>(), mask, halves);
+                    }
                 }
             }
         }

@@ -42,6 +42,9 @@ use crate::sim::numerics;
 /// sums of their own the same way.
 #[cfg(target_arch = "x86_64")]
 pub(crate) use x86::finish16;
+/// A 16 x 16 transpose of f32 lanes in registers.
+#[cfg(target_arch = "x86_64")]
+pub(crate) use x86::transpose16;
 
 /// Rows of C per micro-kernel tile.
 pub const MR: usize = 12;
@@ -1648,7 +1651,7 @@ mod x86 {
     /// A 16 x 16 transpose in registers: `out[j]` lane `i` is `rows[i]` lane `j`.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+    pub(crate) fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
         let pd = _mm512_castps_pd;
         let ps = _mm512_castpd_ps;
         // Pairs of rows interleaved, then pairs of pairs: u[4g + c] holds, in 128-bit lane L,
@@ -1733,10 +1736,11 @@ mod x86 {
         }
     }
 
-    /// The epilogue on 16 lanes: the same operations as `finish_row`, in the same order.
+    /// The epilogue on 16 lanes, each with its bias when there is one: the same operations as
+    /// `finish_row`, in the same order.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    pub(crate) fn finish16(port: Port, bias: Option<f32>, v: __m512) -> __m512 {
+    pub(crate) fn finish16(port: Port, bias: Option<__m512>, v: __m512) -> __m512 {
         let nan_to_zero =
             |v: __m512| _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(v, v), v);
         let v = match port {
@@ -1759,14 +1763,14 @@ mod x86 {
         };
         match (port, bias) {
             (_, None) => v,
-            (Port::Ieee, Some(b)) => _mm512_add_ps(v, _mm512_set1_ps(b)),
+            (Port::Ieee, Some(b)) => _mm512_add_ps(v, b),
             (_, Some(b)) => {
                 // round_f16 through the hardware conversion (RNE, ±inf beyond fp16), + bias,
                 // NaN -> +0.
                 let rounded = _mm512_cvtph_ps(_mm512_cvtps_ph::<
                     { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
                 >(v));
-                nan_to_zero(_mm512_add_ps(rounded, _mm512_set1_ps(b)))
+                nan_to_zero(_mm512_add_ps(rounded, b))
             }
         }
     }
@@ -1805,7 +1809,7 @@ mod x86 {
                         let b = _mm512_maskz_loadu_ps(mask, cb.as_ptr().add(j0 + h * 16));
                         v = _mm512_add_ps(v, b);
                     }
-                    let v = finish16(job.epilogue.port, bias, v);
+                    let v = finish16(job.epilogue.port, bias.map(|b| _mm512_set1_ps(b)), v);
                     match job.dst {
                         Dst::F32(p) => _mm512_mask_storeu_ps(p.add(at + h * 16), mask, v),
                         Dst::F16(p) => {
