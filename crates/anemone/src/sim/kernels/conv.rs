@@ -791,6 +791,23 @@ mod tests {
         }
     }
 
+    /// 2-D with these strides, dilation 2 along the width, and padding on one side per dim.
+    fn asymmetric(strides: Vec<usize>) -> ConvParams {
+        ConvParams {
+            strides,
+            dilations: vec![1, 2],
+            pad_before: vec![0, 2],
+            pad_after: vec![1, 0],
+            groups: 1,
+        }
+    }
+
+    /// Whether two outputs hold the same bits, element for element.
+    fn same_bits<T: Element>(got: &[T], want: &[T]) -> bool {
+        got.len() == want.len()
+            && got.iter().zip(want).all(|(g, w)| g.to_f32().to_bits() == w.to_f32().to_bits())
+    }
+
     #[test]
     fn pointwise_goes_straight_to_gemm() {
         check(&[1, 17, 1, 33], &[3, 17, 1, 1], &ConvParams::new(2), false);
@@ -805,14 +822,7 @@ mod tests {
         check(&[1, 4, 17, 13], &[4, 2, 3, 2], &params(2, 2, 1, 1, 0, 2), true);
         check(&[1, 3, 17, 17], &[2, 3, 3, 3], &params(2, 1, 2, 2, 1, 1), false);
         check(&[1, 2, 8, 8], &[3, 2, 1, 1], &params(2, 2, 1, 0, 0, 1), false);
-        let asym = ConvParams {
-            strides: vec![2, 3],
-            dilations: vec![1, 2],
-            pad_before: vec![0, 2],
-            pad_after: vec![1, 0],
-            groups: 1,
-        };
-        check(&[1, 3, 10, 13], &[2, 3, 3, 2], &asym, true);
+        check(&[1, 3, 10, 13], &[2, 3, 3, 2], &asymmetric(vec![2, 3]), true);
     }
 
     #[test]
@@ -890,8 +900,7 @@ mod tests {
                 let mut got = vec![f16::ZERO; want.len()];
                 let bias = with_bias.then_some(&b32[..]);
                 conv_packed(&x, x_shape, &packed, bias, &p, &mut got, &mut s).unwrap();
-                let same = got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
-                assert!(same, "{x_shape:?} {w_shape:?} bias {with_bias}");
+                assert!(same_bits(&got, &want), "{x_shape:?} {w_shape:?} bias {with_bias}");
             }
         }
         // Packed for other groups: an error, not a wrong result.
@@ -909,18 +918,11 @@ mod tests {
     /// im2col matrix, fp16 and f32, through several blocks of K and columns and across threads.
     #[test]
     fn implicit_im2col_gives_the_bits_of_the_built_matrix() {
-        let asym = ConvParams {
-            strides: vec![2, 3],
-            dilations: vec![1, 2],
-            pad_before: vec![0, 2],
-            pad_after: vec![1, 0],
-            groups: 1,
-        };
         let cases: [(&[usize], &[usize], ConvParams); 8] = [
             (&[1, 40, 37, 41], &[24, 40, 3, 3], params(2, 1, 1, 1, 1, 1)),
             (&[2, 6, 15, 17], &[4, 6, 3, 3], params(2, 2, 1, 1, 1, 1)),
             (&[1, 4, 17, 13], &[6, 2, 3, 2], params(2, 1, 2, 2, 1, 2)),
-            (&[1, 3, 10, 13], &[5, 3, 3, 2], asym),
+            (&[1, 3, 10, 13], &[5, 3, 3, 2], asymmetric(vec![2, 3])),
             (&[1, 5, 40, 3], &[7, 5, 3, 3], params(2, 1, 1, 2, 0, 1)),
             (&[1, 3, 300], &[4, 3, 7], params(1, 1, 1, 3, 3, 1)),
             (&[1, 2, 5, 6, 7], &[3, 2, 2, 3, 3], params(3, 1, 1, 1, 0, 1)),
@@ -947,8 +949,7 @@ mod tests {
                 let mut got = vec![f16::ZERO; n_out];
                 let xe = gemm::elems(&x).unwrap();
                 implicit_gemm(&geo, xe, &weight, bias, port, &mut got).unwrap();
-                let same = got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
-                assert!(same, "fp16 {what} bias {}", bias.is_some());
+                assert!(same_bits(&got, &want), "fp16 {what} bias {}", bias.is_some());
                 // f32 throughout, IEEE.
                 let weight = GemmWeight::Values(gemm::elems(&w32).unwrap());
                 let mut want = vec![0.0f32; n_out];
@@ -956,8 +957,7 @@ mod tests {
                 let mut got = vec![0.0f32; n_out];
                 let xe = gemm::elems(&x32).unwrap();
                 implicit_gemm(&geo, xe, &weight, bias, Port::Ieee, &mut got).unwrap();
-                let same = got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
-                assert!(same, "f32 {what} bias {}", bias.is_some());
+                assert!(same_bits(&got, &want), "f32 {what} bias {}", bias.is_some());
             }
         }
     }
@@ -969,18 +969,11 @@ mod tests {
     /// and weights, and sums that saturate.
     #[test]
     fn direct_kernel_gives_the_bits_of_the_built_matrix() {
-        let asym = ConvParams {
-            strides: vec![1, 1],
-            dilations: vec![1, 2],
-            pad_before: vec![0, 2],
-            pad_after: vec![1, 0],
-            groups: 1,
-        };
         let cases: [(&[usize], &[usize], ConvParams); 7] = [
             (&[1, 40, 37, 41], &[24, 40, 3, 3], params(2, 1, 1, 1, 1, 1)),
             (&[2, 6, 15, 17], &[40, 6, 3, 3], params(2, 1, 2, 2, 2, 1)),
             (&[1, 4, 17, 13], &[70, 2, 3, 2], params(2, 1, 2, 2, 1, 2)),
-            (&[1, 3, 10, 13], &[5, 3, 3, 2], asym),
+            (&[1, 3, 10, 13], &[5, 3, 3, 2], asymmetric(vec![1, 1])),
             (&[1, 5, 6, 3], &[33, 5, 3, 3], params(2, 1, 1, 2, 0, 1)),
             (&[1, 3, 300], &[4, 3, 7], params(1, 1, 1, 3, 3, 1)),
             (&[1, 64, 20, 28], &[64, 64, 3, 3], params(2, 1, 1, 1, 1, 1)),
@@ -1012,8 +1005,7 @@ mod tests {
                     .unwrap();
                 let mut got = vec![f16::ZERO; n_out];
                 conv_packed(&x, x_shape, &packed, bias, &p, &mut got, &mut s).unwrap();
-                let same = got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
-                assert!(same, "fp16 {what} bias {}", bias.is_some());
+                assert!(same_bits(&got, &want), "fp16 {what} bias {}", bias.is_some());
                 assert!(want.iter().any(|v| v.is_infinite()), "{what}: nothing saturated");
                 // f32 throughout, IEEE.
                 let mut want = vec![0.0f32; n_out];
@@ -1021,8 +1013,7 @@ mod tests {
                 let packed32 = pack_weight(&w32, w_shape, p.groups).unwrap();
                 let mut got = vec![0.0f32; n_out];
                 conv_packed(&x32, x_shape, &packed32, bias, &p, &mut got, &mut s).unwrap();
-                let same = got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits());
-                assert!(same, "f32 {what} bias {}", bias.is_some());
+                assert!(same_bits(&got, &want), "f32 {what} bias {}", bias.is_some());
             }
         }
     }
