@@ -964,7 +964,7 @@ mod tests {
 
     /// Stride-1 convolutions with a packed weight run on the direct kernel (where the CPU has
     /// it) and give the bits of the GEMM on the built im2col matrix: fp16 through the
-    /// accumulator port and f32, partial channel blocks, tiles narrower than 12 positions,
+    /// accumulator port and f32, partial channel blocks, rows narrower than a tile,
     /// padding on either side, dilation, groups, several images, one spatial dim, NaN inputs
     /// and weights, and sums that saturate.
     #[test]

@@ -4,10 +4,10 @@
 //! broadcast from the padded rows where they lie. Nothing of the input is packed per tap, so
 //! a 3x3 convolution copies each input element about once instead of nine times.
 //!
-//! A tile is 12 neighbouring positions of one output row by 32 output channels (24 zmm
-//! accumulators). One step of K is one input channel and tap, in the im2col matrix's order
-//! (`channel * taps + tap`): two loads of the weight's lanes, twelve broadcasts of the
-//! padded input, 24 multiply-adds. All of K runs in registers, from +0, step by step, so each
+//! A tile is 14 neighbouring positions of one output row by 32 output channels (28 zmm
+//! accumulators; 14 divides the usual widths 14, 28, 56, 112 and 224). One step of K is one
+//! input channel and tap, in the im2col matrix's order (`channel * taps + tap`): two loads
+//! of the weight's lanes, fourteen broadcasts of the padded input, 28 multiply-adds. All of K runs in registers, from +0, step by step, so each
 //! sum is the GEMM's sum of the same products in the same order: the bits of
 //! [`super::conv`]'s im2col path, which the tests hold it to. The finished tile goes through
 //! the GEMM's epilogue (port, bias) and is turned in registers so that each output channel's
@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// Output channels per block of weight lanes (two AVX-512 vectors).
 pub(crate) const BLOCK: usize = 32;
 /// Output positions per tile.
-const TILE: usize = 12;
+const TILE: usize = 14;
 /// The fewest output rows a chunk has (each pads the kernel's height more than its rows).
 const MIN_CHUNK_ROWS: usize = 2;
 /// How many steps of K ahead the input a tile reads is asked for: each input channel and
@@ -301,7 +301,7 @@ mod x86 {
                     }
                 };
             }
-            by_positions!(1 2 3 4 5 6 7 8 9 10 11 12);
+            by_positions!(1 2 3 4 5 6 7 8 9 10 11 12 13 14);
             store(sums, r, (bias, port), (out, out_len), (first, channels, p_out, at));
         }
     }
