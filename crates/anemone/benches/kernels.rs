@@ -44,10 +44,10 @@ fn conv_case(name: &str, cin: usize, cout: usize, h: usize, w: usize, k: usize, 
     let x_shape = [1, cin, h, w];
     let w_shape = [cout, cin, k, k];
     let x = data(cin * h * w, 1, 1.0);
-    let weight = pack_weight(&data(cout * cin * k * k, 2, 1.0), &w_shape, 1).unwrap();
     let mut params = ConvParams::new(2);
     params.pad_before = vec![k / 2; 2];
     params.pad_after = vec![k / 2; 2];
+    let weight = pack_weight(&data(cout * cin * k * k, 2, 1.0), &w_shape, &params).unwrap();
     let mut out = vec![f16::ZERO; cout * h * w];
     let mut scratch = Scratch::new();
     let secs = time(Duration::from_millis(1500), || {

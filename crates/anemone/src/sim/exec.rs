@@ -190,10 +190,10 @@ fn pack(plan: &Plan, p: &plan::Prepack) -> Result<Packed> {
     }
     let packed = match (&step.kernel, value.ty.dtype) {
         (Kernel::Conv { params }, DType::Fp16) => {
-            typed::<f16>(bytes, |w| conv::pack_weight(w, shape, params.groups).map(Packed::Conv))
+            typed::<f16>(bytes, |w| conv::pack_weight(w, shape, params).map(Packed::Conv))
         }
         (Kernel::Conv { params }, DType::Fp32) => {
-            typed::<f32>(bytes, |w| conv::pack_weight(w, shape, params.groups).map(Packed::Conv))
+            typed::<f32>(bytes, |w| conv::pack_weight(w, shape, params).map(Packed::Conv))
         }
         // linear's weight [d_out, d_in] is the GEMM's right operand, transposed.
         (Kernel::Norm(family::norm::NormKernel::Linear { .. }), DType::Fp16) => {

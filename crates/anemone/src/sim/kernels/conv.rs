@@ -7,9 +7,10 @@
 //!   `[Cin, H*W]` layout, `out[Cout, HW] = W[Cout, Cin] x X[Cin, HW]`, no copy (the GEMM widens
 //!   fp16 input while it packs);
 //! - depthwise (one input channel per group): a direct loop over taps, vectorized along rows;
-//! - stride 1 in one or two spatial dims, with a weight packed ahead, on a CPU with AVX-512:
-//!   the direct kernel of [`super::conv_direct`] on the input padded once, output channels
-//!   along the vector lanes, with the bits of the im2col GEMM below;
+//! - stride 1 in one or two spatial dims, with a weight packed ahead and at least 16 output
+//!   channels per group, on a CPU with AVX-512: the direct kernel of [`super::conv_direct`]
+//!   on the input padded a chunk of rows at a time, output channels along the vector lanes,
+//!   with the bits of the im2col GEMM below;
 //! - everything else: one GEMM per image and group on the im2col matrix
 //!   `[Cin/g * k, out spatial]`, which is never built: the GEMM packs its B panels straight
 //!   from the input ([`gemm::Im2col`]), each thread its own, so no scratch matrix is written
@@ -128,8 +129,14 @@ impl Geometry {
             geo.stride[d] = p.strides[i];
             geo.dilation[d] = p.dilations[i];
             geo.pad[d] = p.pad_before[i];
-            let span = (geo.kernel[d] - 1) * geo.dilation[d] + 1;
-            let padded = geo.input[d] + p.pad_before[i] + p.pad_after[i];
+            let (Some(span), Some(padded)) = (
+                geo.kernel[d].saturating_sub(1).checked_mul(geo.dilation[d]).map(|s| s + 1),
+                geo.input[d]
+                    .checked_add(p.pad_before[i])
+                    .and_then(|v| v.checked_add(p.pad_after[i])),
+            ) else {
+                return Err(err(format!("spatial dim {i}: kernel or padding too large")));
+            };
             if geo.kernel[d] == 0 || padded < span {
                 return Err(err(format!(
                     "spatial dim {i}: kernel {} (dilation {}) does not fit input {} padded to {padded}",
@@ -255,13 +262,16 @@ impl PackedConvWeight {
     }
 }
 
-/// Packs a constant weight `[Cout, Cin/groups, *kernel]` for [`conv_packed`]. fp16 values are
-/// widened exactly, NaN read as +inf (the ANE's rule, as for a weight read at run time).
+/// Packs a constant weight `[Cout, Cin/groups, *kernel]` for [`conv_packed`] with `params`
+/// (its groups; with unit strides it is also laid out for the direct kernel, where that
+/// runs). fp16 values are widened exactly, NaN read as +inf (the ANE's rule, as for a weight
+/// read at run time).
 pub fn pack_weight<W: Element>(
     weight: &[W],
     w_shape: &[usize],
-    groups: usize,
+    params: &ConvParams,
 ) -> Result<PackedConvWeight> {
+    let groups = params.groups;
     check_len(KERNEL, "weight", weight.len(), w_shape)?;
     if w_shape.len() < 3 || groups == 0 || !w_shape[0].is_multiple_of(groups) {
         return Err(KernelError::new(
@@ -286,15 +296,16 @@ pub fn pack_weight<W: Element>(
     };
     let depthwise = (w_shape[1] == 1).then(widened);
     let taps = ktot / w_shape[1].max(1);
-    let lanes = (w_shape.len() <= 4 && w_shape[1] >= 2 && taps >= 2 && conv_direct::available())
-        .then(|| {
-            let w = widened();
-            (0..groups)
-                .map(|g| {
-                    conv_direct::lay_out_weight(cout_g, ktot, |o, p| w[(g * cout_g + o) * ktot + p])
-                })
-                .collect()
-        });
+    let unit_strides = params.strides.iter().all(|&s| s == 1);
+    let direct = w_shape.len() <= 4 && w_shape[1] >= 2 && taps >= 2 && unit_strides;
+    let lanes = (direct && conv_direct::wants_weight(cout_g)).then(|| {
+        let w = widened();
+        (0..groups)
+            .map(|g| {
+                conv_direct::lay_out_weight(cout_g, ktot, |o, p| w[(g * cout_g + o) * ktot + p])
+            })
+            .collect()
+    });
     Ok(PackedConvWeight { shape: w_shape.to_vec(), groups, matrices, depthwise, lanes })
 }
 
@@ -528,11 +539,11 @@ fn depthwise(geo: &Geometry, x: &[f32], w: &[f32], acc: &mut [f32]) {
     }
 }
 
-/// How [`conv_direct`] sees each image and group of a convolution it runs: stride 1, one or
-/// two spatial dims, on a CPU that has its kernel.
+/// How [`conv_direct`] sees each image and group of a convolution, when it runs it: stride 1,
+/// one or two spatial dims, and what [`conv_direct::admits`] asks.
 fn direct_shape(geo: &Geometry) -> Option<conv_direct::Shape> {
     let flat = geo.input[0] == 1 && geo.kernel[0] == 1 && geo.output[0] == 1 && geo.pad[0] == 0;
-    (geo.stride == [1; 3] && flat && conv_direct::available()).then(|| conv_direct::Shape {
+    let shape = conv_direct::Shape {
         channels: geo.cin_g(),
         outputs: geo.cout_g(),
         input: [geo.input[1], geo.input[2]],
@@ -540,7 +551,8 @@ fn direct_shape(geo: &Geometry) -> Option<conv_direct::Shape> {
         kernel: [geo.kernel[1], geo.kernel[2]],
         dilation: [geo.dilation[1], geo.dilation[2]],
         pad: [geo.pad[1], geo.pad[2]],
-    })
+    };
+    (geo.stride == [1; 3] && flat && conv_direct::admits(&shape)).then_some(shape)
 }
 
 /// The direct kernel per image and group, with `lanes` the packed weight's lanes per group.
@@ -892,7 +904,7 @@ mod tests {
             let b32: Vec<f32> = b.iter().map(|v| v.to_f32()).collect();
             let shape = conv_output_shape(x_shape, w_shape, &p).unwrap();
             let mut s = Scratch::new();
-            let packed = pack_weight(&w, w_shape, p.groups).unwrap();
+            let packed = pack_weight(&w, w_shape, &p).unwrap();
             for with_bias in [false, true] {
                 let mut want = vec![f16::ZERO; numel(&shape)];
                 let bias = with_bias.then_some(&b[..]);
@@ -905,13 +917,13 @@ mod tests {
         }
         // Packed for other groups: an error, not a wrong result.
         let w = values_f16(6 * 4, 1);
-        let packed = pack_weight(&w, &[6, 4, 1, 1], 1).unwrap();
+        let packed = pack_weight(&w, &[6, 4, 1, 1], &ConvParams::new(2)).unwrap();
         let mut out = vec![f16::ZERO; 6 * 4];
         let x = values_f16(8 * 4, 2);
         let p = params(2, 1, 1, 0, 0, 2);
         let mut s = Scratch::new();
         assert!(conv_packed(&x, &[1, 8, 2, 2], &packed, None, &p, &mut out, &mut s).is_err());
-        assert!(pack_weight(&w, &[6, 4, 1, 1], 4).is_err());
+        assert!(pack_weight(&w, &[6, 4, 1, 1], &params(2, 1, 1, 0, 0, 4)).is_err());
     }
 
     /// The GEMM that packs its panels from the input gives the bits of the GEMM on the built
@@ -973,9 +985,9 @@ mod tests {
             (&[1, 40, 37, 41], &[24, 40, 3, 3], params(2, 1, 1, 1, 1, 1)),
             (&[2, 6, 15, 17], &[40, 6, 3, 3], params(2, 1, 2, 2, 2, 1)),
             (&[1, 4, 17, 13], &[70, 2, 3, 2], params(2, 1, 2, 2, 1, 2)),
-            (&[1, 3, 10, 13], &[5, 3, 3, 2], asymmetric(vec![1, 1])),
+            (&[1, 3, 10, 13], &[17, 3, 3, 2], asymmetric(vec![1, 1])),
             (&[1, 5, 6, 3], &[33, 5, 3, 3], params(2, 1, 1, 2, 0, 1)),
-            (&[1, 3, 300], &[4, 3, 7], params(1, 1, 1, 3, 3, 1)),
+            (&[1, 3, 300], &[20, 3, 7], params(1, 1, 1, 3, 3, 1)),
             (&[1, 64, 20, 28], &[64, 64, 3, 3], params(2, 1, 1, 1, 1, 1)),
         ];
         for (x_shape, w_shape, p) in cases {
@@ -993,7 +1005,7 @@ mod tests {
             let b: Vec<f32> = values(w_shape[0], 53);
             let x32: Vec<f32> = x.iter().map(|v| numerics::ane_read(v.to_f32())).collect();
             let w32: Vec<f32> = w.iter().map(|v| numerics::ane_read(v.to_f32())).collect();
-            let packed = pack_weight(&w, w_shape, p.groups).unwrap();
+            let packed = pack_weight(&w, w_shape, &p).unwrap();
             assert_eq!(packed.lanes.is_some(), conv_direct::available(), "{what}");
             let n_out = numel(&geo.out_shape);
             let mut col = vec![0.0; geo.cin_g() * geo.taps() * geo.out_spatial()];
@@ -1010,12 +1022,57 @@ mod tests {
                 // f32 throughout, IEEE.
                 let mut want = vec![0.0f32; n_out];
                 im2col_gemm(&geo, &x32, &weight, bias, Port::Ieee, &mut want, &mut col).unwrap();
-                let packed32 = pack_weight(&w32, w_shape, p.groups).unwrap();
+                let packed32 = pack_weight(&w32, w_shape, &p).unwrap();
                 let mut got = vec![0.0f32; n_out];
                 conv_packed(&x32, x_shape, &packed32, bias, &p, &mut got, &mut s).unwrap();
                 assert!(same_bits(&got, &want), "f32 {what} bias {}", bias.is_some());
             }
         }
+    }
+
+    /// The direct kernel is left to the GEMM where it would waste lanes (fewer than 16 output
+    /// channels per group) or could not share rows between threads (a large 1-D conv), and
+    /// its weight is not laid out for strides it does not take.
+    #[test]
+    fn direct_kernel_only_where_it_pays() {
+        let shape = |x: &[usize], w: &[usize], p: &ConvParams| {
+            direct_shape(&Geometry::new(x, w, p).unwrap()).is_some()
+        };
+        let on = conv_direct::available();
+        assert_eq!(shape(&[1, 64, 56, 56], &[64, 64, 3, 3], &params(2, 1, 1, 1, 1, 1)), on);
+        assert!(!shape(&[1, 64, 56, 56], &[8, 64, 3, 3], &params(2, 1, 1, 1, 1, 1)));
+        assert!(!shape(&[1, 64, 56, 56], &[64, 64, 3, 3], &params(2, 2, 1, 1, 1, 1)));
+        let long = shape(&[1, 256, 100_000], &[256, 256, 3], &params(1, 1, 1, 1, 1, 1));
+        assert_eq!(long, on && rayon::current_num_threads() < 2);
+        let w = values_f16(64 * 64 * 9, 1);
+        let strided = pack_weight(&w, &[64, 64, 3, 3], &params(2, 2, 1, 1, 1, 1)).unwrap();
+        assert!(strided.lanes.is_none());
+        let few = pack_weight(&w[..8 * 64 * 9], &[8, 64, 3, 3], &params(2, 1, 1, 1, 1, 1)).unwrap();
+        assert!(few.lanes.is_none());
+    }
+
+    /// Sizes whose products do not fit in a usize are errors, on every path, never a wrapped
+    /// length that lets a kernel read or write past its buffers.
+    #[test]
+    fn overflowing_sizes_are_errors() {
+        let e = 67_280_421_310_721usize;
+        let p = ConvParams {
+            strides: vec![1, 1],
+            dilations: vec![1, e],
+            pad_before: vec![0, 0],
+            pad_after: vec![274_176, 2 * e - 1],
+            groups: 1,
+        };
+        let (x_shape, w_shape) = ([1, 2, 1, 1], [1, 2, 1, 2]);
+        let x = [1.0f32; 2];
+        let w = [1.0f32; 4];
+        let mut out = [0.0f32; 1];
+        let mut s = Scratch::new();
+        assert!(conv(&x, &x_shape, &w, &w_shape, None, &p, &mut out, &mut s).is_err());
+        let packed = pack_weight(&w, &w_shape, &p).unwrap();
+        assert!(conv_packed(&x, &x_shape, &packed, None, &p, &mut out, &mut s).is_err());
+        let huge = ConvParams { pad_after: vec![usize::MAX, 0], ..p };
+        assert!(conv_output_shape(&x_shape, &w_shape, &huge).is_err());
     }
 
     #[test]

@@ -7,9 +7,10 @@
 //! A tile is 14 neighbouring positions of one output row by 32 output channels (28 zmm
 //! accumulators; 14 divides the usual widths 14, 28, 56, 112 and 224). One step of K is one
 //! input channel and tap, in the im2col matrix's order (`channel * taps + tap`): two loads
-//! of the weight's lanes, fourteen broadcasts of the padded input, 28 multiply-adds. All of K runs in registers, from +0, step by step, so each
-//! sum is the GEMM's sum of the same products in the same order: the bits of
-//! [`super::conv`]'s im2col path, which the tests hold it to. The finished tile goes through
+//! of the weight's lanes, fourteen broadcasts of the padded input, 28 multiply-adds. All of
+//! K runs in registers, from +0, step by step, so each sum is the GEMM's sum of the same
+//! products in the same order: the bits of [`super::conv`]'s im2col path, which the tests
+//! hold it to. The finished tile goes through
 //! the GEMM's epilogue (port, bias) and is turned in registers so that each output channel's
 //! positions are stored together, rounded to the output type.
 
@@ -24,8 +25,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub(crate) const BLOCK: usize = 32;
 /// Output positions per tile.
 const TILE: usize = 14;
-/// The fewest output rows a chunk has (each pads the kernel's height more than its rows).
+/// The fewest output rows a chunk has (each also pads the rows its kernel reaches below
+/// them: `(kernel height - 1) * dilation`).
 const MIN_CHUNK_ROWS: usize = 2;
+/// Chunks of output rows per thread that a convolution needs for the rows to be shared well:
+/// with fewer rows (a 1-D convolution has one) the im2col GEMM, which also splits the
+/// columns, runs it instead, unless it is too small to share.
+const CHUNKS_PER_THREAD: usize = 2;
 /// How many steps of K ahead the input a tile reads is asked for: each input channel and
 /// kernel row starts a new run of the padded input, which the hardware does not fetch ahead.
 const PREFETCH_STEPS: usize = 16;
@@ -58,8 +64,24 @@ impl Shape {
 
     /// Rows of the im2col matrix: channels times taps.
     fn depth(&self) -> usize {
-        self.channels * self.kernel[0] * self.kernel[1]
+        self.channels.saturating_mul(self.kernel[0]).saturating_mul(self.kernel[1])
     }
+}
+
+/// Whether the direct kernel should run a convolution of this shape: on a CPU that has it,
+/// with at least half a block of output channels (the lanes past them are wasted work),
+/// and rows enough to share between the threads when the work is worth sharing.
+pub(crate) fn admits(shape: &Shape) -> bool {
+    let work = shape.outputs.saturating_mul(shape.output[0]).saturating_mul(shape.output[1]);
+    let rows = shape.output[0] >= CHUNKS_PER_THREAD * rayon::current_num_threads()
+        || !parallel_worth_it(work.saturating_mul(shape.depth()) / 64);
+    available() && shape.outputs >= BLOCK / 2 && rows
+}
+
+/// Whether a weight of `outputs` channels per group is worth laying out for the kernel (see
+/// [`admits`]).
+pub(crate) fn wants_weight(outputs: usize) -> bool {
+    available() && outputs >= BLOCK / 2
 }
 
 /// Whether this CPU runs the direct kernel (else convolutions take the im2col path).
@@ -113,8 +135,9 @@ thread_local! {
 /// The output rows go in chunks that the threads claim in order, each chunk a fraction of
 /// the rows left, so that the last are small and no thread waits long for another (nor for
 /// one slowed by other work on the machine). A thread pads the input rows its chunk reads
-/// (the kernel's height more than the chunk) into its own buffer, then runs the chunk's tiles
-/// on them while they are in that core's caches.
+/// (its rows and the `(kernel height - 1) * dilation` below them) into its own buffer, kept
+/// between calls, then runs the chunk's tiles on them while they are in that core's caches.
+/// Sizes whose products do not fit in a usize are an error.
 pub(crate) fn conv<O: Element>(
     shape: &Shape,
     x: Elems<'_>,
@@ -132,25 +155,39 @@ pub(crate) fn conv<O: Element>(
     if out_type != TypeId::of::<f32>() && out_type != TypeId::of::<half::f16>() {
         return err(format!("{} output", O::NAME));
     }
-    let depth = shape.depth();
     let [kh, kw] = shape.kernel;
     let [oh, ow] = shape.output;
-    let p_out = oh * ow;
-    if lanes.len() != shape.outputs.div_ceil(BLOCK) * depth * BLOCK
-        || out.len() < shape.outputs * p_out
-    {
-        return err("weight lanes or output do not fit".into());
-    }
-    let wp = shape.padded_width();
-    let halo = (kh - 1) * shape.dilation[0];
-    let work = shape.outputs * p_out * depth;
+    let too_big = || err(format!("{shape:?} is too large"));
+    let mul = |a: usize, b: usize| a.checked_mul(b);
+    let Some((depth, p_out, halo, wp)) = (|| {
+        let depth = mul(mul(shape.channels, kh)?, kw)?;
+        let halo = mul(kh.checked_sub(1)?, shape.dilation[0])?;
+        let wp = ow.checked_add(mul(kw.checked_sub(1)?, shape.dilation[1])?)?;
+        Some((depth, mul(oh, ow)?, halo, wp))
+    })() else {
+        return too_big();
+    };
+    let Some(work) = mul(shape.outputs, p_out).and_then(|n| mul(n, depth)) else {
+        return too_big();
+    };
     let parallel = parallel_worth_it(work / 64);
     let threads = if parallel { rayon::current_num_threads() } else { 1 };
     // The first chunk is the largest.
     let chunk_for = |left: usize| left.div_ceil(2 * threads).max(MIN_CHUNK_ROWS).min(left);
     let chunk = if parallel { chunk_for(oh) } else { oh };
-    // Every chunk's channel planes lie this far apart, so one list of offsets serves all.
-    let plane = (chunk + halo) * wp;
+    // Every chunk's channel planes lie this far apart, so one list of offsets serves all (the
+    // largest offset is less than `channels * plane`, the buffer's length).
+    let Some((plane, len)) = chunk
+        .checked_add(halo)
+        .and_then(|rows| mul(rows, wp))
+        .and_then(|plane| Some((plane, mul(shape.channels, plane)?)))
+    else {
+        return too_big();
+    };
+    let lanes_len = mul(shape.outputs.div_ceil(BLOCK), depth).and_then(|v| mul(v, BLOCK));
+    if lanes_len != Some(lanes.len()) || mul(shape.outputs, p_out).is_none_or(|n| out.len() < n) {
+        return err("weight lanes or output do not fit".into());
+    }
     // Where step p of K reads, from a position's place in the chunk's channel 0.
     let offsets: Vec<usize> = (0..depth)
         .map(|p| {
@@ -170,7 +207,6 @@ pub(crate) fn conv<O: Element>(
                 Ok(ref mut b) => &mut **b,
                 Err(_) => &mut fresh,
             };
-            let len = shape.channels * plane;
             if buf.len() < len {
                 buf.resize(len, 0.0);
             }

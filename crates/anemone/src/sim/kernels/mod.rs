@@ -263,7 +263,12 @@ pub(crate) fn check_len(
     len: usize,
     shape: &[usize],
 ) -> Result<()> {
-    let want = numel(shape);
+    let Some(want) = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) else {
+        return Err(KernelError::new(
+            kernel,
+            format!("{what} shape {shape:?} has more elements than a usize counts"),
+        ));
+    };
     if len != want {
         return Err(KernelError::new(
             kernel,
