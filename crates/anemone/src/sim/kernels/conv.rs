@@ -295,7 +295,7 @@ pub fn pack_weight<W: Element>(
         w
     };
     let depthwise = (w_shape[1] == 1).then(widened);
-    let taps = ktot / w_shape[1].max(1);
+    let taps: usize = w_shape[2..].iter().product();
     let unit_strides = params.strides.iter().all(|&s| s == 1);
     let direct = w_shape.len() <= 4 && w_shape[1] >= 2 && taps >= 2 && unit_strides;
     let lanes = (direct && conv_direct::wants_weight(cout_g)).then(|| {

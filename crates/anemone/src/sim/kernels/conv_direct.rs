@@ -57,11 +57,6 @@ pub(crate) struct Shape {
 }
 
 impl Shape {
-    /// The padded rows' width: with stride 1, the input's plus both paddings.
-    fn padded_width(&self) -> usize {
-        self.output[1] + (self.kernel[1] - 1) * self.dilation[1]
-    }
-
     /// Rows of the im2col matrix: channels times taps.
     fn depth(&self) -> usize {
         self.channels.saturating_mul(self.kernel[0]).saturating_mul(self.kernel[1])
@@ -211,7 +206,8 @@ pub(crate) fn conv<O: Element>(
                 buf.resize(len, 0.0);
             }
             let buf = &mut buf[..len];
-            pad_rows(shape, x, (x_offset, channel_stride), (y0, y1 - y0 + halo), plane, buf);
+            let padded_rows = (y0, y1 - y0 + halo);
+            pad_rows(shape, x, (x_offset, channel_stride), padded_rows, (plane, wp), buf);
             for y in y0..y1 {
                 for x0 in (0..ow).step_by(TILE) {
                     let r = TILE.min(ow - x0);
@@ -266,19 +262,19 @@ pub(crate) fn conv<O: Element>(
 }
 
 /// Copies padded rows `y0..y0 + count` of the group's channels of `x` into `buf`, channel `c`
-/// from `c * plane`, each row `wp` wide with the convolution's zero padding around the input
-/// (fp16 widened, NaN read as +inf, as the GEMM reads it).
+/// from `c * plane`, each row `wp` wide (with stride 1, the input's width plus both
+/// paddings) with the convolution's zero padding around the input (fp16 widened, NaN read as
+/// +inf, as the GEMM reads it).
 fn pad_rows(
     shape: &Shape,
     x: Elems<'_>,
     (x_offset, channel_stride): (usize, usize),
     (y0, count): (usize, usize),
-    plane: usize,
+    (plane, wp): (usize, usize),
     buf: &mut [f32],
 ) {
     let [ih, iw] = shape.input;
     let [top, left] = shape.pad;
-    let wp = shape.padded_width();
     for (c, dst) in buf.chunks_exact_mut(plane).enumerate() {
         for (i, row) in dst[..count * wp].chunks_exact_mut(wp).enumerate() {
             match (y0 + i).checked_sub(top).filter(|&r| r < ih) {
