@@ -25,6 +25,11 @@ pub trait SurfaceMemory: Send {
     fn write(&mut self, f: &mut dyn FnMut(&mut [u8])) -> Result<()>;
     /// Lets a backend reach its native handle (e.g. the IOSurfaceRef).
     fn as_any(&self) -> &dyn std::any::Any;
+    /// The memory as the simulator's heap memory, when it is that: the simulator then lends
+    /// the allocation to its kernels for an output instead of copying the output into it.
+    fn as_heap_mut(&mut self) -> Option<&mut HeapMemory> {
+        None
+    }
 }
 
 /// Heap memory aligned to 64 bytes: the simulator's surfaces.
@@ -50,6 +55,12 @@ impl HeapMemory {
     pub fn bytes_mut(&mut self) -> &mut [u8] {
         self.0.bytes_mut()
     }
+
+    /// The allocation itself, for the simulator to trade with one of its own buffers of the
+    /// same use for the length of an evaluate.
+    pub(crate) fn allocation_mut(&mut self) -> &mut AlignedBytes {
+        &mut self.0
+    }
 }
 
 impl SurfaceMemory for HeapMemory {
@@ -68,6 +79,9 @@ impl SurfaceMemory for HeapMemory {
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+    fn as_heap_mut(&mut self) -> Option<&mut HeapMemory> {
+        Some(self)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The simulator backend: compiles programs into plans and runs them step by step over
 //! fp16/fp32 buffers, checking the ANE's rules on every evaluate (equal surface sizes,
-//! loaded before evaluate).
+//! loaded before evaluate). Outputs are computed in their surfaces' memory where it can
+//! stand in for their buffers, and copied into the surfaces otherwise.
 //!
 //! It also owns the simulator's side of the weight-reload experiment: each executable keeps
 //! the compiled program's weight files as a "disk" copy (the ANE backend writes them to the
@@ -414,15 +415,17 @@ impl SimExecutable {
         &mut self,
         inputs: &[&Surface],
         outputs: &mut [&mut Surface],
-        mut times: Option<&mut Vec<f64>>,
+        times: Option<&mut Vec<f64>>,
     ) -> Result<()> {
         if !self.loaded {
             return Err(Error::State("evaluate on an unloaded model: call load() first".into()));
         }
         check_equal_sizes("input", inputs.iter().map(|s| (s.name(), s.alloc_size())))?;
         check_equal_sizes("output", outputs.iter().map(|s| (s.name(), s.alloc_size())))?;
-        let plan = &self.built.plan;
-        let widened = self.built.widen();
+        // (Its own handle: the steps below borrow the executable mutably.)
+        let built = self.built.clone();
+        let plan = &built.plan;
+        let widened = built.widen();
         if inputs.len() != plan.inputs.len() || outputs.len() != plan.outputs.len() {
             return Err(Error::State(format!(
                 "evaluate got {} inputs and {} outputs; the program has {} and {}",
@@ -434,6 +437,42 @@ impl SimExecutable {
         }
         let input_bytes: Vec<&[u8]> =
             inputs.iter().map(|s| heap_bytes(s)).collect::<Result<_>>()?;
+        let lent = lend_output_memory(plan, &mut self.buffers, outputs);
+        let result = self.run_steps(&input_bytes, times).and_then(|()| {
+            // The other outputs are copied out, while the lent ones are still in place (one
+            // can be a reshape of another, over the same buffer).
+            let env = Env {
+                plan,
+                widened,
+                packed: &built.packed,
+                step: usize::MAX,
+                inputs: &input_bytes,
+                buffers: &self.buffers,
+            };
+            for (i, (&v, surface)) in plan.outputs.iter().zip(outputs.iter_mut()).enumerate() {
+                if !lent.iter().any(|&(l, _)| l == i) {
+                    let src = env.bytes(v);
+                    let n = src.len();
+                    surface.memory_mut().write(&mut |dst| dst[..n].copy_from_slice(src))?;
+                }
+            }
+            Ok(())
+        });
+        // The lent outputs are in their surfaces' memory: give it back (also after an error,
+        // which leaves the outputs' contents unspecified).
+        for &(i, b) in &lent {
+            if let Some(heap) = outputs[i].memory_mut().as_heap_mut() {
+                std::mem::swap(&mut self.buffers[b], heap.allocation_mut());
+            }
+        }
+        result
+    }
+
+    /// Runs the steps in order, each into its output buffers, adding each step's seconds to
+    /// `times` when given.
+    fn run_steps(&mut self, input_bytes: &[&[u8]], mut times: Option<&mut Vec<f64>>) -> Result<()> {
+        let plan = &self.built.plan;
+        let widened = self.built.widen();
         for (s, step) in plan.steps.iter().enumerate() {
             // Outputs never share a buffer with a live input (the memory plan guarantees
             // it), so they can be taken out while the inputs are read.
@@ -452,7 +491,7 @@ impl SimExecutable {
                     widened,
                     packed: &self.built.packed,
                     step: s,
-                    inputs: &input_bytes,
+                    inputs: input_bytes,
                     buffers: &self.buffers,
                 };
                 run_step(&env, step, &mut outs, &mut self.scratch)
@@ -470,21 +509,40 @@ impl SimExecutable {
                 message: format!("{} `{}`: {e}", step.kind, step.op_name),
             })?;
         }
-        let env = Env {
-            plan,
-            widened,
-            packed: &self.built.packed,
-            step: usize::MAX,
-            inputs: &input_bytes,
-            buffers: &self.buffers,
-        };
-        for (&v, surface) in plan.outputs.iter().zip(outputs.iter_mut()) {
-            let src = env.bytes(v);
-            let n = src.len();
-            surface.memory_mut().write(&mut |dst| dst[..n].copy_from_slice(src))?;
-        }
         Ok(())
     }
+}
+
+/// Trades the memory of the output surfaces that can take an output directly for the
+/// buffers the plan gave those outputs, so that the kernels write the outputs in place and
+/// evaluate copies nothing at the end; returns (output index, buffer) of each trade, to be
+/// traded back after the steps.
+///
+/// An output is lent its surface's memory when that is heap memory at least as long as the
+/// output's buffer, and the buffer is the output's size: every tensor that shares the
+/// buffer (the memory plan reuses it for tensors that die before the output is made) then
+/// writes only bytes the output overwrites, and a surface longer than its tensor (padded to
+/// the device's common size) keeps its padding.
+fn lend_output_memory(
+    plan: &Plan,
+    buffers: &mut [AlignedBytes],
+    outputs: &mut [&mut Surface],
+) -> Vec<(usize, usize)> {
+    let mut lent: Vec<(usize, usize)> = Vec::new();
+    for (i, (&v, surface)) in plan.outputs.iter().zip(outputs.iter_mut()).enumerate() {
+        let Storage::Buffer(b) = plan.values[v].storage else { continue };
+        let n = plan.values[v].ty.byte_size().unwrap_or(0) as usize;
+        if buffers[b].len() != n || lent.iter().any(|&(_, l)| l == b) {
+            continue;
+        }
+        if let Some(heap) = surface.memory_mut().as_heap_mut()
+            && heap.bytes().len() >= n
+        {
+            std::mem::swap(&mut buffers[b], heap.allocation_mut());
+            lent.push((i, b));
+        }
+    }
+    lent
 }
 
 /// Names the timed steps. A cast the plan added around fp32 arithmetic (it has no op in
@@ -1278,6 +1336,62 @@ mod tests {
         assert_eq!(steps, [OpKind::Transpose, OpKind::Matmul, OpKind::Transpose]);
         assert_eq!(folded, kept);
         assert!(kept.iter().any(|&b| b != 0), "the product is not all zeros");
+    }
+
+    #[test]
+    fn outputs_are_made_in_their_surfaces_which_keep_their_memory_and_padding() {
+        // y = x + x is an output that later ops read; z, a reshape of y, a second output over
+        // its buffer; w, a slice of y, an output smaller than the surfaces' common size.
+        let mut b = Builder::new();
+        let mut f = b.function("main");
+        let x = f.input("x", TensorType::new(DType::Fp16, [1, 4, 1, 8]));
+        let y = f.add(&x, &x).unwrap();
+        let z = f.reshape(&y, &[32]).unwrap();
+        let w = f.slice_by_size(&y, &[0, 0, 0, 0], &[1, 4, 1, 2]).unwrap();
+        let u = f.mul(&y, &y).unwrap();
+        for (v, name) in [(&y, "y"), (&z, "z"), (&w, "w"), (&u, "u")] {
+            f.output_named(v, name).unwrap();
+        }
+        f.finish();
+        let built = b.build().unwrap();
+        let outputs = [
+            fp16_io("y", &[1, 4, 1, 8]),
+            fp16_io("z", &[32]),
+            fp16_io("w", &[1, 4, 1, 2]),
+            fp16_io("u", &[1, 4, 1, 8]),
+        ];
+        let compiled = Arc::new(compile(
+            &built,
+            &[fp16_io("x", &[1, 4, 1, 8])],
+            &outputs,
+            SimOptions::default(),
+        ));
+        let mut exec = compiled.executable();
+        exec.load().unwrap();
+        let surface =
+            |(name, ty): &(String, TensorType)| Surface::new_heap(name, ty.clone(), 64).unwrap();
+        let mut x_surface = surface(&fp16_io("x", &[1, 4, 1, 8]));
+        let mut outs: Vec<Surface> = outputs.iter().map(surface).collect();
+        // w's 16 bytes are followed by 48 of padding, marked.
+        outs[2].memory_mut().write(&mut |d| d[16..].fill(0xab)).unwrap();
+        let homes: Vec<*const u8> = outs.iter().map(|s| heap_bytes(s).unwrap().as_ptr()).collect();
+        for round in 0..3 {
+            let xs: Vec<f32> = (0..32).map(|i| (i * (round + 1)) as f32 / 8.0 - 1.0).collect();
+            x_surface.write_f32(&xs).unwrap();
+            let mut refs: Vec<&mut Surface> = outs.iter_mut().collect();
+            exec.evaluate(&[&x_surface], &mut refs).unwrap();
+            let ys: Vec<f32> = xs.iter().map(|v| v + v).collect();
+            assert_eq!(outs[0].read_f32().unwrap(), ys, "round {round}");
+            assert_eq!(outs[1].read_f32().unwrap(), ys, "round {round}");
+            let ws: Vec<f32> = (0..4).flat_map(|c| [ys[c * 8], ys[c * 8 + 1]]).collect();
+            assert_eq!(outs[2].read_f32().unwrap(), ws, "round {round}");
+            let us: Vec<f32> = ys.iter().map(|v| f16::from_f32(v * v).to_f32()).collect();
+            assert_eq!(outs[3].read_f32().unwrap(), us, "round {round}");
+            outs[2].memory().read(&mut |d| assert!(d[16..].iter().all(|&b| b == 0xab))).unwrap();
+            let now: Vec<*const u8> =
+                outs.iter().map(|s| heap_bytes(s).unwrap().as_ptr()).collect();
+            assert_eq!(now, homes, "each surface keeps its own memory");
+        }
     }
 
     #[test]
