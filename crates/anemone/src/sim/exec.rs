@@ -438,7 +438,18 @@ impl SimExecutable {
         let input_bytes: Vec<&[u8]> =
             inputs.iter().map(|s| heap_bytes(s)).collect::<Result<_>>()?;
         let lent = lend_output_memory(plan, &mut self.buffers, outputs);
-        let result = self.run_steps(&input_bytes, times).and_then(|()| {
+        // (A panic in a kernel is caught only to give the memory back, then goes on.)
+        let steps = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.run_steps(&input_bytes, times)
+        }));
+        let (steps, panic) = match steps {
+            Ok(result) => (result, None),
+            Err(panic) => (Ok(()), Some(panic)),
+        };
+        let result = steps.and_then(|()| {
+            if panic.is_some() {
+                return Ok(());
+            }
             // The other outputs are copied out, while the lent ones are still in place (one
             // can be a reshape of another, over the same buffer).
             let env = Env {
@@ -450,7 +461,7 @@ impl SimExecutable {
                 buffers: &self.buffers,
             };
             for (i, (&v, surface)) in plan.outputs.iter().zip(outputs.iter_mut()).enumerate() {
-                if !lent.iter().any(|&(l, _)| l == i) {
+                if !lent.iter().any(|&(l, _, _)| l == i) {
                     let src = env.bytes(v);
                     let n = src.len();
                     surface.memory_mut().write(&mut |dst| dst[..n].copy_from_slice(src))?;
@@ -459,11 +470,17 @@ impl SimExecutable {
             Ok(())
         });
         // The lent outputs are in their surfaces' memory: give it back (also after an error,
-        // which leaves the outputs' contents unspecified).
-        for &(i, b) in &lent {
-            if let Some(heap) = outputs[i].memory_mut().as_heap_mut() {
+        // which leaves the outputs' contents unspecified). Only a panic in the step that held
+        // the memory can have lost it; the surface then keeps the buffer.
+        for &(i, b, len) in &lent {
+            if let Some(heap) = outputs[i].memory_mut().as_heap_mut()
+                && self.buffers[b].len() == len
+            {
                 std::mem::swap(&mut self.buffers[b], heap.allocation_mut());
             }
+        }
+        if let Some(panic) = panic {
+            std::panic::resume_unwind(panic);
         }
         result
     }
@@ -515,8 +532,8 @@ impl SimExecutable {
 
 /// Trades the memory of the output surfaces that can take an output directly for the
 /// buffers the plan gave those outputs, so that the kernels write the outputs in place and
-/// evaluate copies nothing at the end; returns (output index, buffer) of each trade, to be
-/// traded back after the steps.
+/// evaluate copies nothing at the end; returns (output index, buffer, length of the lent
+/// memory) of each trade, to be traded back after the steps.
 ///
 /// An output is lent its surface's memory when that is heap memory at least as long as the
 /// output's buffer, and the buffer is the output's size: every tensor that shares the
@@ -527,19 +544,20 @@ fn lend_output_memory(
     plan: &Plan,
     buffers: &mut [AlignedBytes],
     outputs: &mut [&mut Surface],
-) -> Vec<(usize, usize)> {
-    let mut lent: Vec<(usize, usize)> = Vec::new();
+) -> Vec<(usize, usize, usize)> {
+    let mut lent: Vec<(usize, usize, usize)> = Vec::new();
     for (i, (&v, surface)) in plan.outputs.iter().zip(outputs.iter_mut()).enumerate() {
         let Storage::Buffer(b) = plan.values[v].storage else { continue };
         let n = plan.values[v].ty.byte_size().unwrap_or(0) as usize;
-        if buffers[b].len() != n || lent.iter().any(|&(_, l)| l == b) {
+        if buffers[b].len() != n || lent.iter().any(|&(_, l, _)| l == b) {
             continue;
         }
         if let Some(heap) = surface.memory_mut().as_heap_mut()
             && heap.bytes().len() >= n
         {
+            let len = heap.bytes().len();
             std::mem::swap(&mut buffers[b], heap.allocation_mut());
-            lent.push((i, b));
+            lent.push((i, b, len));
         }
     }
     lent
