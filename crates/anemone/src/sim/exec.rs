@@ -645,7 +645,7 @@ impl<'a> Env<'a> {
         match value.storage {
             Storage::Input(i) => &self.inputs[i][..n],
             Storage::Const(c) => &self.plan.constants[c].bytes()[..n],
-            Storage::Buffer(b) => &self.buffers[b].bytes()[..n],
+            Storage::Buffer(b) => &self.buffers[b].bytes()[value.offset..value.offset + n],
         }
     }
 
@@ -707,8 +707,9 @@ fn run_step(
         .iter_mut()
         .zip(&step.outputs)
         .map(|(b, &v)| {
-            let n = env.plan.values[v].ty.byte_size().unwrap_or(0) as usize;
-            &mut b.bytes_mut()[..n]
+            let value = &env.plan.values[v];
+            let n = value.ty.byte_size().unwrap_or(0) as usize;
+            &mut b.bytes_mut()[value.offset..value.offset + n]
         })
         .collect();
     if let Some(result) = run_family(env, step, &mut outs, scratch) {
@@ -773,7 +774,20 @@ fn run_step(
                 _ => k(layout::slice::<u64>(view(x), shape, axes, view_mut(o0))),
             })
         }
-        Kernel::Concat { axis, interleave } => {
+        Kernel::Concat { placed, .. } if placed.contains(&true) => {
+            // The inputs follow each other in the output (the plan placed parts only so);
+            // those placed are there already, and their buffer is this step's output.
+            let mut at = 0;
+            for (&v, &placed) in i.iter().zip(placed) {
+                let n = env.ty(v).byte_size().unwrap_or(0) as usize;
+                if !placed {
+                    o0[at..at + n].copy_from_slice(env.bytes(v));
+                }
+                at += n;
+            }
+            Ok(())
+        }
+        Kernel::Concat { axis, interleave, .. } => {
             let parts: Vec<(&[u8], &[usize])> =
                 i.iter().map(|&v| (env.bytes(v), env.ty(v).shape.as_slice())).collect();
             fn typed<'a, T: bytemuck::Pod>(
@@ -1410,6 +1424,74 @@ mod tests {
                 outs.iter().map(|s| heap_bytes(s).unwrap().as_ptr()).collect();
             assert_eq!(now, homes, "each surface keeps its own memory");
         }
+    }
+
+    #[test]
+    fn concat_parts_are_made_in_place_in_the_concat_with_the_same_values() {
+        // out = concat(x + x, x, x * x, k, inner) along axis 1 of [1, C, 1, 8]: x + x and
+        // x * x are read by the concat alone and are made in its output; x is an input, k
+        // (2x - x) is also read by another op, and inner is a concat with parts of its own
+        // (x - x and relu(x)): those are copied. A concat along axis 3 (dims of 4 before it) places
+        // nothing.
+        let mut b = Builder::new();
+        let mut f = b.function("main");
+        let x = f.input("x", TensorType::new(DType::Fp16, [1, 2, 1, 8]));
+        let twice = f.add(&x, &x).unwrap();
+        let square = f.mul(&x, &x).unwrap();
+        let doubled = f.add(&x, &x).unwrap();
+        let k = f.sub(&doubled, &x).unwrap();
+        let k2 = f.mul(&k, &x).unwrap();
+        let zero = f.sub(&x, &x).unwrap();
+        let relu = f.relu(&x).unwrap();
+        let inner = f.concat(&[zero, relu], 1, false).unwrap();
+        let out = f.concat(&[twice, x.clone(), square, k, inner], 1, false).unwrap();
+        let wide = f.concat(&[k2.clone(), x.clone()], 3, false).unwrap();
+        f.output_named(&out, "out").unwrap();
+        f.output_named(&wide, "wide").unwrap();
+        f.finish();
+        let built = b.build().unwrap();
+        let outputs = [fp16_io("out", &[1, 12, 1, 8]), fp16_io("wide", &[1, 2, 1, 16])];
+        let compiled = Arc::new(compile(
+            &built,
+            &[fp16_io("x", &[1, 2, 1, 8])],
+            &outputs,
+            SimOptions::default(),
+        ));
+        let plan = &compiled.built.plan;
+        let placed: Vec<Vec<bool>> = plan
+            .steps
+            .iter()
+            .filter_map(|s| match &s.kernel {
+                Kernel::Concat { placed, .. } => Some(placed.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(placed, [vec![true, true], vec![true, false, true, false, false], vec![]]);
+        let mut exec = compiled.executable();
+        exec.load().unwrap();
+        let xs: Vec<f32> = (0..16).map(|i| i as f32 / 4.0 - 2.0).collect();
+        let mut x_surface = Surface::new_heap("x", fp16_io("x", &[1, 2, 1, 8]).1, 32).unwrap();
+        x_surface.write_f32(&xs).unwrap();
+        let mut outs: Vec<Surface> = outputs
+            .iter()
+            .map(|(name, ty)| Surface::new_heap(name, ty.clone(), 192).unwrap())
+            .collect();
+        let mut refs: Vec<&mut Surface> = outs.iter_mut().collect();
+        exec.evaluate(&[&x_surface], &mut refs).unwrap();
+        let r = |v: f32| f16::from_f32(v).to_f32();
+        let square: Vec<f32> = xs.iter().map(|&v| r(v * v)).collect();
+        let k: Vec<f32> = xs.iter().map(|&v| r(v + v - v)).collect();
+        let mut want: Vec<f32> = xs.iter().map(|&v| v + v).collect();
+        want.extend(&xs);
+        want.extend(&square);
+        want.extend(&k);
+        want.extend(xs.iter().map(|_| 0.0));
+        want.extend(xs.iter().map(|&v| v.max(0.0)));
+        assert_eq!(outs[0].read_f32().unwrap(), want);
+        let k2: Vec<f32> = k.iter().zip(&xs).map(|(&a, &v)| r(a * v)).collect();
+        let wide: Vec<f32> =
+            (0..2).flat_map(|c| [&k2[c * 8..c * 8 + 8], &xs[c * 8..c * 8 + 8]].concat()).collect();
+        assert_eq!(outs[1].read_f32().unwrap(), wide);
     }
 
     #[test]

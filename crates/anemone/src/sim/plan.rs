@@ -2,8 +2,9 @@
 //! its parameters resolved by the op registry, constants are decoded once (weights are
 //! snapshotted here, as the ANE compiler does), reshapes alias their input, a matmul reads a
 //! slice of whole rows in place from the sliced tensor, transposes of the last two dims fold
-//! into the matmuls beside them, and every intermediate tensor gets a buffer from the
-//! live-range memory plan.
+//! into the matmuls beside them, the inputs of a concat that nothing else reads are made in
+//! place in its output, and every intermediate tensor gets a buffer from the live-range
+//! memory plan.
 //!
 //! Arithmetic typed fp32 runs as on the ANE, in fp16 ([`Fp32Arithmetic::AsAne`]): the plan
 //! narrows the op's fp32 operands to fp16 (constants once at compile time, other tensors by a
@@ -52,6 +53,9 @@ pub struct Value {
     pub ty: TensorType,
     /// Where its bytes live.
     pub storage: Storage,
+    /// Where in its buffer they start, in bytes: 0 but for a part of a concat made in place
+    /// (see `place_concat_parts`).
+    pub offset: usize,
 }
 
 /// A constant's bytes in its dtype: decoded inline literals and dequantized weights are
@@ -124,6 +128,9 @@ pub enum Kernel {
         /// Whether the inputs alternate along `axis` (`out[i::n] = in_i`) rather than follow
         /// each other.
         interleave: bool,
+        /// Per input, whether the step that makes it wrote it in place in the output already
+        /// (see `place_concat_parts`); empty when none did.
+        placed: Vec<bool>,
     },
     /// split of x into consecutive pieces, one output each.
     Split {
@@ -361,7 +368,7 @@ impl PlanBuilder<'_> {
         alias: Option<ValueId>,
     ) -> ValueId {
         let id = self.values.len();
-        self.values.push(Value { name: name.to_string(), ty, storage });
+        self.values.push(Value { name: name.to_string(), ty, storage, offset: 0 });
         self.alias_of.push(alias);
         self.names.insert(name.to_string(), id);
         id
@@ -376,7 +383,7 @@ impl PlanBuilder<'_> {
         storage: Storage,
         alias: Option<ValueId>,
     ) -> ValueId {
-        self.values.push(Value { name: label, ty, storage });
+        self.values.push(Value { name: label, ty, storage, offset: 0 });
         self.alias_of.push(alias);
         self.values.len() - 1
     }
@@ -469,7 +476,12 @@ impl PlanBuilder<'_> {
                 let c = self.literal_constant(lit, &ty)?;
                 // Not registered by name: an inline literal has none, and its made-up label
                 // must not shadow a value of the program.
-                self.values.push(Value { name: hint.to_string(), ty, storage: Storage::Const(c) });
+                self.values.push(Value {
+                    name: hint.to_string(),
+                    ty,
+                    storage: Storage::Const(c),
+                    offset: 0,
+                });
                 self.alias_of.push(None);
                 Ok(self.values.len() - 1)
             }
@@ -661,7 +673,7 @@ impl PlanBuilder<'_> {
             }
             OpKind::Concat => {
                 let p = ops::ConcatParams::resolve(ctx).map_err(e)?;
-                Kernel::Concat { axis: p.axis, interleave: p.interleave }
+                Kernel::Concat { axis: p.axis, interleave: p.interleave, placed: Vec::new() }
             }
             OpKind::Split => {
                 let p = ops::SplitParams::resolve(ctx).map_err(e)?;
@@ -1118,6 +1130,64 @@ impl PlanBuilder<'_> {
             .unzip();
     }
 
+    /// Lets the steps that make a concat's inputs write them straight into the concat's
+    /// output, where the concat would copy them. Returns each such part: (its root value,
+    /// the concat's output, byte offset in it).
+    ///
+    /// A part must follow the ones before it in the output's memory (a concat that is not
+    /// interleaved, with only dims of 1 before its axis), be made by a step with no other
+    /// output, and be read by nothing but this concat, once (so no step reads it from its
+    /// place while its producer or the concat holds the buffer). A concat's output that has
+    /// parts is not itself placed in another. The concat then copies only the other inputs.
+    fn place_concat_parts(&mut self, outputs: &[ValueId]) -> Vec<(ValueId, ValueId, usize)> {
+        let readers = self.reader_counts(outputs);
+        let mut producer: HashMap<ValueId, usize> = HashMap::new();
+        for (s, step) in self.steps.iter().enumerate() {
+            for &o in &step.outputs {
+                producer.insert(o, s);
+            }
+        }
+        let mut parts = Vec::new();
+        let mut holds_parts = vec![false; self.values.len()];
+        let mut is_part = vec![false; self.values.len()];
+        for s in 0..self.steps.len() {
+            let Kernel::Concat { axis, interleave: false, .. } = self.steps[s].kernel else {
+                continue;
+            };
+            let c = self.steps[s].outputs[0];
+            let shape = &self.values[c].ty.shape;
+            if is_part[c] || self.alias_of[c].is_some() || shape[..axis].iter().any(|&d| d != 1) {
+                continue;
+            }
+            let mut placed = vec![false; self.steps[s].inputs.len()];
+            let mut offset = 0;
+            for (k, &v) in self.steps[s].inputs.iter().enumerate() {
+                let bytes = self.values[v].ty.byte_size().unwrap_or(0) as usize;
+                let r = self.root(v);
+                let made_alone =
+                    producer.get(&r).is_some_and(|&p| p < s && self.steps[p].outputs.len() == 1);
+                if made_alone
+                    && readers[r] == 1
+                    && !holds_parts[r]
+                    && self.values[r].storage == PENDING
+                    && self.values[r].ty.byte_size() == self.values[v].ty.byte_size()
+                {
+                    placed[k] = true;
+                    is_part[r] = true;
+                    parts.push((r, c, offset));
+                }
+                offset += bytes;
+            }
+            if placed.contains(&true) {
+                holds_parts[c] = true;
+                if let Kernel::Concat { placed: p, .. } = &mut self.steps[s].kernel {
+                    *p = placed;
+                }
+            }
+        }
+        parts
+    }
+
     /// Assigns buffers by live range and returns the plan.
     fn finish(mut self, inputs: Vec<ValueId>, outputs: Vec<ValueId>) -> Plan {
         self.fuse_spelled_attention(&outputs);
@@ -1154,10 +1224,20 @@ impl PlanBuilder<'_> {
             let r = self.root(o);
             last[r] = end;
         }
+        // A concat's output lives from its first part on; the parts live in it.
+        let parts = self.place_concat_parts(&outputs);
+        let mut in_concat = vec![false; self.values.len()];
+        for &(part, c, _) in &parts {
+            first[c] = first[c].min(first[part]);
+            in_concat[part] = true;
+        }
         // A value no step produces is a dropped widening's: it needs no buffer.
         let roots: Vec<ValueId> = (0..self.values.len())
             .filter(|&v| {
-                self.values[v].storage == PENDING && self.alias_of[v].is_none() && first[v] < end
+                self.values[v].storage == PENDING
+                    && self.alias_of[v].is_none()
+                    && first[v] < end
+                    && !in_concat[v]
             })
             .collect();
         let lifetimes: Vec<Lifetime> = roots
@@ -1172,10 +1252,15 @@ impl PlanBuilder<'_> {
         for (k, &v) in roots.iter().enumerate() {
             self.values[v].storage = Storage::Buffer(memory.assignment[k]);
         }
+        for &(part, c, offset) in &parts {
+            self.values[part].storage = self.values[c].storage;
+            self.values[part].offset = offset;
+        }
         for v in 0..self.values.len() {
             if self.alias_of[v].is_some() {
                 let r = self.root(v);
-                self.values[v].storage = self.values[r].storage;
+                (self.values[v].storage, self.values[v].offset) =
+                    (self.values[r].storage, self.values[r].offset);
             }
         }
         let intermediate_bytes = lifetimes.iter().map(|l| l.bytes).sum();
