@@ -442,46 +442,33 @@ impl SimExecutable {
         let steps = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.run_steps(&input_bytes, times)
         }));
-        let (steps, panic) = match steps {
-            Ok(result) => (result, None),
-            Err(panic) => (Ok(()), Some(panic)),
-        };
-        let result = steps.and_then(|()| {
-            if panic.is_some() {
-                return Ok(());
-            }
-            // The other outputs are copied out, while the lent ones are still in place (one
-            // can be a reshape of another, over the same buffer).
-            let env = Env {
-                plan,
-                widened,
-                packed: &built.packed,
-                step: usize::MAX,
-                inputs: &input_bytes,
-                buffers: &self.buffers,
-            };
-            for (i, (&v, surface)) in plan.outputs.iter().zip(outputs.iter_mut()).enumerate() {
-                if !lent.iter().any(|&(l, _, _)| l == i) {
-                    let src = env.bytes(v);
-                    let n = src.len();
-                    surface.memory_mut().write(&mut |dst| dst[..n].copy_from_slice(src))?;
+        let result = match steps {
+            Ok(result) => result.and_then(|()| {
+                // The other outputs are copied out, while the lent ones are still in place
+                // (one can be a reshape of another, over the same buffer).
+                let env = Env {
+                    plan,
+                    widened,
+                    packed: &built.packed,
+                    step: usize::MAX,
+                    inputs: &input_bytes,
+                    buffers: &self.buffers,
+                };
+                for (i, (&v, surface)) in plan.outputs.iter().zip(outputs.iter_mut()).enumerate() {
+                    if !lent.iter().any(|&(l, _, _)| l == i) {
+                        let src = env.bytes(v);
+                        let n = src.len();
+                        surface.memory_mut().write(&mut |dst| dst[..n].copy_from_slice(src))?;
+                    }
                 }
+                Ok(())
+            }),
+            Err(panic) => {
+                return_output_memory(&lent, &mut self.buffers, outputs);
+                std::panic::resume_unwind(panic);
             }
-            Ok(())
-        });
-        // The lent outputs are in their surfaces' memory: give it back (also after an error,
-        // which leaves the outputs' contents unspecified). Only a panic in the step that held
-        // the memory can have lost it; the surface then keeps the buffer.
-        for &(i, b, len) in &lent {
-            if let Some(heap) = outputs[i].memory_mut().as_heap_mut()
-                && self.buffers[b].len() == len
-            {
-                std::mem::swap(&mut self.buffers[b], heap.allocation_mut());
-            }
-        }
-        if let Some(panic) = panic {
-            std::panic::resume_unwind(panic);
-        }
+        };
+        return_output_memory(&lent, &mut self.buffers, outputs);
         result
     }
 
@@ -561,6 +548,24 @@ fn lend_output_memory(
         }
     }
     lent
+}
+
+/// Undoes [`lend_output_memory`]: the lent outputs are in their surfaces' memory, which
+/// goes back to them (also after an error, which leaves the outputs' contents unspecified).
+/// Only a panic in the step that held the memory can have lost it; the surface then keeps
+/// the buffer.
+fn return_output_memory(
+    lent: &[(usize, usize, usize)],
+    buffers: &mut [AlignedBytes],
+    outputs: &mut [&mut Surface],
+) {
+    for &(i, b, len) in lent {
+        if let Some(heap) = outputs[i].memory_mut().as_heap_mut()
+            && buffers[b].len() == len
+        {
+            std::mem::swap(&mut buffers[b], heap.allocation_mut());
+        }
+    }
 }
 
 /// Names the timed steps. A cast the plan added around fp32 arithmetic (it has no op in

@@ -1170,7 +1170,6 @@ impl PlanBuilder<'_> {
                     && readers[r] == 1
                     && !holds_parts[r]
                     && self.values[r].storage == PENDING
-                    && self.values[r].ty.byte_size() == self.values[v].ty.byte_size()
                 {
                     placed[k] = true;
                     is_part[r] = true;
