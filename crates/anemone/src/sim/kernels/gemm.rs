@@ -1134,6 +1134,34 @@ fn pack_b(v: &View<'_>, p0: usize, kc: usize, j0: usize, cols: usize, out: &mut 
     }
 }
 
+/// Row `p` of every panel of a B block (`[panel][kc][NR]` in `out`) from one row of a
+/// row-major B: the `cols` elements from `start`, widened, lanes past them zeroed. One pass
+/// along the source row, 16 lanes at a time on AVX-512, instead of a widening per panel.
+fn pack_b_row(
+    data: Elems<'_>,
+    start: usize,
+    cols: usize,
+    (p, kc): (usize, usize),
+    out: &mut [f32],
+) {
+    let panels = cols.div_ceil(NR);
+    #[cfg(target_arch = "x86_64")]
+    if let (Elems::F16(s), Isa::Avx512) = (data, Isa::detect()) {
+        assert!(start + cols <= s.len(), "B row outside its operand");
+        assert!(panels == 0 || (panels - 1) * NR * kc + (p + 1) * NR <= out.len(), "B block");
+        // SAFETY: detect() returns Avx512 only on CPUs with AVX-512F, BW and VL; the source
+        // row and each panel row written lie inside the slices (asserted above).
+        unsafe { x86::pack_b_row_f16_avx512(s[start..start + cols].as_ptr(), cols, out, p, kc) };
+        return;
+    }
+    for jp in 0..panels {
+        let row = &mut out[jp * NR * kc + p * NR..jp * NR * kc + (p + 1) * NR];
+        let here = NR.min(cols - jp * NR);
+        data.widen_run(start + jp * NR, &mut row[..here]);
+        row[here..].fill(0.0);
+    }
+}
+
 /// The column biases (one per element of the row), the output-port rules and the row's bias
 /// on one finished row.
 #[inline(always)]
@@ -1254,14 +1282,7 @@ fn drive<K: Micro>(
                         if p + B_ROWS_AHEAD < kc {
                             v.data.prefetch_run(v.at(p0 + p + B_ROWS_AHEAD, jc), nc);
                         }
-                        for jp in 0..panels {
-                            let j0 = jc + jp * NR;
-                            let cols = NR.min(n1 - j0);
-                            let row =
-                                &mut b_buf[jp * NR * kc + p * NR..jp * NR * kc + (p + 1) * NR];
-                            v.data.widen_run(v.at(p0 + p, j0), &mut row[..cols]);
-                            row[cols..].fill(0.0);
-                        }
+                        pack_b_row(v.data, v.at(p0 + p, jc), nc, (p, kc), b_buf);
                     }
                     &b_buf[..panels * NR * kc]
                 }
@@ -1532,6 +1553,42 @@ mod x86 {
                 _mm512_mask_storeu_ps(dst.as_mut_ptr().add(i), mask, v);
             }
         });
+    }
+
+    /// `pack_b_row` on AVX-512 for fp16: `cols` elements at `src` to row `p` of the
+    /// `[panel][kc][NR]` block `out`, NaN read as +inf; the masked loads leave the lanes past
+    /// `cols` at +0, so the last panel's padding is written with the same stores.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F, BW and VL; `src` must hold `cols` elements and `out` row
+    /// `p` of `cols.div_ceil(NR)` panels of `kc * NR` floats.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn pack_b_row_f16_avx512(
+        src: *const half::f16,
+        cols: usize,
+        out: &mut [f32],
+        p: usize,
+        kc: usize,
+    ) {
+        let inf = _mm512_set1_ps(f32::INFINITY);
+        let dst = out.as_mut_ptr();
+        for jp in 0..cols.div_ceil(NR) {
+            let row = jp * NR * kc + p * NR;
+            for half in 0..NR / 16 {
+                let at = jp * NR + half * 16;
+                let left = cols.saturating_sub(at).min(16);
+                let mask = ((1u32 << left) - 1) as __mmask16;
+                // SAFETY: the mask keeps the load inside the `cols` elements at src, and the
+                // store is one of the panel row's NR lanes (the caller's extents).
+                unsafe {
+                    let h = _mm256_maskz_loadu_epi16(mask, src.wrapping_add(at).cast::<i16>());
+                    let v = _mm512_cvtph_ps(h);
+                    let v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v), inf);
+                    _mm512_storeu_ps(dst.add(row + half * 16), v);
+                }
+            }
+        }
     }
 
     /// Fills `count` 16-lane halves of im2col panel rows, half `i` at `dst + i * dst_step` of
@@ -2353,6 +2410,18 @@ mod tests {
                 assert_eq!(out[0], f16::INFINITY, "{isa:?} packed {packed}");
                 assert_eq!(out[1].to_bits(), 0, "{isa:?} packed {packed}");
             }
+            // The same rule in a row-major B that is packed per product: [1] x [NaN, 1, 0].
+            let (a, b) = ([f16::ONE], [f16::NAN, f16::ONE, f16::ZERO]);
+            let va = View { data: Elems::F16(&a), offset: 0, row_stride: 1, col_stride: 1 };
+            let vb = View { data: Elems::F16(&b), offset: 0, row_stride: 3, col_stride: 1 };
+            let mut out = [f16::NAN; 3];
+            let (oa, ob) = (Operand::View(va), Operand::View(vb));
+            let epi = Epilogue::port(Port::AneSaturate);
+            gemm_on(isa, 1, 3, 1, oa, ob, Out::F16(&mut out), 3, epi, false).unwrap();
+            assert_eq!(
+                out.map(f16::to_bits),
+                [f16::INFINITY, f16::ONE, f16::ZERO].map(f16::to_bits)
+            );
         }
     }
 
