@@ -794,7 +794,11 @@ pub(crate) fn gemm_on(
         && threads > 1
         && rayon::current_thread_index().is_none()
         && m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MACS;
-    let packed = (matches!(job.a, Operand::Packed(_)), matches!(job.b, Operand::Packed(_)));
+    let packed_bytes = |op: &Operand<'_>| match op {
+        Operand::Packed(pm) => Some(pm.bytes()),
+        _ => None,
+    };
+    let packed = (packed_bytes(&job.a), packed_bytes(&job.b));
     let regions = if split { split_regions(m, n, threads, packed) } else { vec![(0, m, 0, n)] };
     if regions.len() == 1 {
         run_region(isa, &job, regions[0]);
@@ -810,25 +814,36 @@ pub(crate) fn gemm_on(
 /// work stealing instead of holding up the product.
 const REGIONS_PER_THREAD: usize = 4;
 
+/// The largest operand packed ahead that several rectangles per thread may each read: it
+/// stays in a core's L2 between them. A larger one (the weight of a 768 -> 768 1x1
+/// convolution is 2.3 MiB as f32) comes again from L3 or memory for every rectangle: with
+/// four rectangles per thread instead of one, such convolutions took 2-5% longer, measured
+/// alternately in one process.
+const REREAD_BYTES: usize = 1 << 20;
+
 /// Rectangles `(m0, m1, n0, n1)` of the output for the threads to share: along the columns in
 /// whole panels when there are enough of them, else along the rows in whole tiles; but along
 /// the rows when neither operand was packed ahead and A is the larger (`m > n`), with enough
-/// rows for every thread.
+/// rows for every thread. `packed` holds the bytes of each operand packed ahead (a constant
+/// weight), None for one packed per product.
 ///
 /// Each rectangle packs the operand it does not cut for itself: cutting the columns repacks
 /// A for every rectangle, cutting the rows repacks B (hence the rows when A is the larger: a
 /// product computed transposed, whose A is a big weight). So there is one rectangle per
-/// thread, unless that operand was packed ahead (`a_packed`, `b_packed`: a constant weight),
-/// when up to `REGIONS_PER_THREAD` per thread cost no extra packing (each rectangle still
-/// reads the packed operand through the caches once).
+/// thread, unless that operand was packed ahead and is small enough to stay in L2
+/// ([`REREAD_BYTES`]), when up to `REGIONS_PER_THREAD` per thread cost no extra packing and
+/// little extra traffic.
 fn split_regions(
     m: usize,
     n: usize,
     threads: usize,
-    (a_packed, b_packed): (bool, bool),
+    (a_packed, b_packed): (Option<usize>, Option<usize>),
 ) -> Vec<(usize, usize, usize, usize)> {
     let (col_panels, row_panels) = (n.div_ceil(NR), m.div_ceil(MR));
-    let most = threads * REGIONS_PER_THREAD;
+    let parts_reading = |uncut: Option<usize>| match uncut {
+        Some(bytes) if bytes <= REREAD_BYTES => threads * REGIONS_PER_THREAD,
+        _ => threads,
+    };
     let cut = |units: usize, parts: usize, unit: usize, len: usize| -> Vec<(usize, usize)> {
         let parts = parts.clamp(1, units);
         (0..parts)
@@ -838,12 +853,13 @@ fn split_regions(
             .filter(|(a, b)| a < b)
             .collect()
     };
-    let rows_pack_less = !a_packed && !b_packed && m > n && row_panels >= 2 * threads;
+    let rows_pack_less =
+        a_packed.is_none() && b_packed.is_none() && m > n && row_panels >= 2 * threads;
     if !rows_pack_less && (col_panels >= 2 * threads || col_panels >= row_panels) {
-        let parts = if a_packed { most } else { threads };
+        let parts = parts_reading(a_packed);
         cut(col_panels, parts, NR, n).into_iter().map(|(a, b)| (0, m, a, b)).collect()
     } else {
-        let parts = if b_packed { most } else { threads };
+        let parts = parts_reading(b_packed);
         cut(row_panels, parts, MR, m).into_iter().map(|(a, b)| (a, b, 0, n)).collect()
     }
 }
@@ -2154,17 +2170,21 @@ mod tests {
 
     #[test]
     fn regions_cover_the_output_in_whole_panels_and_respect_packing() {
+        let (small, large) = (Some(REREAD_BYTES), Some(REREAD_BYTES + 1));
         for (m, n, threads, packed) in [
-            (256, 2048, 2, (false, false)),
-            (256, 2048, 2, (true, false)),
-            (64, 3136, 2, (true, false)),
-            (2048, 256, 2, (true, false)),
-            (2048, 256, 2, (false, false)),
-            (1024, 256, 2, (false, false)),
-            (2048, 40, 2, (false, false)),
-            (2048, 40, 2, (false, true)),
-            (30, 70, 3, (false, false)),
-            (13, 33, 8, (true, true)),
+            (256, 2048, 2, (None, None)),
+            (256, 2048, 2, (small, None)),
+            (256, 2048, 2, (large, None)),
+            (64, 3136, 2, (small, None)),
+            (2048, 256, 2, (small, None)),
+            (2048, 256, 2, (large, None)),
+            (2048, 256, 2, (None, None)),
+            (1024, 256, 2, (None, None)),
+            (2048, 40, 2, (None, None)),
+            (2048, 40, 2, (None, small)),
+            (2048, 40, 2, (None, large)),
+            (30, 70, 3, (None, None)),
+            (13, 33, 8, (small, small)),
         ] {
             let regions = split_regions(m, n, threads, packed);
             let what = format!("{m} x {n}, {threads} threads, packed {packed:?}");
@@ -2181,17 +2201,19 @@ mod tests {
                 }
             }
             assert!(covered.iter().all(|&c| c == 1), "{what}: {regions:?}");
-            // Each rectangle repacks the operand it does not cut, unless that was packed
-            // ahead: then it gets several per thread, else one.
+            // Each rectangle repacks the operand it does not cut, or reads it again when that
+            // was packed ahead: several rectangles per thread only when it is small enough to
+            // stay in L2, else one.
             let by_cols = regions.iter().all(|r| (r.0, r.1) == (0, m));
-            let uncut_packed = if by_cols { packed.0 } else { packed.1 };
-            let most = if uncut_packed { threads * REGIONS_PER_THREAD } else { threads };
+            let uncut = if by_cols { packed.0 } else { packed.1 };
+            let rereadable = uncut.is_some_and(|bytes| bytes <= REREAD_BYTES);
+            let most = if rereadable { threads * REGIONS_PER_THREAD } else { threads };
             assert!(regions.len() <= most, "{what}: {regions:?}");
-            if uncut_packed && by_cols {
+            if rereadable && by_cols {
                 assert!(regions.len() >= (n.div_ceil(NR)).min(most), "{what}: {regions:?}");
             }
             // With nothing packed ahead, the larger operand is the one cut, not repacked.
-            if packed == (false, false) && m > n && m.div_ceil(MR) >= 2 * threads {
+            if packed == (None, None) && m > n && m.div_ceil(MR) >= 2 * threads {
                 assert!(!by_cols, "{what}: {regions:?}");
             }
         }
