@@ -1551,6 +1551,16 @@ mod x86 {
         }
     }
 
+    /// 16 fp16 values (their bits) widened to f32, NaN read as +inf: the ANE datapath's rule
+    /// for every fp16 operand the GEMM packs.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    fn ane_widen16(h: __m256i) -> __m512 {
+        let v = _mm512_cvtph_ps(h);
+        let inf = _mm512_set1_ps(f32::INFINITY);
+        _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v), inf)
+    }
+
     /// fp16 -> f32 with NaN read as +inf, 16 lanes at a time (masked at the end).
     ///
     /// # Safety
@@ -1559,14 +1569,11 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub(super) unsafe fn widen_f16_avx512(src: &[half::f16], dst: &mut [f32]) {
         let n = dst.len().min(src.len());
-        let inf = _mm512_set1_ps(f32::INFINITY);
         crate::sim::kernels::lanes16::steps16(n, |i, mask| {
             // SAFETY: the mask stops the load and the store at `n`, inside both slices.
             unsafe {
                 let h = _mm256_maskz_loadu_epi16(mask, src.as_ptr().add(i).cast::<i16>());
-                let v = _mm512_cvtph_ps(h);
-                let v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v), inf);
-                _mm512_mask_storeu_ps(dst.as_mut_ptr().add(i), mask, v);
+                _mm512_mask_storeu_ps(dst.as_mut_ptr().add(i), mask, ane_widen16(h));
             }
         });
     }
@@ -1587,7 +1594,6 @@ mod x86 {
         p: usize,
         kc: usize,
     ) {
-        let inf = _mm512_set1_ps(f32::INFINITY);
         let dst = out.as_mut_ptr();
         for jp in 0..cols.div_ceil(NR) {
             let row = jp * NR * kc + p * NR;
@@ -1599,9 +1605,7 @@ mod x86 {
                 // store is one of the panel row's NR lanes (the caller's extents).
                 unsafe {
                     let h = _mm256_maskz_loadu_epi16(mask, src.wrapping_add(at).cast::<i16>());
-                    let v = _mm512_cvtph_ps(h);
-                    let v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v), inf);
-                    _mm512_storeu_ps(dst.add(row + half * 16), v);
+                    _mm512_storeu_ps(dst.add(row + half * 16), ane_widen16(h));
                 }
             }
         }
@@ -1702,7 +1706,6 @@ mod x86 {
         count: usize,
     ) {
         let lanes = lanes.as_ref();
-        let inf = _mm512_set1_ps(f32::INFINITY);
         let mut s = x.as_ptr().wrapping_add(src).cast::<i16>();
         let mut d = d;
         for _ in 0..count {
@@ -1712,10 +1715,8 @@ mod x86 {
                 let w = unsafe { _mm256_maskz_loadu_epi16(l.mask, s.wrapping_offset(l.rel)) };
                 h = _mm256_or_si256(h, w);
             }
-            let v = _mm512_cvtph_ps(h);
-            let v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v), inf);
             // SAFETY: 16 floats at d lie inside the panel (caller).
-            unsafe { _mm512_storeu_ps(d, v) };
+            unsafe { _mm512_storeu_ps(d, ane_widen16(h)) };
             s = s.wrapping_add(src_step);
             d = d.wrapping_add(dst_step);
         }
@@ -1774,7 +1775,6 @@ mod x86 {
         cols: usize,
         out: &mut [f32],
     ) {
-        let inf = _mm512_set1_ps(f32::INFINITY);
         assert!(out.len() >= kc * NR, "panel too small");
         for c0 in [0, 16] {
             let group = cols.saturating_sub(c0).min(16);
@@ -1794,8 +1794,7 @@ mod x86 {
                                     mask,
                                     x.as_ptr().add(at).cast::<i16>(),
                                 );
-                                let v = _mm512_cvtph_ps(h);
-                                _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v), inf)
+                                ane_widen16(h)
                             }
                         }
                     };
