@@ -402,7 +402,7 @@ impl GemmWeight<'_> {
                 row_stride: ktot as isize,
                 col_stride: 1,
             }),
-            GemmWeight::Packed(p) => Operand::Packed(&p.matrices[g]),
+            GemmWeight::Packed(p) => Operand::Packed(p.matrices[g].panels()),
         }
     }
 }

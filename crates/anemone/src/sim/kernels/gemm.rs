@@ -23,7 +23,9 @@
 //!   bias) to the tile while it is in L1 and stores the output type;
 //! - large products split their output into one rectangle per rayon thread (rows in multiples
 //!   of MR, or columns in multiples of NR); each thread packs what it reads, into buffers of
-//!   its own that it keeps for the next product (they are not part of a kernel `Scratch`).
+//!   its own that it keeps for the next product (they are not part of a kernel `Scratch`);
+//!   but when B is a large weight packed ahead, A is packed once for all the threads, which
+//!   take B's columns a few panels at a time ([`run_shared`]).
 //!
 //! Every element of C is the same sum in the same order whichever kernel (AVX-512, AVX2+FMA,
 //! portable) and however many threads compute it: one fused multiply-add per step of K, K
@@ -198,34 +200,17 @@ impl PackedMatrix {
         if !view.fits(rows, cols) {
             return Err(KernelError::new("gemm", "packed operand out of bounds"));
         }
-        let (k, len) = match side {
-            Side::Lhs => (cols, rows.div_ceil(MR) * MR * cols),
-            Side::Rhs => (rows, cols.div_ceil(NR) * NR * rows),
-        };
-        let bytes = len
-            .checked_mul(4)
+        let bytes = packed_len(side, rows, cols)
+            .and_then(|len| len.checked_mul(4))
             .ok_or_else(|| KernelError::new("gemm", "packed operand too large"))?;
         let mut data = AlignedBytes::try_zeroed(bytes).map_err(|e| KernelError::new("gemm", e))?;
-        let out: &mut [f32] = bytemuck::cast_slice_mut(data.bytes_mut());
-        for (p0, kc) in k_blocks(k) {
-            match side {
-                Side::Lhs => {
-                    let block = &mut out[p0 * rows.div_ceil(MR) * MR..];
-                    for (ip, i0) in (0..rows).step_by(MR).enumerate() {
-                        let panel = &mut block[ip * MR * kc..(ip + 1) * MR * kc];
-                        pack_a(&view, i0, MR.min(rows - i0), p0, kc, Layout::Col, panel);
-                    }
-                }
-                Side::Rhs => {
-                    let block = &mut out[p0 * cols.div_ceil(NR) * NR..];
-                    for (jp, j0) in (0..cols).step_by(NR).enumerate() {
-                        let panel = &mut block[jp * NR * kc..(jp + 1) * NR * kc];
-                        pack_b(&view, p0, kc, j0, NR.min(cols - j0), panel);
-                    }
-                }
-            }
-        }
+        pack_panels(side, rows, cols, &view, bytemuck::cast_slice_mut(data.bytes_mut()), false);
         Ok(PackedMatrix { side, rows, cols, data })
+    }
+
+    /// The packed panels, as an operand.
+    pub(crate) fn panels(&self) -> Panels<'_> {
+        Panels { side: self.side, rows: self.rows, cols: self.cols, data: self.floats() }
     }
 
     /// The operand it was packed as.
@@ -253,13 +238,72 @@ impl PackedMatrix {
     }
 }
 
+/// The floats of a `rows` x `cols` operand packed as `side` ([`PackedMatrix::pack`]'s
+/// layout): for each block of K in turn, its panels in order, each `MR * kc` (A) or
+/// `NR * kc` (B) floats.
+fn packed_len(side: Side, rows: usize, cols: usize) -> Option<usize> {
+    match side {
+        Side::Lhs => rows.div_ceil(MR).checked_mul(MR)?.checked_mul(cols),
+        Side::Rhs => cols.div_ceil(NR).checked_mul(NR)?.checked_mul(rows),
+    }
+}
+
+/// Packs a `rows` x `cols` matrix read through `view` (which fits it) as operand `side` into
+/// `out` (at least [`packed_len`] floats), one panel after another, or with the panels shared
+/// among rayon's threads (`parallel`). Slots past the last row of an A panel are left as
+/// they are (the kernel never reads them); B panels are zero past the last column.
+fn pack_panels(
+    side: Side,
+    rows: usize,
+    cols: usize,
+    view: &View<'_>,
+    out: &mut [f32],
+    parallel: bool,
+) {
+    let (k, width, count) = match side {
+        Side::Lhs => (cols, MR, rows.div_ceil(MR)),
+        Side::Rhs => (rows, NR, cols.div_ceil(NR)),
+    };
+    let mut rest = out;
+    let mut panels = Vec::with_capacity(k.div_ceil(KC).max(1) * count);
+    for (p0, kc) in k_blocks(k) {
+        for i in 0..count {
+            let (panel, tail) = std::mem::take(&mut rest).split_at_mut(width * kc);
+            rest = tail;
+            panels.push((panel, p0, kc, i * width));
+        }
+    }
+    let pack = |(panel, p0, kc, first): &mut (&mut [f32], usize, usize, usize)| match side {
+        Side::Lhs => pack_a(view, *first, MR.min(rows - *first), *p0, *kc, Layout::Col, panel),
+        Side::Rhs => pack_b(view, *p0, *kc, *first, NR.min(cols - *first), panel),
+    };
+    if parallel {
+        use rayon::prelude::*;
+        panels.par_iter_mut().with_min_len(PANELS_PER_TASK).for_each(pack);
+    } else {
+        panels.iter_mut().for_each(pack);
+    }
+}
+
+/// Panels packed for the micro-kernel, borrowed: a [`PackedMatrix`]'s, or those a product
+/// packs once and shares between its threads.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Panels<'a> {
+    side: Side,
+    rows: usize,
+    cols: usize,
+    data: &'a [f32],
+}
+
 /// An operand of [`gemm`]: a matrix to pack now, or one packed ahead.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Operand<'a> {
-    /// Read through a strided view and packed by each thread that needs it.
+    /// Read through a strided view and packed by each thread that needs it (or once for all of
+    /// them, see [`run_shared`]).
     View(View<'a>),
-    /// Packed ahead for this side; its shape must be the product's.
-    Packed(&'a PackedMatrix),
+    /// Packed ahead for this side (a [`PackedMatrix`], or the panels a product packed once for
+    /// all its threads); its shape must be the product's.
+    Packed(Panels<'a>),
     /// A convolution input read as its im2col matrix (right operand only), packed by each
     /// thread straight from the input.
     Im2col(&'a Im2col<'a>),
@@ -795,9 +839,12 @@ pub(crate) fn gemm_on(
         && rayon::current_thread_index().is_none()
         && m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MACS;
     let packed_bytes = |op: &Operand<'_>| match op {
-        Operand::Packed(pm) => Some(pm.bytes()),
+        Operand::Packed(pm) => Some(pm.data.len() * 4),
         _ => None,
     };
+    if split && shares_a(&job, n, threads) {
+        return run_shared(isa, job, (m, n, k));
+    }
     let packed = (packed_bytes(&job.a), packed_bytes(&job.b));
     let regions = if split { split_regions(m, n, threads, packed) } else { vec![(0, m, 0, n)] };
     if regions.len() == 1 {
@@ -862,6 +909,68 @@ fn split_regions(
         let parts = parts_reading(b_packed);
         cut(row_panels, parts, MR, m).into_iter().map(|(a, b)| (a, b, 0, n)).collect()
     }
+}
+
+/// B panels per unit of work in [`run_shared`] (64 columns of the output), so that a thread
+/// slowed by other work on the machine hands most of its part to the others.
+const UNIT_PANELS: usize = 2;
+/// [`run_shared`] needs at least this many units per thread, else the product is cut into
+/// one rectangle per thread ([`split_regions`]).
+const UNITS_PER_THREAD: usize = 4;
+/// Panels each task of a parallel packing takes at least.
+const PANELS_PER_TASK: usize = 4;
+
+thread_local! {
+    /// The A panels a product on this (calling) thread packed for all of its threads; kept
+    /// between products so that their pages stay mapped.
+    static SHARED_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Whether a product should pack its A once for all its threads ([`run_shared`]): A is read
+/// through a view, B was packed ahead and is too large to stay in a core's L2
+/// ([`REREAD_BYTES`]), and B's columns give every thread [`UNITS_PER_THREAD`] units.
+fn shares_a(job: &Job<'_>, n: usize, threads: usize) -> bool {
+    matches!((job.a, job.b), (Operand::View(_), Operand::Packed(b))
+        if b.data.len().saturating_mul(4) > REREAD_BYTES)
+        && n.div_ceil(NR * UNIT_PANELS) >= UNITS_PER_THREAD * threads
+}
+
+/// A product whose A (read through a view) is packed once, its panels shared by rayon's
+/// threads, while B (a large weight packed ahead) is cut into units of [`UNIT_PANELS`] panels
+/// that the threads take as they go.
+///
+/// Cut into one rectangle of columns per thread instead ([`split_regions`]), every thread
+/// packs all of A, and again for each [`NC`] columns of its rectangle; and a thread slowed by
+/// other work on the machine holds up the whole product (the threads of a 2-core machine
+/// whose cores are shared with other virtual machines ran at speeds up to a third apart,
+/// changing from second to second). A 256 x 768 by 768 x 3072 linear layer took 9% less time,
+/// measured alternately with the rectangles. The shared panels stay in each core's L2
+/// between units. (Products whose A is the weight gain nothing from the same scheme: each
+/// thread's rectangle of columns already packs only its own part of B, once.)
+fn run_shared(isa: Isa, job: Job<'_>, (m, n, k): (usize, usize, usize)) -> Result<()> {
+    use rayon::prelude::*;
+    let Operand::View(view) = job.a else {
+        return Err(KernelError::new("gemm", "the shared operand is not a view"));
+    };
+    let len = packed_len(Side::Lhs, m, k)
+        .ok_or_else(|| KernelError::new("gemm", "packed operand too large"))?;
+    SHARED_A.with(|cell| {
+        // A product started while the buffer is in use gets a fresh one.
+        let mut fresh = Vec::new();
+        let mut borrowed = cell.try_borrow_mut();
+        let buf = match borrowed {
+            Ok(ref mut b) => &mut **b,
+            Err(_) => &mut fresh,
+        };
+        let buf = aligned(buf, len);
+        pack_panels(Side::Lhs, m, k, &view, buf, true);
+        let a = Operand::Packed(Panels { side: Side::Lhs, rows: m, cols: k, data: buf });
+        let job = Job { a, ..job };
+        let step = NR * UNIT_PANELS;
+        let units: Vec<_> = (0..n).step_by(step).map(|c| (0, m, c, (c + step).min(n))).collect();
+        units.par_iter().for_each(|&u| run_region(isa, &job, u));
+    });
+    Ok(())
 }
 
 /// Where the output goes (the slice was checked to hold every element written).
@@ -1287,7 +1396,7 @@ fn drive<K: Micro>(
             let b_block: &[f32] = match job.b {
                 Operand::Packed(pm) => {
                     let start = p0 * pm.cols.div_ceil(NR) * NR + jc / NR * NR * kc;
-                    &pm.floats()[start..start + panels * NR * kc]
+                    &pm.data[start..start + panels * NR * kc]
                 }
                 Operand::View(v) if v.col_stride == 1 => {
                     // Row by row across all the panels: the source is read in long
@@ -1350,7 +1459,7 @@ fn drive<K: Micro>(
                             (_, Some(d)) => &d[i0 * KC..i0 * KC + (rows - 1) * KC + kc],
                             (Operand::Packed(pm), None) => {
                                 let start = p0 * pm.rows.div_ceil(MR) * MR + i0 / MR * MR * kc;
-                                &pm.floats()[start..start + MR * kc]
+                                &pm.data[start..start + MR * kc]
                             }
                             // (gemm_on accepts no im2col lhs.)
                             (Operand::View(_) | Operand::Im2col(_), None) => {
@@ -2075,7 +2184,7 @@ mod tests {
         let pa = PackedMatrix::pack(Side::Lhs, m, k, va).unwrap();
         let pb = PackedMatrix::pack(Side::Rhs, k, n, vb).unwrap();
         let (oa, ob) = if packed {
-            (Operand::Packed(&pa), Operand::Packed(&pb))
+            (Operand::Packed(pa.panels()), Operand::Packed(pb.panels()))
         } else {
             (Operand::View(va), Operand::View(vb))
         };
@@ -2165,6 +2274,69 @@ mod tests {
             assert!(one.iter().zip(&split).all(|(x, y)| x.to_bits() == y.to_bits()));
             assert_close(&split, &reference(m, n, k, &a, &b), k, "split");
         }
+    }
+
+    #[test]
+    fn a_packed_once_for_all_threads_gives_the_same_bits() {
+        // B packed ahead and too large to stay in L2, A read through a view (fp16 or f32, row-
+        // or column-major): A is packed once and the threads take B's columns in units. The
+        // bits are those of one thread on the rectangles, and of both operands as views.
+        for (m, n, k, sa, halves) in
+            [(40, 700, 520, Store::Rows, true), (13, 1100, 300, Store::Transposed, false)]
+        {
+            let a = Stored::new(m, k, sa, 7);
+            let b = Stored::new(k, n, Store::Rows, 8);
+            let a16: Vec<f16> = a.buf.iter().map(|&v| f16::from_f32(v)).collect();
+            let ea = if halves { Elems::F16(&a16) } else { Elems::F32(&a.buf) };
+            let (va, vb) = (a.view(ea), b.view(Elems::F32(&b.buf)));
+            let pb = PackedMatrix::pack(Side::Rhs, k, n, vb).unwrap();
+            let what = format!("{m} x {n} x {k}");
+            let mut outs = [vec![f32::NAN; m * n], vec![f32::NAN; m * n], vec![f32::NAN; m * n]];
+            let [one, views, shared] = &mut outs;
+            let (isa, plain) = (Isa::detect(), Epilogue::PLAIN);
+            let (oa, ob) = (Operand::View(va), Operand::Packed(pb.panels()));
+            gemm_on(isa, m, n, k, oa, ob, Out::F32(one), n, plain, false).unwrap();
+            let vv = Operand::View(vb);
+            gemm_on(isa, m, n, k, oa, vv, Out::F32(views), n, plain, false).unwrap();
+            let job = |out: &mut [f32]| Job {
+                k,
+                a: oa,
+                b: ob,
+                dst: Dst::F32(out.as_mut_ptr()),
+                rs: n,
+                epilogue: plain,
+            };
+            assert!(shares_a(&job(shared), n, 2), "{what}");
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+            // Twice: the second product reuses the first one's buffer.
+            for _ in 0..2 {
+                pool.install(|| run_shared(isa, job(shared), (m, n, k))).unwrap();
+            }
+            for (got, name) in [(&*views, "views"), (&*shared, "shared")] {
+                let same = got.iter().zip(one.iter()).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "{what}: {name} differs from one thread");
+            }
+            assert_close(shared, &reference(m, n, k, &a, &b), k, &what);
+        }
+        // Not when B stays in L2, when A was packed ahead too, or with too few units.
+        let (a, b) = (Stored::new(8, 64, Store::Rows, 1), Stored::new(64, 1024, Store::Rows, 2));
+        let (va, vb) = (a.view(Elems::F32(&a.buf)), b.view(Elems::F32(&b.buf)));
+        let pa = PackedMatrix::pack(Side::Lhs, 8, 64, va).unwrap();
+        let small = PackedMatrix::pack(Side::Rhs, 64, 1024, vb).unwrap();
+        let wide = Stored::new(300, 1024, Store::Rows, 3);
+        let large = PackedMatrix::pack(Side::Rhs, 300, 1024, wide.view(Elems::F32(&wide.buf)));
+        let large = large.unwrap();
+        assert!(small.bytes() <= REREAD_BYTES && large.bytes() > REREAD_BYTES);
+        let mut out = vec![0.0f32; 8 * 1024];
+        let dst = Dst::F32(out.as_mut_ptr());
+        let job = |a, b| Job { k: 64, a, b, dst, rs: 1024, epilogue: Epilogue::PLAIN };
+        let (view_a, packed_a) = (Operand::View(va), Operand::Packed(pa.panels()));
+        assert!(!shares_a(&job(view_a, Operand::Packed(small.panels())), 1024, 2));
+        assert!(!shares_a(&job(packed_a, Operand::Packed(large.panels())), 1024, 2));
+        assert!(shares_a(&job(view_a, Operand::Packed(large.panels())), 1024, 2));
+        // 1024 columns are 16 units: enough for 4 threads, not for 5.
+        assert!(shares_a(&job(view_a, Operand::Packed(large.panels())), 1024, 4));
+        assert!(!shares_a(&job(view_a, Operand::Packed(large.panels())), 1024, 5));
     }
 
     #[test]
@@ -2421,7 +2593,7 @@ mod tests {
                 let pa = PackedMatrix::pack(Side::Lhs, 1, 1, va).unwrap();
                 let pb = PackedMatrix::pack(Side::Rhs, 1, 2, vb).unwrap();
                 let (oa, ob) = if packed {
-                    (Operand::Packed(&pa), Operand::Packed(&pb))
+                    (Operand::Packed(pa.panels()), Operand::Packed(pb.panels()))
                 } else {
                     (Operand::View(va), Operand::View(vb))
                 };
@@ -2460,12 +2632,14 @@ mod tests {
         let w = View { row_stride: 3, ..v };
         // The left operand packed as a right one, a view past its slice, a short bias, a short
         // output.
-        assert!(go(Operand::View(v), Operand::Packed(&p), &mut out, None).is_err());
+        assert!(go(Operand::View(v), Operand::Packed(p.panels()), &mut out, None).is_err());
         let past = View { offset: 1, ..v };
         assert!(go(Operand::View(past), Operand::View(w), &mut out, None).is_err());
-        assert!(go(Operand::Packed(&p), Operand::View(w), &mut out, Some(&[1.0, 2.0])).is_err());
-        assert!(go(Operand::Packed(&p), Operand::View(w), &mut out[..8], None).is_err());
-        assert!(go(Operand::Packed(&p), Operand::View(w), &mut out, None).is_ok());
+        assert!(
+            go(Operand::Packed(p.panels()), Operand::View(w), &mut out, Some(&[1.0, 2.0])).is_err()
+        );
+        assert!(go(Operand::Packed(p.panels()), Operand::View(w), &mut out[..8], None).is_err());
+        assert!(go(Operand::Packed(p.panels()), Operand::View(w), &mut out, None).is_ok());
     }
 
     /// An im2col operand `[channels, input]` of a convolution geometry, its data after

@@ -319,7 +319,7 @@ impl<'a> Source<'a> {
             Source::Values(data, window) => {
                 Operand::View(operand_view_in(*data, *window, shape, transpose, side, index).0)
             }
-            Source::Packed(p) => Operand::Packed(&p.matrices[index]),
+            Source::Packed(p) => Operand::Packed(p.matrices[index].panels()),
         }
     }
 }
