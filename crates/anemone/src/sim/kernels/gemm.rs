@@ -249,9 +249,11 @@ fn packed_len(side: Side, rows: usize, cols: usize) -> Option<usize> {
 }
 
 /// Packs a `rows` x `cols` matrix read through `view` (which fits it) as operand `side` into
-/// `out` (at least [`packed_len`] floats), one panel after another, or with the panels shared
-/// among rayon's threads (`parallel`). Slots past the last row of an A panel are left as
-/// they are (the kernel never reads them); B panels are zero past the last column.
+/// `out` (at least [`packed_len`] floats), a group of panels after another, or with the groups
+/// shared among rayon's threads (`parallel`). A group is the panels of one block of K over at
+/// most [`MC`] rows (A) or [`PANELS_PER_TASK`] panels (B). Slots past the last row of an A
+/// panel are left as they are (the kernel never reads them); B panels are zero past the last
+/// column.
 fn pack_panels(
     side: Side,
     rows: usize,
@@ -260,28 +262,47 @@ fn pack_panels(
     out: &mut [f32],
     parallel: bool,
 ) {
-    let (k, width, count) = match side {
-        Side::Lhs => (cols, MR, rows.div_ceil(MR)),
-        Side::Rhs => (rows, NR, cols.div_ceil(NR)),
+    let (k, width, count, per_group) = match side {
+        Side::Lhs => (cols, MR, rows.div_ceil(MR), MC / MR),
+        Side::Rhs => (rows, NR, cols.div_ceil(NR), PANELS_PER_TASK),
     };
     let mut rest = out;
-    let mut panels = Vec::with_capacity(k.div_ceil(KC).max(1) * count);
+    let mut groups = Vec::new();
     for (p0, kc) in k_blocks(k) {
-        for i in 0..count {
-            let (panel, tail) = std::mem::take(&mut rest).split_at_mut(width * kc);
+        for first in (0..count).step_by(per_group) {
+            let panels = per_group.min(count - first);
+            let (group, tail) = std::mem::take(&mut rest).split_at_mut(panels * width * kc);
             rest = tail;
-            panels.push((panel, p0, kc, i * width));
+            groups.push((group, (p0, kc), first * width));
         }
     }
-    let pack = |(panel, p0, kc, first): &mut (&mut [f32], usize, usize, usize)| match side {
-        Side::Lhs => pack_a(view, *first, MR.min(rows - *first), *p0, *kc, Layout::Col, panel),
-        Side::Rhs => pack_b(view, *p0, *kc, *first, NR.min(cols - *first), panel),
+    let pack = |(group, (p0, kc), first): &mut (&mut [f32], (usize, usize), usize)| {
+        let (p0, kc, first) = (*p0, *kc, *first);
+        if kc == 0 {
+            return;
+        }
+        match side {
+            Side::Lhs if view.row_stride == 1 => {
+                let group_rows = MC.min(rows - first);
+                pack_a_col_major(view, (first, group_rows), (p0, kc), MR * kc, group);
+            }
+            Side::Lhs => {
+                for (panel, i0) in group.chunks_exact_mut(MR * kc).zip((first..rows).step_by(MR)) {
+                    pack_a(view, i0, MR.min(rows - i0), p0, kc, Layout::Col, panel);
+                }
+            }
+            Side::Rhs => {
+                for (panel, j0) in group.chunks_exact_mut(NR * kc).zip((first..cols).step_by(NR)) {
+                    pack_b(view, p0, kc, j0, NR.min(cols - j0), panel);
+                }
+            }
+        }
     };
     if parallel {
         use rayon::prelude::*;
-        panels.par_iter_mut().with_min_len(PANELS_PER_TASK).for_each(pack);
+        groups.par_iter_mut().for_each(pack);
     } else {
-        panels.iter_mut().for_each(pack);
+        groups.iter_mut().for_each(pack);
     }
 }
 
@@ -917,7 +938,7 @@ const UNIT_PANELS: usize = 2;
 /// [`run_shared`] needs at least this many units per thread, else the product is cut into
 /// one rectangle per thread ([`split_regions`]).
 const UNITS_PER_THREAD: usize = 4;
-/// Panels each task of a parallel packing takes at least.
+/// B panels per group of [`pack_panels`] (a task, when the panels are packed in parallel).
 const PANELS_PER_TASK: usize = 4;
 
 thread_local! {
@@ -928,7 +949,9 @@ thread_local! {
 
 /// Whether a product should pack its A once for all its threads ([`run_shared`]): A is read
 /// through a view, B was packed ahead and is too large to stay in a core's L2
-/// ([`REREAD_BYTES`]), and B's columns give every thread [`UNITS_PER_THREAD`] units.
+/// ([`REREAD_BYTES`]), and B's columns give every thread [`UNITS_PER_THREAD`] units. (With B
+/// read through a view too, the same scheme measured no faster: each unit then packs its
+/// own short B rows.)
 fn shares_a(job: &Job<'_>, n: usize, threads: usize) -> bool {
     matches!((job.a, job.b), (Operand::View(_), Operand::Packed(b))
         if b.data.len().saturating_mul(4) > REREAD_BYTES)
@@ -1186,11 +1209,17 @@ fn pack_a(
 }
 
 /// Packs rows `i0..i0 + rows` (<= MC), K `p0..p0 + kc` of a column-major `v` (`row_stride`
-/// 1: a transposed operand) as consecutive `Col` A panels of `MR * KC` floats: each step of
+/// 1: a transposed operand) as consecutive `Col` A panels `stride` floats apart: each step of
 /// K is one contiguous run across all the panels, widened once and dealt out MR at a time
 /// (the same values [`pack_a`] writes panel by panel). The steps lie a column stride apart,
 /// often on different pages, so each is asked for a few steps ahead.
-fn pack_a_col_major(v: &View<'_>, i0: usize, rows: usize, p0: usize, kc: usize, out: &mut [f32]) {
+fn pack_a_col_major(
+    v: &View<'_>,
+    (i0, rows): (usize, usize),
+    (p0, kc): (usize, usize),
+    stride: usize,
+    out: &mut [f32],
+) {
     let mut run = [0.0f32; MC];
     let whole = rows / MR;
     for p in 0..kc {
@@ -1200,11 +1229,11 @@ fn pack_a_col_major(v: &View<'_>, i0: usize, rows: usize, p0: usize, kc: usize, 
         v.data.widen_run(v.at(i0, p0 + p), &mut run[..rows]);
         for ip in 0..whole {
             // (A fixed length, so the copy is a few vector moves, not a call.)
-            let at = ip * MR * KC + p * MR;
+            let at = ip * stride + p * MR;
             out[at..at + MR].copy_from_slice(&run[ip * MR..(ip + 1) * MR]);
         }
         if !rows.is_multiple_of(MR) {
-            let at = whole * MR * KC + p * MR;
+            let at = whole * stride + p * MR;
             out[at..at + rows % MR].copy_from_slice(&run[whole * MR..rows]);
         }
     }
@@ -1433,7 +1462,7 @@ fn drive<K: Micro>(
                 let mc_end = (ic + MC).min(m1);
                 if let (Operand::View(v), None) = (job.a, a_in_place) {
                     if a_layout == Layout::Col && v.row_stride == 1 {
-                        pack_a_col_major(&v, ic, mc_end - ic, p0, kc, a_buf);
+                        pack_a_col_major(&v, (ic, mc_end - ic), (p0, kc), MR * KC, a_buf);
                     } else {
                         for (ip, i0) in (ic..mc_end).step_by(MR).enumerate() {
                             let panel = &mut a_buf[ip * MR * KC..(ip + 1) * MR * KC];
@@ -2281,9 +2310,12 @@ mod tests {
         // B packed ahead and too large to stay in L2, A read through a view (fp16 or f32, row-
         // or column-major): A is packed once and the threads take B's columns in units. The
         // bits are those of one thread on the rectangles, and of both operands as views.
-        for (m, n, k, sa, halves) in
-            [(40, 700, 520, Store::Rows, true), (13, 1100, 300, Store::Transposed, false)]
-        {
+        // (More than MC rows of a column-major A: two groups per block of K when packed.)
+        for (m, n, k, sa, halves) in [
+            (40, 700, 520, Store::Rows, true),
+            (13, 1100, 300, Store::Transposed, false),
+            (200, 1024, 300, Store::Transposed, true),
+        ] {
             let a = Stored::new(m, k, sa, 7);
             let b = Stored::new(k, n, Store::Rows, 8);
             let a16: Vec<f16> = a.buf.iter().map(|&v| f16::from_f32(v)).collect();
