@@ -118,7 +118,7 @@ struct Rows<O> {
 unsafe impl<O: Send> Sync for Rows<O> {}
 
 thread_local! {
-    /// Each thread's padded input rows, kept between calls so that their pages stay mapped.
+    /// Each thread's padded input rows.
     static PADDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -193,15 +193,7 @@ pub(crate) fn conv<O: Element>(
     let rows = Rows { ptr: out.as_mut_ptr(), len: out.len() };
     let task = |(y0, y1): (usize, usize)| {
         let rows = &rows;
-        PADDED.with(|cell| {
-            // A task run while this thread's buffer is in use (a rayon task started from a
-            // waiting thread) gets a fresh one.
-            let mut fresh = Vec::new();
-            let mut borrowed = cell.try_borrow_mut();
-            let buf = match borrowed {
-                Ok(ref mut b) => &mut **b,
-                Err(_) => &mut fresh,
-            };
+        super::with_thread_buffer(&PADDED, |buf| {
             if buf.len() < len {
                 buf.resize(len, 0.0);
             }

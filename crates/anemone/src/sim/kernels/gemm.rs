@@ -942,8 +942,7 @@ const UNITS_PER_THREAD: usize = 4;
 const PANELS_PER_TASK: usize = 4;
 
 thread_local! {
-    /// The A panels a product on this (calling) thread packed for all of its threads; kept
-    /// between products so that their pages stay mapped.
+    /// The A panels a product on this (calling) thread packed for all of its threads.
     static SHARED_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -977,14 +976,7 @@ fn run_shared(isa: Isa, job: Job<'_>, (m, n, k): (usize, usize, usize)) -> Resul
     };
     let len = packed_len(Side::Lhs, m, k)
         .ok_or_else(|| KernelError::new("gemm", "packed operand too large"))?;
-    SHARED_A.with(|cell| {
-        // A product started while the buffer is in use gets a fresh one.
-        let mut fresh = Vec::new();
-        let mut borrowed = cell.try_borrow_mut();
-        let buf = match borrowed {
-            Ok(ref mut b) => &mut **b,
-            Err(_) => &mut fresh,
-        };
+    super::with_thread_buffer(&SHARED_A, |buf| {
         let buf = aligned(buf, len);
         pack_panels(Side::Lhs, m, k, &view, buf, true);
         let a = Operand::Packed(Panels { side: Side::Lhs, rows: m, cols: k, data: buf });
@@ -1050,18 +1042,7 @@ thread_local! {
 }
 
 fn run_region(isa: Isa, job: &Job<'_>, region: (usize, usize, usize, usize)) {
-    BUFFERS.with(|cell| {
-        // A product started while this thread's buffers are in use (rayon can run another
-        // task on a waiting thread) gets fresh ones.
-        let mut fresh;
-        let mut borrowed = cell.try_borrow_mut();
-        let bufs: &mut Buffers = match borrowed {
-            Ok(ref mut b) => b,
-            Err(_) => {
-                fresh = Buffers::default();
-                &mut fresh
-            }
-        };
+    super::with_thread_buffer(&BUFFERS, |bufs| {
         // Tall rectangles go in bands of rows, which bounds the partial-sum buffer.
         let (m0, m1, n0, n1) = region;
         for b0 in (m0..m1).step_by(ROW_BAND) {

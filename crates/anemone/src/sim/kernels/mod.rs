@@ -210,6 +210,19 @@ impl Scratch {
 /// Output slices at least this long are split into rayon chunks of this many elements.
 pub const PAR_CHUNK: usize = 1 << 16;
 
+/// Runs `f` on this thread's buffer held in `key`, kept between calls so that its pages stay
+/// mapped; or on a fresh one when the buffer is in use (rayon can start another task on a
+/// thread that waits inside one holding it).
+pub(crate) fn with_thread_buffer<T: Default, R>(
+    key: &'static std::thread::LocalKey<std::cell::RefCell<T>>,
+    f: impl FnOnce(&mut T) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut held) => f(&mut held),
+        Err(_) => f(&mut T::default()),
+    })
+}
+
 /// Whether a kernel over `work` elements should split across rayon threads.
 pub(crate) fn parallel_worth_it(work: usize) -> bool {
     work >= 2 * PAR_CHUNK
