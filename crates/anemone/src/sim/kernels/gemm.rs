@@ -963,9 +963,9 @@ fn shares_a(job: &Job<'_>, n: usize, threads: usize) -> bool {
 ///
 /// Cut into one rectangle of columns per thread instead ([`split_regions`]), every thread
 /// packs all of A, and again for each [`NC`] columns of its rectangle; and a thread slowed by
-/// other work on the machine holds up the whole product (the threads of a 2-core machine
-/// whose cores are shared with other virtual machines ran at speeds up to a third apart,
-/// changing from second to second). A 256 x 768 by 768 x 3072 linear layer took 9% less time,
+/// other work on the machine holds up the whole product (the two cores of a cloud machine,
+/// shared with work outside it, ran at speeds up to a third apart, changing from second to
+/// second). A 256 x 768 by 768 x 3072 linear layer took 9% less time,
 /// measured alternately with the rectangles. The shared panels stay in each core's L2
 /// between units. (Products whose A is the weight gain nothing from the same scheme: each
 /// thread's rectangle of columns already packs only its own part of B, once.)
