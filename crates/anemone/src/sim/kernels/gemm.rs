@@ -248,6 +248,9 @@ fn packed_len(side: Side, rows: usize, cols: usize) -> Option<usize> {
     }
 }
 
+/// B panels per group of [`pack_panels`] (a task, when the panels are packed in parallel).
+const PANELS_PER_TASK: usize = 4;
+
 /// Packs a `rows` x `cols` matrix read through `view` (which fits it) as operand `side` into
 /// `out` (at least [`packed_len`] floats), a group of panels after another, or with the groups
 /// shared among rayon's threads (`parallel`). A group is the panels of one block of K over at
@@ -314,6 +317,13 @@ pub(crate) struct Panels<'a> {
     rows: usize,
     cols: usize,
     data: &'a [f32],
+}
+
+impl Panels<'_> {
+    /// Bytes held.
+    fn bytes(&self) -> usize {
+        self.data.len() * 4
+    }
 }
 
 /// An operand of [`gemm`]: a matrix to pack now, or one packed ahead.
@@ -860,7 +870,7 @@ pub(crate) fn gemm_on(
         && rayon::current_thread_index().is_none()
         && m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MACS;
     let packed_bytes = |op: &Operand<'_>| match op {
-        Operand::Packed(pm) => Some(pm.data.len() * 4),
+        Operand::Packed(pm) => Some(pm.bytes()),
         _ => None,
     };
     if split && shares_a(&job, n, threads) {
@@ -938,8 +948,6 @@ const UNIT_PANELS: usize = 2;
 /// [`run_shared`] needs at least this many units per thread, else the product is cut into
 /// one rectangle per thread ([`split_regions`]).
 const UNITS_PER_THREAD: usize = 4;
-/// B panels per group of [`pack_panels`] (a task, when the panels are packed in parallel).
-const PANELS_PER_TASK: usize = 4;
 
 thread_local! {
     /// The A panels a product on this (calling) thread packed for all of its threads.
@@ -953,7 +961,7 @@ thread_local! {
 /// own short B rows.)
 fn shares_a(job: &Job<'_>, n: usize, threads: usize) -> bool {
     matches!((job.a, job.b), (Operand::View(_), Operand::Packed(b))
-        if b.data.len().saturating_mul(4) > REREAD_BYTES)
+        if b.bytes() > REREAD_BYTES)
         && n.div_ceil(NR * UNIT_PANELS) >= UNITS_PER_THREAD * threads
 }
 
@@ -965,9 +973,8 @@ fn shares_a(job: &Job<'_>, n: usize, threads: usize) -> bool {
 /// packs all of A, and again for each [`NC`] columns of its rectangle; and a thread slowed by
 /// other work on the machine holds up the whole product (the two cores of a cloud machine,
 /// shared with work outside it, ran at speeds up to a third apart, changing from second to
-/// second). A 256 x 768 by 768 x 3072 linear layer took 9% less time,
-/// measured alternately with the rectangles. The shared panels stay in each core's L2
-/// between units. (Products whose A is the weight gain nothing from the same scheme: each
+/// second). A 256 x 768 by 768 x 3072 linear layer took 9-15% less time, measured
+/// alternately with the rectangles. The shared panels stay in each core's L2 between units. (Products whose A is the weight gain nothing from the same scheme: each
 /// thread's rectangle of columns already packs only its own part of B, once.)
 fn run_shared(isa: Isa, job: Job<'_>, (m, n, k): (usize, usize, usize)) -> Result<()> {
     use rayon::prelude::*;
